@@ -1,0 +1,72 @@
+#![doc = include_str!("../README.md")]
+
+mod combine;
+mod cusum;
+mod error;
+mod ewma;
+mod page_hinkley;
+pub mod params;
+mod robust;
+pub mod score;
+
+pub use combine::Combine;
+pub use cusum::{Cusum, CusumBank, CusumParams, CusumState};
+pub use error::ParamError;
+pub use ewma::{Ewma, EwmaBank, EwmaParams, EwmaState};
+pub use page_hinkley::{PageHinkley, PageHinkleyBank, PageHinkleyParams, PageHinkleyState, PhMode};
+pub use robust::{RobustZ, RobustZBank, RobustZParams, SortedWindow};
+
+/// What a detector says about one point: its score in [0, 1] and the value it expected
+/// (its forecast or reference level, taken before the point was learned).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    /// Anomaly score in [0, 1]; 1 means the detector is certain this point is anomalous
+    /// (for drift detectors: a change was detected at this point).
+    pub score: f64,
+    /// The value the detector expected at this point (NaN when it has no opinion yet).
+    pub expected: f64,
+}
+
+/// A streaming detector of one series. Each point is scored with the state built from the
+/// points before it, then learned.
+pub trait Detector {
+    /// Scores then learns each of `xs` in order, writing the scores to `out`
+    /// (`out.len()` must equal `xs.len()`). Inputs must be finite.
+    fn update_batch(&mut self, xs: &[f64], out: &mut [f64]);
+
+    /// Scores then learns one point.
+    fn update(&mut self, x: f64) -> f64 {
+        let mut out = [0.0];
+        self.update_batch(&[x], &mut out);
+        out[0]
+    }
+}
+
+/// The state of one kind of detector for many series, in struct-of-arrays form: one vector per
+/// state field, indexed by the series' slot.
+pub trait Bank {
+    /// The detector's parameters.
+    type Params;
+    /// The state of one series, for snapshots and restores.
+    type State;
+
+    /// An empty bank.
+    fn new(params: Self::Params) -> Self;
+    /// Adds a series in its initial state and returns its slot.
+    fn add_series(&mut self) -> usize;
+    /// Number of series in the bank.
+    fn len(&self) -> usize;
+    /// True when the bank holds no series.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Scores then learns `x` for the series in `slot`. `evicted` is the value that leaves the
+    /// series' window as `x` enters it (only windowed detectors use it).
+    fn update(&mut self, slot: usize, x: f64, evicted: Option<f64>) -> Scored;
+    /// A copy of one series' state.
+    fn snapshot(&self, slot: usize) -> Self::State;
+    /// Overwrites one series' state.
+    fn restore(&mut self, slot: usize, state: &Self::State);
+    /// Bytes of state one series occupies in this bank.
+    fn bytes_per_series(&self) -> usize;
+}

@@ -1,0 +1,299 @@
+//! Page-Hinkley change detection with River's exact semantics (river.drift.PageHinkley, 0.26.1):
+//! the same floating-point operations in the same order, the reset at the start of the update
+//! after a drift, and the flag only (re)assigned once `min_instances` points were seen.
+
+use serde::{Deserialize, Serialize};
+
+use crate::params::{Count, Fading, NonNegative, Positive};
+use crate::{Bank, Detector, Scored};
+
+/// Which direction of change Page-Hinkley reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhMode {
+    /// Increases and decreases of the mean.
+    #[default]
+    Both,
+    /// Increases only.
+    Up,
+    /// Decreases only.
+    Down,
+}
+
+/// Parameters of Page-Hinkley (River's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageHinkleyParams {
+    /// Points seen before a drift may be flagged (default 30).
+    #[serde(default = "default_min_instances")]
+    pub min_instances: Count,
+    /// Magnitude of change tolerated (default 0.005).
+    #[serde(default = "default_delta")]
+    pub delta: NonNegative,
+    /// Detection threshold on the cumulative deviation (default 50).
+    #[serde(default = "default_threshold")]
+    pub threshold: Positive,
+    /// Fading factor of the cumulative sums (default 0.9999).
+    #[serde(default = "default_alpha")]
+    pub alpha: Fading,
+    /// Direction of change to detect (default both).
+    #[serde(default)]
+    pub mode: PhMode,
+}
+
+fn default_min_instances() -> Count {
+    Count::new(30).expect("valid")
+}
+fn default_delta() -> NonNegative {
+    NonNegative::new(0.005).expect("valid")
+}
+fn default_threshold() -> Positive {
+    Positive::new(50.0).expect("valid")
+}
+fn default_alpha() -> Fading {
+    Fading::new(1.0 - 0.0001).expect("valid")
+}
+
+impl Default for PageHinkleyParams {
+    fn default() -> Self {
+        Self {
+            min_instances: default_min_instances(),
+            delta: default_delta(),
+            threshold: default_threshold(),
+            alpha: default_alpha(),
+            mode: PhMode::Both,
+        }
+    }
+}
+
+/// State of Page-Hinkley for one series (River's fields).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PageHinkleyState {
+    /// Points seen since the last reset.
+    pub n: f64,
+    /// Running mean since the last reset.
+    pub mean: f64,
+    /// Cumulative deviation for increases.
+    pub sum_increase: f64,
+    /// Cumulative deviation for decreases.
+    pub sum_decrease: f64,
+    /// Minimum of `sum_increase` so far.
+    pub min_increase: f64,
+    /// Maximum of `sum_decrease` so far.
+    pub max_decrease: f64,
+    /// Whether the last update flagged a drift (the next update starts with a reset).
+    pub drift: bool,
+}
+
+impl Default for PageHinkleyState {
+    fn default() -> Self {
+        Self {
+            n: 0.0,
+            mean: 0.0,
+            sum_increase: 0.0,
+            sum_decrease: 0.0,
+            min_increase: f64::INFINITY,
+            // River initialises this to -1, not -inf (harmless for delta > -1).
+            max_decrease: -1.0,
+            drift: false,
+        }
+    }
+}
+
+impl PageHinkleyState {
+    /// `sum_increase - min_increase`: the statistic for increases.
+    pub fn test_increase(&self) -> f64 {
+        self.sum_increase - self.min_increase
+    }
+    /// `max_decrease - sum_decrease`: the statistic for decreases.
+    pub fn test_decrease(&self) -> f64 {
+        self.max_decrease - self.sum_decrease
+    }
+}
+
+#[inline(always)]
+fn step(p: &PageHinkleyParams, s: &mut PageHinkleyState, x: f64) -> Scored {
+    if s.drift {
+        *s = PageHinkleyState::default();
+    }
+    let expected = if s.n == 0.0 { f64::NAN } else { s.mean };
+    s.n += 1.0;
+    // river.stats.Mean: mean += (w / n) * (x - mean); written this way for bit-exactness.
+    s.mean += (1.0 / s.n) * (x - s.mean);
+    let dev = x - s.mean;
+    let (alpha, delta) = (p.alpha.get(), p.delta.get());
+    s.sum_increase = alpha * s.sum_increase + dev - delta;
+    s.sum_decrease = alpha * s.sum_decrease + dev + delta;
+    if s.sum_increase < s.min_increase {
+        s.min_increase = s.sum_increase;
+    }
+    if s.sum_decrease > s.max_decrease {
+        s.max_decrease = s.sum_decrease;
+    }
+    let mut score = 0.0;
+    if s.n >= f64::from(p.min_instances.get()) {
+        let threshold = p.threshold.get();
+        let (up, down) = (s.test_increase(), s.test_decrease());
+        let stat = match p.mode {
+            PhMode::Both => up.max(down),
+            PhMode::Up => up,
+            PhMode::Down => down,
+        };
+        s.drift = stat > threshold;
+        score = if s.drift { 1.0 } else { (stat / threshold).max(0.0) };
+    }
+    Scored { score, expected }
+}
+
+/// Page-Hinkley for one series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageHinkley {
+    /// Parameters.
+    pub params: PageHinkleyParams,
+    /// Current state.
+    pub state: PageHinkleyState,
+}
+
+impl PageHinkley {
+    /// A detector in its initial state.
+    pub fn new(params: PageHinkleyParams) -> Self {
+        Self {
+            params,
+            state: PageHinkleyState::default(),
+        }
+    }
+
+    /// Scores then learns one point.
+    pub fn step(&mut self, x: f64) -> Scored {
+        step(&self.params, &mut self.state, x)
+    }
+
+    /// Whether the last update detected a drift (River's `drift_detected`).
+    pub fn drift_detected(&self) -> bool {
+        self.state.drift
+    }
+}
+
+impl Detector for PageHinkley {
+    fn update_batch(&mut self, xs: &[f64], out: &mut [f64]) {
+        assert_eq!(xs.len(), out.len(), "xs and out differ in length");
+        for (x, o) in xs.iter().zip(out.iter_mut()) {
+            *o = self.step(*x).score;
+        }
+    }
+}
+
+/// Page-Hinkley state for many series, struct-of-arrays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageHinkleyBank {
+    params: PageHinkleyParams,
+    n: Vec<f64>,
+    mean: Vec<f64>,
+    sum_increase: Vec<f64>,
+    sum_decrease: Vec<f64>,
+    min_increase: Vec<f64>,
+    max_decrease: Vec<f64>,
+    drift: Vec<bool>,
+}
+
+impl Bank for PageHinkleyBank {
+    type Params = PageHinkleyParams;
+    type State = PageHinkleyState;
+
+    fn new(params: PageHinkleyParams) -> Self {
+        Self {
+            params,
+            n: Vec::new(),
+            mean: Vec::new(),
+            sum_increase: Vec::new(),
+            sum_decrease: Vec::new(),
+            min_increase: Vec::new(),
+            max_decrease: Vec::new(),
+            drift: Vec::new(),
+        }
+    }
+
+    fn add_series(&mut self) -> usize {
+        let s = PageHinkleyState::default();
+        self.n.push(s.n);
+        self.mean.push(s.mean);
+        self.sum_increase.push(s.sum_increase);
+        self.sum_decrease.push(s.sum_decrease);
+        self.min_increase.push(s.min_increase);
+        self.max_decrease.push(s.max_decrease);
+        self.drift.push(s.drift);
+        self.n.len() - 1
+    }
+
+    fn len(&self) -> usize {
+        self.n.len()
+    }
+
+    #[inline]
+    fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> Scored {
+        let mut s = self.snapshot(slot);
+        let out = step(&self.params, &mut s, x);
+        self.restore(slot, &s);
+        out
+    }
+
+    fn snapshot(&self, slot: usize) -> PageHinkleyState {
+        PageHinkleyState {
+            n: self.n[slot],
+            mean: self.mean[slot],
+            sum_increase: self.sum_increase[slot],
+            sum_decrease: self.sum_decrease[slot],
+            min_increase: self.min_increase[slot],
+            max_decrease: self.max_decrease[slot],
+            drift: self.drift[slot],
+        }
+    }
+
+    fn restore(&mut self, slot: usize, s: &PageHinkleyState) {
+        self.n[slot] = s.n;
+        self.mean[slot] = s.mean;
+        self.sum_increase[slot] = s.sum_increase;
+        self.sum_decrease[slot] = s.sum_decrease;
+        self.min_increase[slot] = s.min_increase;
+        self.max_decrease[slot] = s.max_decrease;
+        self.drift[slot] = s.drift;
+    }
+
+    fn bytes_per_series(&self) -> usize {
+        6 * size_of::<f64>() + size_of::<bool>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_computed_first_steps() {
+        // delta 0.5, alpha 1: x = 1, 3
+        // n=1: mean 1, dev 0, S_inc = -0.5, S_dec = 0.5, min_inc -0.5, max_dec 0.5
+        // n=2: mean 2, dev 1, S_inc = -0.5 + 1 - 0.5 = 0, S_dec = 0.5 + 1 + 0.5 = 2
+        let p = PageHinkleyParams {
+            min_instances: Count::new(2).unwrap(),
+            delta: NonNegative::new(0.5).unwrap(),
+            threshold: Positive::new(1.0).unwrap(),
+            alpha: Fading::new(1.0).unwrap(),
+            mode: PhMode::Both,
+        };
+        let mut ph = PageHinkley::new(p);
+        assert_eq!(ph.step(1.0).score, 0.0);
+        assert_eq!(ph.state.sum_increase, -0.5);
+        let s = ph.step(3.0);
+        assert_eq!(ph.state.sum_increase, 0.0);
+        assert_eq!(ph.state.test_increase(), 0.5);
+        assert_eq!(ph.state.test_decrease(), 0.0);
+        assert_eq!(s.score, 0.5);
+        assert!(!ph.drift_detected());
+        // n=3, x = 10: mean 14/3, dev 16/3, S_inc = 16/3 - 0.5 → test_inc > 1 → drift
+        assert_eq!(ph.step(10.0).score, 1.0);
+        assert!(ph.drift_detected());
+        // the next update starts from a fresh detector
+        ph.step(0.0);
+        assert_eq!(ph.state.n, 1.0);
+    }
+}

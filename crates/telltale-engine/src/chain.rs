@@ -1,0 +1,289 @@
+//! A chain group: the state of every series that shares one chain (detectors, ring, alerting),
+//! in struct-of-arrays form, and the per-point path through it.
+
+use telltale_detect::{
+    Bank, CusumBank, EwmaBank, PageHinkleyBank, RobustZBank, Scored,
+};
+
+use crate::alert::{AlertBank, Transition};
+use crate::codec::RejectReason;
+use crate::config::{ChainPlan, DetectorSpec, MAX_DETECTORS};
+
+/// One detector bank of a chain.
+#[derive(Debug, Clone)]
+enum AnyBank {
+    Ewma(EwmaBank),
+    Cusum(CusumBank),
+    PageHinkley(PageHinkleyBank),
+    RobustZ(RobustZBank),
+}
+
+impl AnyBank {
+    fn new(spec: &DetectorSpec) -> Self {
+        match spec {
+            DetectorSpec::Ewma(p) => AnyBank::Ewma(EwmaBank::new(*p)),
+            DetectorSpec::Cusum(p) => AnyBank::Cusum(CusumBank::new(*p)),
+            DetectorSpec::PageHinkley(p) => AnyBank::PageHinkley(PageHinkleyBank::new(*p)),
+            DetectorSpec::RobustZ(p) => AnyBank::RobustZ(RobustZBank::new(*p)),
+        }
+    }
+
+    fn add_series(&mut self) -> usize {
+        match self {
+            AnyBank::Ewma(b) => b.add_series(),
+            AnyBank::Cusum(b) => b.add_series(),
+            AnyBank::PageHinkley(b) => b.add_series(),
+            AnyBank::RobustZ(b) => b.add_series(),
+        }
+    }
+
+    #[inline]
+    fn update(&mut self, slot: usize, x: f64, evicted: Option<f64>) -> Scored {
+        match self {
+            AnyBank::Ewma(b) => b.update(slot, x, evicted),
+            AnyBank::Cusum(b) => b.update(slot, x, evicted),
+            AnyBank::PageHinkley(b) => b.update(slot, x, evicted),
+            AnyBank::RobustZ(b) => b.update(slot, x, evicted),
+        }
+    }
+
+    fn bytes_per_series(&self) -> usize {
+        match self {
+            AnyBank::Ewma(b) => b.bytes_per_series(),
+            AnyBank::Cusum(b) => b.bytes_per_series(),
+            AnyBank::PageHinkley(b) => b.bytes_per_series(),
+            AnyBank::RobustZ(b) => b.bytes_per_series(),
+        }
+    }
+}
+
+/// Fixed-capacity rings of recent (timestamp, value), one per series, in one contiguous slab.
+#[derive(Debug, Clone)]
+pub struct RingSlab {
+    mask: usize,
+    ts: Vec<i64>,
+    val: Vec<f64>,
+    head: Vec<u32>,
+    len: Vec<u32>,
+}
+
+impl RingSlab {
+    /// Rings of `capacity` (a power of two) points.
+    pub fn new(capacity: usize) -> Self {
+        assert!(capacity.is_power_of_two());
+        Self {
+            mask: capacity - 1,
+            ts: Vec::new(),
+            val: Vec::new(),
+            head: Vec::new(),
+            len: Vec::new(),
+        }
+    }
+
+    fn cap(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// Adds an empty ring; returns its slot.
+    pub fn add_series(&mut self) -> usize {
+        let cap = self.cap();
+        self.ts.resize(self.ts.len() + cap, 0);
+        self.val.resize(self.val.len() + cap, 0.0);
+        self.head.push(0);
+        self.len.push(0);
+        self.len.len() - 1
+    }
+
+    /// Points in the ring.
+    pub fn len(&self, slot: usize) -> usize {
+        self.len[slot] as usize
+    }
+
+    /// Timestamp of the newest point.
+    #[inline]
+    pub fn last_ts(&self, slot: usize) -> Option<i64> {
+        let n = self.len[slot] as usize;
+        (n > 0).then(|| {
+            let i = (self.head[slot] as usize + n - 1) & self.mask;
+            self.ts[slot * self.cap() + i]
+        })
+    }
+
+    /// The value the next push will evict (when the ring is full).
+    #[inline]
+    pub fn next_evicted(&self, slot: usize) -> Option<f64> {
+        (self.len[slot] as usize == self.cap())
+            .then(|| self.val[slot * self.cap() + self.head[slot] as usize])
+    }
+
+    /// Appends a point, overwriting the oldest when full.
+    #[inline]
+    pub fn push(&mut self, slot: usize, ts: i64, v: f64) {
+        let cap = self.cap();
+        let n = self.len[slot] as usize;
+        let head = self.head[slot] as usize;
+        let i = slot * cap + ((head + n) & self.mask);
+        self.ts[i] = ts;
+        self.val[i] = v;
+        if n == cap {
+            self.head[slot] = ((head + 1) & self.mask) as u32;
+        } else {
+            self.len[slot] = (n + 1) as u32;
+        }
+    }
+
+    /// The ring's points, oldest first.
+    pub fn iter(&self, slot: usize) -> impl Iterator<Item = (i64, f64)> + '_ {
+        let cap = self.cap();
+        let (h, n) = (self.head[slot] as usize, self.len[slot] as usize);
+        (0..n).map(move |k| {
+            let i = slot * cap + ((h + k) & self.mask);
+            (self.ts[i], self.val[i])
+        })
+    }
+
+    /// Bytes per series.
+    pub fn bytes_per_series(&self) -> usize {
+        self.cap() * (size_of::<i64>() + size_of::<f64>()) + 2 * size_of::<u32>()
+    }
+}
+
+/// What the chain made of one point.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// Per-detector scores (first `n` used).
+    pub scores: [f64; MAX_DETECTORS],
+    /// Detectors in the chain.
+    pub n: usize,
+    /// Combined score.
+    pub score: f64,
+    /// What the chain expected (first detector with an opinion).
+    pub expected: f64,
+    /// Alert transition, if the point caused one.
+    pub transition: Option<Transition>,
+}
+
+/// All series on one shard that use one chain.
+#[derive(Debug, Clone)]
+pub struct ChainGroup {
+    plan: ChainPlan,
+    banks: Vec<AnyBank>,
+    ring: RingSlab,
+    alert: AlertBank,
+}
+
+impl ChainGroup {
+    /// An empty group for `plan`.
+    pub fn new(plan: &ChainPlan) -> Self {
+        Self {
+            banks: plan.detectors.iter().map(AnyBank::new).collect(),
+            ring: RingSlab::new(plan.ring),
+            alert: AlertBank::default(),
+            plan: plan.clone(),
+        }
+    }
+
+    /// The chain's plan.
+    pub fn plan(&self) -> &ChainPlan {
+        &self.plan
+    }
+
+    /// The group's rings.
+    pub fn ring(&self) -> &RingSlab {
+        &self.ring
+    }
+
+    /// Adds a series; returns its slot in the group.
+    pub fn add_series(&mut self) -> usize {
+        for b in &mut self.banks {
+            b.add_series();
+        }
+        self.alert.add_series();
+        self.ring.add_series()
+    }
+
+    /// Bytes of state per series in this group.
+    pub fn bytes_per_series(&self) -> usize {
+        self.banks.iter().map(AnyBank::bytes_per_series).sum::<usize>()
+            + self.ring.bytes_per_series()
+            + AlertBank::bytes_per_series()
+    }
+
+    /// Scores, learns and alerts on one point. Rejects points older than the series' newest.
+    #[inline]
+    pub fn process(&mut self, slot: usize, ts: i64, x: f64) -> Result<Outcome, RejectReason> {
+        if self.ring.last_ts(slot).is_some_and(|last| ts < last) {
+            return Err(RejectReason::OutOfOrder);
+        }
+        let evicted = self.ring.next_evicted(slot);
+        let mut scores = [0.0; MAX_DETECTORS];
+        let mut expected = f64::NAN;
+        for (bank, out) in self.banks.iter_mut().zip(scores.iter_mut()) {
+            let s = bank.update(slot, x, evicted);
+            *out = s.score;
+            if expected.is_nan() {
+                expected = s.expected;
+            }
+        }
+        self.ring.push(slot, ts, x);
+        let n = self.banks.len();
+        let score = self.plan.combine.combine(&scores[..n]);
+        let transition = self.alert.step(&self.plan.alert, slot, ts, score);
+        Ok(Outcome {
+            scores,
+            n,
+            score,
+            expected,
+            transition,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn ring_keeps_the_newest_points_and_reports_evictions() {
+        let mut r = RingSlab::new(4);
+        r.add_series();
+        let s = r.add_series();
+        for t in 0..6 {
+            assert_eq!(r.next_evicted(s), (t >= 4).then(|| (t - 4) as f64));
+            r.push(s, t, t as f64);
+        }
+        assert_eq!(r.iter(s).collect::<Vec<_>>(), vec![(2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0)]);
+        assert_eq!(r.last_ts(s), Some(5));
+        assert_eq!(r.len(0), 0);
+    }
+
+    #[test]
+    fn out_of_order_point_is_rejected_and_equal_timestamp_accepted() {
+        let plan = Config::default().plan().unwrap();
+        let mut g = ChainGroup::new(&plan.chains[0]);
+        let s = g.add_series();
+        g.process(s, 100, 1.0).unwrap();
+        g.process(s, 100, 1.0).unwrap();
+        assert_eq!(g.process(s, 99, 1.0).unwrap_err(), RejectReason::OutOfOrder);
+    }
+
+    #[test]
+    fn level_shift_opens_then_resolves() {
+        let plan = Config::default().plan().unwrap();
+        let mut g = ChainGroup::new(&plan.chains[0]);
+        let s = g.add_series();
+        let mut states = Vec::new();
+        for t in 0..400i64 {
+            let noise = ((t * 7919) % 13) as f64 / 13.0 - 0.5;
+            let x = if t >= 200 { 20.0 } else { 10.0 } + noise;
+            if let Some(tr) = g.process(s, t, x).unwrap().transition {
+                states.push((t, tr.state));
+            }
+        }
+        use crate::alert::EventState::*;
+        assert_eq!(states.first(), Some(&(200, Open)), "{states:?}");
+        assert_eq!(states.last().map(|s| s.1), Some(Resolved), "{states:?}");
+        assert!(states.iter().all(|(t, _)| *t >= 200), "{states:?}");
+    }
+}

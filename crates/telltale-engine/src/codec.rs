@@ -1,0 +1,578 @@
+//! Input codecs: the native JSON-lines point format and `timestamp,value` CSV.
+//!
+//! The JSON parser is hand-written for the one object shape we accept, copies the strings it
+//! keeps into a reusable scratch buffer and allocates nothing once warm: parsing is the larger
+//! part of a replay's cost, so it is kept tight.
+
+use std::fmt;
+use std::ops::Range;
+
+use crate::time::parse_rfc3339;
+
+/// Why an input record was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    /// The record is not valid JSON of the expected shape (detail says where).
+    Malformed(&'static str),
+    /// A required field is absent.
+    MissingField(&'static str),
+    /// The value is NaN or infinite (or not a number at all).
+    NonFiniteValue,
+    /// The timestamp is neither integer milliseconds nor RFC 3339 text.
+    BadTimestamp,
+    /// The point is older than the newest point already seen for its series.
+    OutOfOrder,
+    /// More labels than the engine accepts on one series.
+    TooManyLabels,
+    /// The bytes are not UTF-8.
+    NotUtf8,
+}
+
+impl RejectReason {
+    /// A short stable code for counters and the `reason` field of a rejects record.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::Malformed(_) => "malformed",
+            RejectReason::MissingField(_) => "missing_field",
+            RejectReason::NonFiniteValue => "non_finite_value",
+            RejectReason::BadTimestamp => "bad_timestamp",
+            RejectReason::OutOfOrder => "out_of_order",
+            RejectReason::TooManyLabels => "too_many_labels",
+            RejectReason::NotUtf8 => "not_utf8",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::Malformed(d) => write!(f, "malformed record: {d}"),
+            RejectReason::MissingField(n) => write!(f, "missing field `{n}`"),
+            RejectReason::NonFiniteValue => f.write_str("value is not a finite number"),
+            RejectReason::BadTimestamp => {
+                f.write_str("timestamp is neither integer milliseconds nor RFC 3339 text")
+            }
+            RejectReason::OutOfOrder => f.write_str("timestamp older than the series' last point"),
+            RejectReason::TooManyLabels => write!(f, "more than {MAX_LABELS} labels"),
+            RejectReason::NotUtf8 => f.write_str("record is not valid UTF-8"),
+        }
+    }
+}
+
+/// Most labels one series may carry.
+pub const MAX_LABELS: usize = 32;
+
+type R<T> = Result<T, RejectReason>;
+
+fn malformed<T>(what: &'static str) -> R<T> {
+    Err(RejectReason::Malformed(what))
+}
+
+/// A parsed point whose strings live in the parser's scratch buffer.
+#[derive(Debug, Default)]
+pub struct PointBuf {
+    scratch: String,
+    metric: Range<usize>,
+    labels: Vec<(Range<usize>, Range<usize>)>,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The observed value (finite).
+    pub value: f64,
+}
+
+impl PointBuf {
+    /// The metric name.
+    pub fn metric(&self) -> &str {
+        &self.scratch[self.metric.clone()]
+    }
+
+    /// Number of labels.
+    pub fn label_count(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// The i-th label (sorted by name after [`PointBuf::sort_labels`]).
+    pub fn label(&self, i: usize) -> (&str, &str) {
+        let (k, v) = &self.labels[i];
+        (&self.scratch[k.clone()], &self.scratch[v.clone()])
+    }
+
+    /// Sorts labels by name; a repeated name keeps its last value.
+    pub fn sort_labels(&mut self) {
+        let s = &self.scratch;
+        // Stable sort keeps input order among equal names, so the last one wins below.
+        self.labels
+            .sort_by(|a, b| s[a.0.clone()].cmp(&s[b.0.clone()]));
+        let mut w = 0;
+        for r in 0..self.labels.len() {
+            if w > 0 && s[self.labels[w - 1].0.clone()] == s[self.labels[r].0.clone()] {
+                self.labels[w - 1] = self.labels[r].clone();
+            } else {
+                self.labels[w] = self.labels[r].clone();
+                w += 1;
+            }
+        }
+        self.labels.truncate(w);
+    }
+
+    fn clear(&mut self) {
+        self.scratch.clear();
+        self.metric = 0..0;
+        self.labels.clear();
+    }
+
+    /// Sets the point from parts (CSV input, generators).
+    pub fn set(&mut self, metric: &str, labels: &[(&str, &str)], timestamp: i64, value: f64) {
+        self.clear();
+        self.metric = self.push_str(metric);
+        for (k, v) in labels {
+            let k = self.push_str(k);
+            let v = self.push_str(v);
+            self.labels.push((k, v));
+        }
+        self.timestamp = timestamp;
+        self.value = value;
+        self.sort_labels();
+    }
+
+    fn push_str(&mut self, s: &str) -> Range<usize> {
+        let start = self.scratch.len();
+        self.scratch.push_str(s);
+        start..self.scratch.len()
+    }
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\r' | b'\n') {
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    #[inline]
+    fn expect(&mut self, c: u8, what: &'static str) -> R<()> {
+        self.ws();
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            malformed(what)
+        }
+    }
+
+    /// Reads a JSON string starting at `"` and appends its decoded text to `out`.
+    fn string_into(&mut self, out: &mut String) -> R<()> {
+        self.ws();
+        if self.peek() != Some(b'"') {
+            return malformed("expected a string");
+        }
+        self.i += 1;
+        let start = self.i;
+        // Fast scan: plain runs are copied in one go.
+        loop {
+            let run = self.i;
+            while self.i < self.b.len() && self.b[self.i] != b'"' && self.b[self.i] != b'\\' {
+                if self.b[self.i] < 0x20 {
+                    return malformed("control character in string");
+                }
+                self.i += 1;
+            }
+            out.push_str(&self.s[run..self.i]);
+            match self.peek() {
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    let c = self.peek().ok_or(RejectReason::Malformed("unterminated string"))?;
+                    self.i += 1;
+                    match c {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let cp = if (0xD800..0xDC00).contains(&hi) {
+                                if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
+                                    return malformed("lone surrogate in string");
+                                }
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return malformed("bad surrogate pair in string");
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else {
+                                hi
+                            };
+                            out.push(
+                                char::from_u32(cp)
+                                    .ok_or(RejectReason::Malformed("bad \\u escape"))?,
+                            );
+                        }
+                        _ => return malformed("bad escape in string"),
+                    }
+                }
+                _ => {
+                    let _ = start;
+                    return malformed("unterminated string");
+                }
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> R<u32> {
+        let h = self.s.get(self.i..self.i + 4).ok_or(RejectReason::Malformed("bad \\u escape"))?;
+        let v = u32::from_str_radix(h, 16).map_err(|_| RejectReason::Malformed("bad \\u escape"))?;
+        self.i += 4;
+        Ok(v)
+    }
+
+    /// The raw text of a JSON number.
+    #[inline]
+    fn number_text(&mut self) -> R<&'a str> {
+        self.ws();
+        let start = self.i;
+        while self.i < self.b.len()
+            && matches!(self.b[self.i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+        {
+            self.i += 1;
+        }
+        if start == self.i {
+            return malformed("expected a number");
+        }
+        Ok(&self.s[start..self.i])
+    }
+
+    /// Skips any JSON value (for fields we do not use).
+    fn skip_value(&mut self, depth: u32) -> R<()> {
+        if depth > 64 {
+            return malformed("nesting too deep");
+        }
+        self.ws();
+        match self.peek() {
+            Some(b'"') => {
+                let mut sink = String::new();
+                self.string_into(&mut sink)
+            }
+            Some(b'{') | Some(b'[') => {
+                let close = if self.peek() == Some(b'{') { b'}' } else { b']' };
+                let object = close == b'}';
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(close) {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    if object {
+                        let mut sink = String::new();
+                        self.string_into(&mut sink)?;
+                        self.expect(b':', "expected `:`")?;
+                    }
+                    self.skip_value(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(c) if c == close => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return malformed("expected `,` or a closing bracket"),
+                    }
+                }
+            }
+            Some(b't') => self.literal("true"),
+            Some(b'f') => self.literal("false"),
+            Some(b'n') => self.literal("null"),
+            _ => self.number_text().map(|_| ()),
+        }
+    }
+
+    fn literal(&mut self, lit: &'static str) -> R<()> {
+        if self.b[self.i..].starts_with(lit.as_bytes()) {
+            self.i += lit.len();
+            Ok(())
+        } else {
+            malformed("unexpected token")
+        }
+    }
+}
+
+fn parse_timestamp_number(text: &str) -> R<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v.abs() < 9.0e15 => Ok(v.round() as i64),
+        _ => Err(RejectReason::BadTimestamp),
+    }
+}
+
+/// Parses one JSON line of the native format into `out`:
+/// `{"metric": "...", "labels": {"k": "v", ...}, "timestamp": <ms or RFC 3339>, "value": <number>}`.
+/// `labels` is optional; unknown fields are ignored; labels come back sorted by name.
+pub fn parse_json_line(line: &str, out: &mut PointBuf) -> Result<(), RejectReason> {
+    out.clear();
+    let mut c = Cursor {
+        b: line.as_bytes(),
+        s: line,
+        i: 0,
+    };
+    c.expect(b'{', "expected a JSON object")?;
+    let (mut have_metric, mut have_ts, mut have_value) = (false, false, false);
+    let mut key = String::new();
+    c.ws();
+    if c.peek() == Some(b'}') {
+        c.i += 1;
+    } else {
+        loop {
+            key.clear();
+            c.string_into(&mut key)?;
+            c.expect(b':', "expected `:` after a field name")?;
+            match key.as_str() {
+                "metric" => {
+                    let start = out.scratch.len();
+                    c.string_into(&mut out.scratch)
+                        .map_err(|_| RejectReason::Malformed("`metric` must be a string"))?;
+                    out.metric = start..out.scratch.len();
+                    have_metric = true;
+                }
+                "labels" => {
+                    c.ws();
+                    if c.peek() == Some(b'n') {
+                        c.literal("null")?;
+                    } else {
+                        c.expect(b'{', "`labels` must be an object of strings")?;
+                        c.ws();
+                        if c.peek() == Some(b'}') {
+                            c.i += 1;
+                        } else {
+                            loop {
+                                if out.labels.len() == MAX_LABELS {
+                                    return Err(RejectReason::TooManyLabels);
+                                }
+                                let k0 = out.scratch.len();
+                                c.string_into(&mut out.scratch)?;
+                                let k = k0..out.scratch.len();
+                                c.expect(b':', "expected `:` in labels")?;
+                                let v0 = out.scratch.len();
+                                c.string_into(&mut out.scratch).map_err(|_| {
+                                    RejectReason::Malformed("label values must be strings")
+                                })?;
+                                out.labels.push((k, v0..out.scratch.len()));
+                                c.ws();
+                                match c.peek() {
+                                    Some(b',') => c.i += 1,
+                                    Some(b'}') => {
+                                        c.i += 1;
+                                        break;
+                                    }
+                                    _ => return malformed("expected `,` or `}` in labels"),
+                                }
+                            }
+                        }
+                    }
+                }
+                "timestamp" => {
+                    c.ws();
+                    out.timestamp = if c.peek() == Some(b'"') {
+                        let start = out.scratch.len();
+                        c.string_into(&mut out.scratch)?;
+                        let ts = parse_rfc3339(&out.scratch[start..])
+                            .ok_or(RejectReason::BadTimestamp)?;
+                        out.scratch.truncate(start);
+                        ts
+                    } else {
+                        parse_timestamp_number(c.number_text()?)?
+                    };
+                    have_ts = true;
+                }
+                "value" => {
+                    c.ws();
+                    if !matches!(c.peek(), Some(b'-' | b'0'..=b'9')) {
+                        // null, strings such as "NaN", booleans: not a finite number.
+                        c.skip_value(0)?;
+                        return Err(RejectReason::NonFiniteValue);
+                    }
+                    let v: f64 = c
+                        .number_text()?
+                        .parse()
+                        .map_err(|_| RejectReason::Malformed("bad number in `value`"))?;
+                    if !v.is_finite() {
+                        return Err(RejectReason::NonFiniteValue);
+                    }
+                    out.value = v;
+                    have_value = true;
+                }
+                _ => c.skip_value(0)?,
+            }
+            c.ws();
+            match c.peek() {
+                Some(b',') => c.i += 1,
+                Some(b'}') => {
+                    c.i += 1;
+                    break;
+                }
+                _ => return malformed("expected `,` or `}` after a field"),
+            }
+        }
+    }
+    c.ws();
+    if c.i != c.b.len() {
+        return malformed("trailing characters after the object");
+    }
+    if !have_metric {
+        return Err(RejectReason::MissingField("metric"));
+    }
+    if !have_ts {
+        return Err(RejectReason::MissingField("timestamp"));
+    }
+    if !have_value {
+        return Err(RejectReason::MissingField("value"));
+    }
+    if out.metric.is_empty() {
+        return malformed("`metric` is empty");
+    }
+    out.sort_labels();
+    Ok(())
+}
+
+/// Column positions of a CSV file, read from its header line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsvLayout {
+    timestamp: usize,
+    value: usize,
+}
+
+impl CsvLayout {
+    /// Reads the header: it must name a `timestamp` and a `value` column (any order, other
+    /// columns ignored). Returns `None` when it does not.
+    pub fn from_header(header: &str) -> Option<Self> {
+        let cols: Vec<&str> = header.trim_end_matches('\r').split(',').map(str::trim).collect();
+        let find = |n: &str| cols.iter().position(|c| c.eq_ignore_ascii_case(n));
+        Some(Self {
+            timestamp: find("timestamp")?,
+            value: find("value")?,
+        })
+    }
+
+    /// Parses one data line into (timestamp ms, value).
+    pub fn parse(&self, line: &str) -> Result<(i64, f64), RejectReason> {
+        let line = line.trim_end_matches('\r');
+        let (mut ts, mut val) = (None, None);
+        for (i, field) in line.split(',').enumerate() {
+            if i == self.timestamp {
+                ts = Some(field.trim());
+            } else if i == self.value {
+                val = Some(field.trim());
+            }
+        }
+        let ts = ts.ok_or(RejectReason::MissingField("timestamp"))?;
+        let val = val.ok_or(RejectReason::MissingField("value"))?;
+        let ts = if ts.bytes().all(|b| b.is_ascii_digit() || b == b'-') && ts.len() < 17 {
+            ts.parse::<i64>().map_err(|_| RejectReason::BadTimestamp)?
+        } else {
+            parse_rfc3339(ts).ok_or(RejectReason::BadTimestamp)?
+        };
+        let v: f64 = val.parse().map_err(|_| RejectReason::NonFiniteValue)?;
+        if !v.is_finite() {
+            return Err(RejectReason::NonFiniteValue);
+        }
+        Ok((ts, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<PointBuf, RejectReason> {
+        let mut p = PointBuf::default();
+        parse_json_line(line, &mut p).map(|_| p)
+    }
+
+    #[test]
+    fn parses_the_native_format() {
+        let p = parse(
+            r#"{"metric":"llm.latency_p99_ms","labels":{"region":"eu","model":"llama3-8b"},"timestamp":1700000000000,"value":123.5}"#,
+        )
+        .unwrap();
+        assert_eq!(p.metric(), "llm.latency_p99_ms");
+        assert_eq!(p.label_count(), 2);
+        assert_eq!(p.label(0), ("model", "llama3-8b"));
+        assert_eq!(p.label(1), ("region", "eu"));
+        assert_eq!(p.timestamp, 1_700_000_000_000);
+        assert_eq!(p.value, 123.5);
+    }
+
+    #[test]
+    fn accepts_rfc3339_escapes_unknown_fields_and_whitespace() {
+        let p = parse(
+            " { \"value\" : -1e3 , \"extra\": [1, {\"a\": null}], \"metric\": \"a\\\"b\\u00e9\\ud83d\\ude00\", \"timestamp\": \"2024-01-01T00:00:00Z\" } ",
+        )
+        .unwrap();
+        assert_eq!(p.metric(), "a\"bé😀");
+        assert_eq!(p.label_count(), 0);
+        assert_eq!(p.timestamp, 1_704_067_200_000);
+        assert_eq!(p.value, -1000.0);
+    }
+
+    #[test]
+    fn rejects_bad_records_with_a_reason() {
+        let cases = [
+            ("", RejectReason::Malformed("expected a JSON object")),
+            ("{\"metric\":\"m\",\"timestamp\":1}", RejectReason::MissingField("value")),
+            ("{\"metric\":\"m\",\"value\":1}", RejectReason::MissingField("timestamp")),
+            ("{\"timestamp\":1,\"value\":1}", RejectReason::MissingField("metric")),
+            ("{\"metric\":\"m\",\"timestamp\":1,\"value\":\"NaN\"}", RejectReason::NonFiniteValue),
+            ("{\"metric\":\"m\",\"timestamp\":1,\"value\":null}", RejectReason::NonFiniteValue),
+            ("{\"metric\":\"m\",\"timestamp\":1,\"value\":1e999}", RejectReason::NonFiniteValue),
+            ("{\"metric\":\"m\",\"timestamp\":\"yesterday\",\"value\":1}", RejectReason::BadTimestamp),
+            ("{\"metric\":\"m\",\"timestamp\":1,\"value\":1} x", RejectReason::Malformed("trailing characters after the object")),
+            ("{\"metric\":\"m\",\"labels\":{\"a\":1},\"timestamp\":1,\"value\":1}", RejectReason::Malformed("label values must be strings")),
+            ("{\"metric\":\"m\",\"timestamp\":1,\"value\":1", RejectReason::Malformed("expected `,` or `}` after a field")),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line).unwrap_err(), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn repeated_label_names_keep_the_last_value() {
+        let p = parse(r#"{"metric":"m","labels":{"a":"1","b":"2","a":"3"},"timestamp":1,"value":1}"#)
+            .unwrap();
+        assert_eq!(p.label_count(), 2);
+        assert_eq!(p.label(0), ("a", "3"));
+    }
+
+    #[test]
+    fn csv_layout_from_header_and_rows() {
+        let l = CsvLayout::from_header("timestamp,value").unwrap();
+        assert_eq!(l.parse("2014-07-01 00:30:00,8127").unwrap(), (1_404_174_600_000, 8127.0));
+        assert_eq!(l.parse("1700000000000,1.5\r").unwrap(), (1_700_000_000_000, 1.5));
+        assert_eq!(l.parse("2014-07-01 00:30:00,nan"), Err(RejectReason::NonFiniteValue));
+        assert_eq!(l.parse("2014-07-01 00:30:00"), Err(RejectReason::MissingField("value")));
+        let l = CsvLayout::from_header("value,label,timestamp").unwrap();
+        assert_eq!(l.parse("2.5,0,10").unwrap(), (10, 2.5));
+        assert!(CsvLayout::from_header("a,b").is_none());
+    }
+}

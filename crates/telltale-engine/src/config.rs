@@ -1,0 +1,687 @@
+//! Configuration: TOML, every table with `deny_unknown_fields`, validated at load so that a bad
+//! file fails at start-up with the path of the bad field.
+//!
+//! ```toml
+//! [engine]
+//! shards = 0            # 0: one shard per core
+//! batch = 4096          # points per hand-off batch
+//!
+//! [chain]               # the default chain: series that match no rule
+//! detectors = [{ kind = "ewma", alpha = 0.05 }, { kind = "cusum" }, { kind = "robust_z" }]
+//! combine = "max"
+//! ring = 32
+//! alert = { open = 0.9999, resolve = 0.99, min_points = 1, resolve_points = 5, cooldown = "0s" }
+//!
+//! [[rule]]              # first matching rule wins
+//! name = "latency"
+//! metric = "llm_*latency*"
+//! labels = { model = "llama*" }
+//! detectors = [{ kind = "page_hinkley", threshold = 25.0 }]
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use telltale_detect::params::{Count, ScoreLevel};
+use telltale_detect::{Combine, CusumParams, EwmaParams, PageHinkleyParams, RobustZParams};
+
+use crate::key::SeriesKey;
+use crate::time::parse_duration_ms;
+
+/// Most detectors one chain may hold.
+pub const MAX_DETECTORS: usize = 8;
+
+/// A configuration error, with the path of the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Where: a field path such as `rule[0].alert.open`, or a file name.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            write!(f, "invalid configuration: {}", self.message)
+        } else {
+            write!(f, "invalid configuration at `{}`: {}", self.path, self.message)
+        }
+    }
+}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Engine settings.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// The default chain, used for series that match no rule.
+    #[serde(default)]
+    pub chain: ChainConfig,
+    /// Per-series rules, tried in order; the first match wins.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Shard workers; 0 means one per available core (default 0).
+    #[serde(default)]
+    pub shards: usize,
+    /// Points per batch handed from the input thread to the shards (default 4096).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+}
+
+fn default_batch() -> usize {
+    4096
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            shards: 0,
+            batch: default_batch(),
+        }
+    }
+}
+
+/// One detector of a chain, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", try_from = "RawDetector")]
+pub enum DetectorSpec {
+    /// EWMA z-score.
+    Ewma(EwmaParams),
+    /// Two-sided self-starting CUSUM.
+    Cusum(CusumParams),
+    /// Page-Hinkley (River semantics).
+    PageHinkley(PageHinkleyParams),
+    /// Robust z-score over the series' ring (its `window` must equal the chain's `ring`).
+    RobustZ(RobustZParams),
+}
+
+impl DetectorSpec {
+    /// The `kind` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DetectorSpec::Ewma(_) => "ewma",
+            DetectorSpec::Cusum(_) => "cusum",
+            DetectorSpec::PageHinkley(_) => "page_hinkley",
+            DetectorSpec::RobustZ(_) => "robust_z",
+        }
+    }
+}
+
+/// Marks the field path inside a detector table in an error message, so that [`Config::from_toml`]
+/// can append it to the outer path (serde's internally tagged enums lose the inner path).
+const FIELD_MARK: char = '\u{1}';
+
+/// A detector table before its `kind` is dispatched.
+#[derive(Deserialize)]
+struct RawDetector {
+    kind: String,
+    #[serde(flatten)]
+    rest: toml::Table,
+}
+
+impl TryFrom<RawDetector> for DetectorSpec {
+    type Error = String;
+
+    fn try_from(raw: RawDetector) -> Result<Self, String> {
+        fn parse<T: serde::de::DeserializeOwned>(t: toml::Table) -> Result<T, String> {
+            serde_path_to_error::deserialize(t).map_err(|e| {
+                let path = e.path().to_string();
+                format!("{FIELD_MARK}{path}{FIELD_MARK}{}", e.into_inner().message())
+            })
+        }
+        match raw.kind.as_str() {
+            "ewma" => parse(raw.rest).map(DetectorSpec::Ewma),
+            "cusum" => parse(raw.rest).map(DetectorSpec::Cusum),
+            "page_hinkley" => parse(raw.rest).map(DetectorSpec::PageHinkley),
+            "robust_z" => parse(raw.rest).map(DetectorSpec::RobustZ),
+            other => Err(format!(
+                "{FIELD_MARK}kind{FIELD_MARK}unknown detector kind `{other}`, expected one of: ewma, cusum, page_hinkley, robust_z"
+            )),
+        }
+    }
+}
+
+fn default_detectors() -> Vec<DetectorSpec> {
+    vec![
+        DetectorSpec::Ewma(EwmaParams::default()),
+        DetectorSpec::Cusum(CusumParams::default()),
+        DetectorSpec::RobustZ(RobustZParams::default()),
+    ]
+}
+
+fn default_ring() -> usize {
+    32
+}
+
+/// `[chain]`: detectors, how their scores combine, ring capacity, alerting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// Name used in events (default "default").
+    #[serde(default = "default_chain_name")]
+    pub name: String,
+    /// Detectors, scored in order (default: ewma, cusum, robust_z).
+    #[serde(default = "default_detectors")]
+    pub detectors: Vec<DetectorSpec>,
+    /// How scores combine (default max).
+    #[serde(default)]
+    pub combine: Combine,
+    /// Capacity of each series' ring of recent points: a power of two in [4, 4096] (default 32).
+    #[serde(default = "default_ring")]
+    pub ring: usize,
+    /// Alert state machine settings.
+    #[serde(default)]
+    pub alert: AlertConfig,
+}
+
+fn default_chain_name() -> String {
+    "default".into()
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        Self {
+            name: default_chain_name(),
+            detectors: default_detectors(),
+            combine: Combine::default(),
+            ring: default_ring(),
+            alert: AlertConfig::default(),
+        }
+    }
+}
+
+/// Alert state machine settings (`alert = {...}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    /// Score at or above which a point counts towards opening an anomaly (default 0.9999).
+    #[serde(default = "default_open")]
+    pub open: ScoreLevel,
+    /// Score below which a point counts towards resolving it (default 0.99; must be ≤ open).
+    #[serde(default = "default_resolve")]
+    pub resolve: ScoreLevel,
+    /// Score at or above which the anomaly is critical rather than a warning (default 0.999999).
+    #[serde(default = "default_critical")]
+    pub critical: ScoreLevel,
+    /// Consecutive points at or above `open` needed to open (default 1).
+    #[serde(default = "default_min_points")]
+    pub min_points: Count,
+    /// Consecutive points below `resolve` needed to resolve (default 5).
+    #[serde(default = "default_resolve_points")]
+    pub resolve_points: Count,
+    /// Event time after a resolve during which the series cannot open again, e.g. "5m" (default "0s").
+    #[serde(default = "default_cooldown")]
+    pub cooldown: String,
+}
+
+fn default_open() -> ScoreLevel {
+    ScoreLevel::new(0.9999).expect("valid")
+}
+fn default_resolve() -> ScoreLevel {
+    ScoreLevel::new(0.99).expect("valid")
+}
+fn default_critical() -> ScoreLevel {
+    ScoreLevel::new(0.999_999).expect("valid")
+}
+fn default_min_points() -> Count {
+    Count::new(1).expect("valid")
+}
+fn default_resolve_points() -> Count {
+    Count::new(5).expect("valid")
+}
+fn default_cooldown() -> String {
+    "0s".into()
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        Self {
+            open: default_open(),
+            resolve: default_resolve(),
+            critical: default_critical(),
+            min_points: default_min_points(),
+            resolve_points: default_resolve_points(),
+            cooldown: default_cooldown(),
+        }
+    }
+}
+
+/// `[[rule]]`: a chain for the series it matches. Fields left out take the default chain's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Rule (and chain) name, used in events.
+    pub name: String,
+    /// Glob on the metric name (`*` any run, `?` one character; default "*").
+    #[serde(default = "default_glob")]
+    pub metric: String,
+    /// Globs on label values; a series must have every listed label and match each.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Detectors (default: the default chain's).
+    pub detectors: Option<Vec<DetectorSpec>>,
+    /// Combination (default: the default chain's).
+    pub combine: Option<Combine>,
+    /// Ring capacity (default: the default chain's).
+    pub ring: Option<usize>,
+    /// Alert settings (default: the default chain's; a table given here replaces it whole,
+    /// its omitted fields taking the built-in defaults).
+    pub alert: Option<AlertConfig>,
+}
+
+fn default_glob() -> String {
+    "*".into()
+}
+
+/// Validated alert settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlertParams {
+    /// See [`AlertConfig::open`].
+    pub open: f64,
+    /// See [`AlertConfig::resolve`].
+    pub resolve: f64,
+    /// See [`AlertConfig::critical`].
+    pub critical: f64,
+    /// See [`AlertConfig::min_points`].
+    pub min_points: u32,
+    /// See [`AlertConfig::resolve_points`].
+    pub resolve_points: u32,
+    /// Cooldown in milliseconds of event time.
+    pub cooldown_ms: i64,
+}
+
+/// A validated chain.
+#[derive(Debug, Clone)]
+pub struct ChainPlan {
+    /// Name used in events.
+    pub name: String,
+    /// Detectors in scoring order.
+    pub detectors: Vec<DetectorSpec>,
+    /// Score combination.
+    pub combine: Combine,
+    /// Ring capacity (power of two).
+    pub ring: usize,
+    /// Alerting.
+    pub alert: AlertParams,
+    /// Each detector's parameters as a JSON object, rendered once for events.
+    pub params_json: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// Glob with `*` and `?`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob(Box<str>);
+
+impl Glob {
+    /// Compiles a glob.
+    pub fn new(p: &str) -> Self {
+        Self(p.into())
+    }
+
+    /// Whether `s` matches (whole string).
+    pub fn matches(&self, s: &str) -> bool {
+        let (p, s): (Vec<char>, Vec<char>) = (self.0.chars().collect(), s.chars().collect());
+        let (mut pi, mut si) = (0, 0);
+        let (mut star, mut mark) = (None, 0);
+        while si < s.len() {
+            if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+                pi += 1;
+                si += 1;
+            } else if pi < p.len() && p[pi] == '*' {
+                star = Some(pi);
+                mark = si;
+                pi += 1;
+            } else if let Some(st) = star {
+                pi = st + 1;
+                mark += 1;
+                si = mark;
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|c| *c == '*')
+    }
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Metric glob.
+    pub metric: Glob,
+    /// Label name → value glob.
+    pub labels: Vec<(String, Glob)>,
+    /// Index of its chain in [`Plan::chains`].
+    pub chain: usize,
+}
+
+impl Rule {
+    /// Whether the rule applies to `key`.
+    pub fn matches(&self, key: &SeriesKey) -> bool {
+        self.metric.matches(&key.name)
+            && self
+                .labels
+                .iter()
+                .all(|(k, g)| key.label(k).is_some_and(|v| g.matches(v)))
+    }
+}
+
+/// The validated, compiled configuration the engine runs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Shard workers (resolved: never 0).
+    pub shards: usize,
+    /// Points per batch.
+    pub batch: usize,
+    /// Chains; index 0 is the default chain.
+    pub chains: Vec<ChainPlan>,
+    /// Rules in order.
+    pub rules: Vec<Rule>,
+}
+
+impl Plan {
+    /// The chain a series gets: the first matching rule's, else the default (0).
+    pub fn chain_for(&self, key: &SeriesKey) -> usize {
+        self.rules
+            .iter()
+            .find(|r| r.matches(key))
+            .map_or(0, |r| r.chain)
+    }
+}
+
+fn validate_alert(path: &str, a: &AlertConfig) -> Result<AlertParams, ConfigError> {
+    if a.resolve > a.open {
+        return Err(err(
+            format!("{path}.resolve"),
+            format!("{} must be <= open ({})", a.resolve.get(), a.open.get()),
+        ));
+    }
+    if a.critical < a.open {
+        return Err(err(
+            format!("{path}.critical"),
+            format!("{} must be >= open ({})", a.critical.get(), a.open.get()),
+        ));
+    }
+    let cooldown_ms = parse_duration_ms(&a.cooldown).ok_or_else(|| {
+        err(
+            format!("{path}.cooldown"),
+            format!("`{}` is not a duration such as \"30s\", \"5m\", \"1h\"", a.cooldown),
+        )
+    })?;
+    Ok(AlertParams {
+        open: a.open.get(),
+        resolve: a.resolve.get(),
+        critical: a.critical.get(),
+        min_points: a.min_points.get(),
+        resolve_points: a.resolve_points.get(),
+        cooldown_ms,
+    })
+}
+
+fn validate_chain(
+    path: &str,
+    name: &str,
+    detectors: &[DetectorSpec],
+    combine: Combine,
+    ring: usize,
+    alert: &AlertConfig,
+) -> Result<ChainPlan, ConfigError> {
+    if !(4..=4096).contains(&ring) || !ring.is_power_of_two() {
+        return Err(err(
+            format!("{path}.ring"),
+            format!("{ring} is not a power of two in [4, 4096]"),
+        ));
+    }
+    if detectors.is_empty() || detectors.len() > MAX_DETECTORS {
+        return Err(err(
+            format!("{path}.detectors"),
+            format!("a chain needs 1 to {MAX_DETECTORS} detectors, got {}", detectors.len()),
+        ));
+    }
+    let mut params_json = Vec::new();
+    for (i, d) in detectors.iter().enumerate() {
+        let dpath = format!("{path}.detectors[{i}]");
+        let checked = match d {
+            DetectorSpec::Cusum(p) => p.validate(),
+            DetectorSpec::RobustZ(p) => {
+                if p.window.get() as usize != ring {
+                    return Err(err(
+                        format!("{dpath}.window"),
+                        format!(
+                            "{} must equal the chain's ring capacity ({ring}): robust_z scores over the ring",
+                            p.window.get()
+                        ),
+                    ));
+                }
+                p.validate()
+            }
+            DetectorSpec::Ewma(_) | DetectorSpec::PageHinkley(_) => Ok(()),
+        };
+        checked.map_err(|e| err(format!("{dpath}.{}", e.name), e.to_string()))?;
+        let json = serde_json::to_string(d).expect("params serialise");
+        params_json.push(serde_json::value::RawValue::from_string(json).expect("valid JSON"));
+    }
+    Ok(ChainPlan {
+        name: name.to_owned(),
+        detectors: detectors.to_vec(),
+        combine,
+        ring,
+        alert: validate_alert(&format!("{path}.alert"), alert)?,
+        params_json,
+    })
+}
+
+impl Config {
+    /// Parses TOML text; errors carry the path of the bad field.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| err("", e.to_string()))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let mut path = e.path().to_string();
+            let inner = e.into_inner();
+            let mut message = inner.message().to_owned();
+            if let Some(rest) = message.strip_prefix(FIELD_MARK) {
+                if let Some((field, msg)) = rest.split_once(FIELD_MARK) {
+                    if !field.is_empty() && field != "." {
+                        path = format!("{path}.{field}");
+                    }
+                    message = msg.to_owned();
+                }
+            }
+            err(path, message)
+        })
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(path.display().to_string(), format!("cannot read: {e}")))?;
+        Self::from_toml(&text).map_err(|mut e| {
+            e.message = format!("{} (in {})", e.message, path.display());
+            e
+        })
+    }
+
+    /// Validates cross-field constraints and compiles rules.
+    pub fn plan(&self) -> Result<Plan, ConfigError> {
+        if self.engine.batch == 0 {
+            return Err(err("engine.batch", "must be >= 1"));
+        }
+        let shards = if self.engine.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.engine.shards
+        };
+        if shards > 1024 {
+            return Err(err("engine.shards", format!("{shards} is more than 1024")));
+        }
+        let c = &self.chain;
+        let mut chains = vec![validate_chain(
+            "chain",
+            &c.name,
+            &c.detectors,
+            c.combine,
+            c.ring,
+            &c.alert,
+        )?];
+        let mut rules = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let path = format!("rule[{i}]");
+            if r.name.is_empty() {
+                return Err(err(format!("{path}.name"), "must not be empty"));
+            }
+            if chains.iter().any(|ch| ch.name == r.name) {
+                return Err(err(
+                    format!("{path}.name"),
+                    format!("`{}` is already the name of another chain", r.name),
+                ));
+            }
+            let ring = r.ring.unwrap_or(c.ring);
+            let detectors = r.detectors.clone().unwrap_or_else(|| {
+                // Inherit the default chain's detectors, resizing robust_z to this ring.
+                c.detectors
+                    .iter()
+                    .map(|d| match d {
+                        DetectorSpec::RobustZ(p) => DetectorSpec::RobustZ(RobustZParams {
+                            window: Count::new(ring as u32).expect("ring >= 4"),
+                            ..*p
+                        }),
+                        other => other.clone(),
+                    })
+                    .collect()
+            });
+            let alert = r.alert.as_ref().unwrap_or(&c.alert);
+            chains.push(validate_chain(
+                &path,
+                &r.name,
+                &detectors,
+                r.combine.unwrap_or(c.combine),
+                ring,
+                alert,
+            )?);
+            rules.push(Rule {
+                metric: Glob::new(&r.metric),
+                labels: r.labels.iter().map(|(k, v)| (k.clone(), Glob::new(v))).collect(),
+                chain: chains.len() - 1,
+            });
+        }
+        Ok(Plan {
+            shards,
+            batch: self.engine.batch,
+            chains,
+            rules,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Result<Plan, ConfigError> {
+        Config::from_toml(text)?.plan()
+    }
+
+    #[test]
+    fn empty_config_gives_the_built_in_default_chain() {
+        let p = plan("").unwrap();
+        assert_eq!(p.chains.len(), 1);
+        let kinds: Vec<_> = p.chains[0].detectors.iter().map(DetectorSpec::kind).collect();
+        assert_eq!(kinds, ["ewma", "cusum", "robust_z"]);
+        assert_eq!(p.batch, 4096);
+        assert!(p.shards >= 1);
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_path() {
+        let e = plan("[chain]\ndetectors = [{ kind = \"ewma\", alpah = 0.1 }]").unwrap_err();
+        assert_eq!(e.path, "chain.detectors[0].alpah");
+        assert!(e.message.contains("unknown field `alpah`"), "{e}");
+        assert!(e.message.contains("alpha"), "suggests the known fields: {e}");
+        let e = plan("[engine]\nshard = 2").unwrap_err();
+        assert_eq!(e.path, "engine.shard");
+        assert!(e.message.contains("shard"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_parameter_is_named_with_its_path() {
+        let e = plan("[[rule]]\nname = \"r\"\ndetectors = [{ kind = \"cusum\" }, { kind = \"ewma\", alpha = 1.5 }]")
+            .unwrap_err();
+        assert_eq!(e.path, "rule[0].detectors[1].alpha");
+        assert!(e.message.contains("(0, 1]"), "{e}");
+    }
+
+    #[test]
+    fn cross_field_errors_name_the_field() {
+        let e = plan("[chain.alert]\nopen = 0.9\nresolve = 0.95").unwrap_err();
+        assert_eq!(e.path, "chain.alert.resolve");
+        let e = plan("[chain]\nring = 24").unwrap_err();
+        assert_eq!(e.path, "chain.ring");
+        let e = plan("[chain]\nring = 64\ndetectors = [{ kind = \"robust_z\" }]").unwrap_err();
+        assert_eq!(e.path, "chain.detectors[0].window");
+        let e = plan("[chain.alert]\ncooldown = \"5 minutes\"").unwrap_err();
+        assert_eq!(e.path, "chain.alert.cooldown");
+        let e = plan("[[rule]]\nname = \"r\"\ndetectors = [{ kind = \"cusum\", warmup = 1 }]").unwrap_err();
+        assert_eq!(e.path, "rule[0].detectors[0].warmup");
+        let e = plan("[[rule]]\nname = \"default\"").unwrap_err();
+        assert_eq!(e.path, "rule[0].name");
+        let e = plan("[chain]\ndetectors = [{ kind = \"arima\" }]").unwrap_err();
+        assert_eq!(e.path, "chain.detectors[0].kind");
+        assert!(e.message.contains("arima"), "{e}");
+    }
+
+    #[test]
+    fn rules_match_by_metric_and_label_globs_first_wins() {
+        let p = plan(
+            r#"
+[[rule]]
+name = "llama-latency"
+metric = "llm_*latency*"
+labels = { model = "llama*" }
+ring = 64
+[[rule]]
+name = "latency"
+metric = "llm_*latency*"
+detectors = [{ kind = "page_hinkley" }]
+"#,
+        )
+        .unwrap();
+        let k = |m: &str, model: &str| SeriesKey::new(m, &[("model", model)]);
+        assert_eq!(p.chain_for(&k("llm_latency_p99_ms", "llama3-8b")), 1);
+        assert_eq!(p.chain_for(&k("llm_latency_p99_ms", "mixtral")), 2);
+        assert_eq!(p.chain_for(&k("llm_tokens_per_s", "llama3-8b")), 0);
+        assert_eq!(p.chain_for(&SeriesKey::new("llm_latency_p50", &[])), 2);
+        // The inherited robust_z follows the rule's ring.
+        assert_eq!(p.chains[1].ring, 64);
+        match &p.chains[1].detectors[2] {
+            DetectorSpec::RobustZ(r) => assert_eq!(r.window.get(), 64),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn glob_matching() {
+        let g = Glob::new("a*b?c*");
+        assert!(g.matches("abxc"));
+        assert!(g.matches("a123bxcdef"));
+        assert!(!g.matches("abc"));
+        assert!(Glob::new("*").matches(""));
+        assert!(Glob::new("x").matches("x"));
+        assert!(!Glob::new("x").matches("xy"));
+    }
+}

@@ -1,0 +1,357 @@
+//! The threaded pipeline: the caller's thread parses and routes points (the series table lives
+//! here), shard workers score them, and a merger thread writes events and rejects in input
+//! order, so the output is byte-identical whatever the shard count.
+//!
+//! Hand-off uses bounded lock-free channels (crossbeam's array flavour), one per shard in each
+//! direction; batch buffers travel back to the router for reuse, so the steady state allocates
+//! nothing per point.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use crate::alert::{EventState, Severity};
+use crate::codec::{PointBuf, RejectReason};
+use crate::config::Plan;
+use crate::event::{Source, SourceJson, StreamName};
+use crate::key::{IdMap, SeriesKey, point_series_id};
+use crate::shard::{Emitted, Item, Rejected, Shard, ShardBatch, ShardOutput};
+
+/// Batches in flight per shard before the router waits.
+const DEPTH: usize = 4;
+
+/// A compact record of an emitted event, kept for reports (fault scoring).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSummary {
+    /// Its series.
+    pub series: Arc<SeriesKey>,
+    /// Its state.
+    pub state: EventState,
+    /// Its severity.
+    pub severity: Severity,
+    /// Timestamp of the point.
+    pub timestamp: i64,
+    /// Onset of the anomaly.
+    pub onset: i64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Points scored (accepted).
+    pub points: u64,
+    /// Records read (points + rejects).
+    pub records: u64,
+    /// Distinct series.
+    pub series: u64,
+    /// Events by state: open, update, resolved.
+    pub events: [u64; 3],
+    /// Rejects by reason code.
+    pub rejects: BTreeMap<&'static str, u64>,
+    /// Every event, in output order.
+    pub summaries: Vec<EventSummary>,
+    /// Bytes of engine state per series with the default chain.
+    pub bytes_per_series: usize,
+    /// Average heap bytes of a series key (name and labels).
+    pub key_bytes_per_series: usize,
+    /// Shards used.
+    pub shards: usize,
+}
+
+impl Report {
+    /// Total rejects.
+    pub fn total_rejects(&self) -> u64 {
+        self.rejects.values().sum()
+    }
+    /// Total events.
+    pub fn total_events(&self) -> u64 {
+        self.events.iter().sum()
+    }
+}
+
+/// Where the pipeline writes.
+pub struct Outputs {
+    /// Anomaly events, one JSON object per line.
+    pub events: Box<dyn Write + Send>,
+    /// Rejected records, one JSON object per line.
+    pub rejects: Box<dyn Write + Send>,
+}
+
+impl std::fmt::Debug for Outputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outputs")
+    }
+}
+
+/// A running pipeline. Feed it with [`Pipeline::push`] and [`Pipeline::reject`], then call
+/// [`Pipeline::finish`].
+#[derive(Debug)]
+pub struct Pipeline {
+    plan: Arc<Plan>,
+    to_shards: Vec<Sender<ShardBatch>>,
+    recycled: Receiver<Vec<Item>>,
+    workers: Vec<JoinHandle<usize>>,
+    merger: Option<JoinHandle<io::Result<MergeResult>>>,
+    table: IdMap<(u32, u32)>,
+    per_shard: Vec<u32>,
+    pending: Vec<Vec<Item>>,
+    pending_rejects: Vec<Rejected>,
+    pending_count: usize,
+    batch_no: u64,
+    seq: u64,
+    scratch: Vec<u8>,
+    key_bytes: usize,
+}
+
+#[derive(Debug)]
+struct MergeResult {
+    points: u64,
+    events: [u64; 3],
+    rejects: BTreeMap<&'static str, u64>,
+    summaries: Vec<EventSummary>,
+}
+
+fn write_reject(w: &mut dyn Write, streams: &[StreamName], r: &Rejected) -> io::Result<()> {
+    let detail = r.reason.to_string();
+    let line = serde_json::json!({
+        "source": SourceJson(&streams[r.source.stream as usize], r.source.offset),
+        "reason": r.reason.code(),
+        "detail": detail,
+        "record": r.record,
+    });
+    serde_json::to_writer(&mut *w, &line)?;
+    w.write_all(b"\n")
+}
+
+fn merge(
+    from_shards: Vec<Receiver<ShardOutput>>,
+    mut outputs: Outputs,
+    streams: Arc<[StreamName]>,
+) -> io::Result<MergeResult> {
+    let mut res = MergeResult {
+        points: 0,
+        events: [0; 3],
+        rejects: BTreeMap::new(),
+        summaries: Vec::new(),
+    };
+    let mut events: Vec<Emitted> = Vec::new();
+    let mut rejects: Vec<Rejected> = Vec::new();
+    'batches: loop {
+        for rx in &from_shards {
+            let Ok(mut out) = rx.recv() else {
+                break 'batches;
+            };
+            res.points += out.points;
+            events.append(&mut out.events);
+            rejects.append(&mut out.rejects);
+        }
+        events.sort_unstable_by_key(|e| e.seq);
+        rejects.sort_unstable_by_key(|r| r.seq);
+        for e in events.drain(..) {
+            outputs.events.write_all(&e.json)?;
+            outputs.events.write_all(b"\n")?;
+            res.events[match e.state {
+                EventState::Open => 0,
+                EventState::Update => 1,
+                EventState::Resolved => 2,
+            }] += 1;
+            res.summaries.push(EventSummary {
+                series: e.series,
+                state: e.state,
+                severity: e.severity,
+                timestamp: e.timestamp,
+                onset: e.onset,
+            });
+        }
+        for r in rejects.drain(..) {
+            *res.rejects.entry(r.reason.code()).or_default() += 1;
+            write_reject(&mut *outputs.rejects, &streams, &r)?;
+        }
+    }
+    outputs.events.flush()?;
+    outputs.rejects.flush()?;
+    Ok(res)
+}
+
+impl Pipeline {
+    /// Starts `plan.shards` shard workers and the merger.
+    pub fn start(plan: Plan, streams: Arc<[StreamName]>, outputs: Outputs) -> Self {
+        let plan = Arc::new(plan);
+        let n = plan.shards;
+        let (recycle_tx, recycled) = unbounded();
+        let mut to_shards = Vec::with_capacity(n);
+        let mut from_shards = Vec::with_capacity(n);
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = bounded::<ShardBatch>(DEPTH);
+            let (otx, orx) = bounded::<ShardOutput>(DEPTH);
+            let recycle_tx: Sender<Vec<Item>> = recycle_tx.clone();
+            let mut shard = Shard::new(&plan, streams.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("telltale-shard-{i}"))
+                .spawn(move || {
+                    for mut batch in rx {
+                        let mut out = ShardOutput::default();
+                        shard.process(&mut batch, &mut out);
+                        if otx.send(out).is_err() {
+                            break;
+                        }
+                        let _ = recycle_tx.send(batch.items);
+                    }
+                    shard.series()
+                })
+                .expect("spawn shard thread");
+            to_shards.push(tx);
+            from_shards.push(orx);
+            workers.push(handle);
+        }
+        let merger = std::thread::Builder::new()
+            .name("telltale-merge".into())
+            .spawn(move || merge(from_shards, outputs, streams))
+            .expect("spawn merger thread");
+        let batch = plan.batch;
+        Self {
+            to_shards,
+            recycled,
+            workers,
+            merger: Some(merger),
+            table: IdMap::default(),
+            per_shard: vec![0; n],
+            pending: (0..n).map(|_| Vec::with_capacity(batch)).collect(),
+            pending_rejects: Vec::new(),
+            pending_count: 0,
+            batch_no: 0,
+            seq: 0,
+            scratch: Vec::new(),
+            key_bytes: 0,
+            plan,
+        }
+    }
+
+    /// The shard a series id lives on (Lemire's multiply-shift range reduction of its high bits).
+    #[inline]
+    pub fn shard_of(id: u64, shards: usize) -> usize {
+        (((id >> 32) * shards as u64) >> 32) as usize
+    }
+
+    /// Routes one parsed point (labels sorted, value finite).
+    #[inline]
+    pub fn push(&mut self, p: &PointBuf, source: Source) {
+        let id = point_series_id(p, &mut self.scratch);
+        let (shard, slot) = match self.table.get(&id) {
+            Some(v) => *v,
+            None => self.register(id, p),
+        };
+        self.pending[shard as usize].push(Item::Point {
+            slot,
+            ts: p.timestamp,
+            value: p.value,
+            seq: self.seq,
+            source,
+        });
+        self.seq += 1;
+        self.pending_count += 1;
+        if self.pending_count >= self.plan.batch {
+            self.flush();
+        }
+    }
+
+    #[cold]
+    fn register(&mut self, id: u64, p: &PointBuf) -> (u32, u32) {
+        let key = Arc::new(SeriesKey::from_point(p));
+        self.key_bytes += key.heap_bytes();
+        let chain = self.plan.chain_for(&key) as u32;
+        let shard = Self::shard_of(id, self.plan.shards);
+        let slot = self.per_shard[shard];
+        self.per_shard[shard] += 1;
+        self.pending[shard].push(Item::Register { key, id, chain });
+        self.table.insert(id, (shard as u32, slot));
+        (shard as u32, slot)
+    }
+
+    /// Records a record rejected before routing (parse errors), in input order.
+    pub fn reject(&mut self, source: Source, reason: RejectReason, record: &str) {
+        const MAX_RECORD: usize = 4096;
+        let mut end = record.len().min(MAX_RECORD);
+        while !record.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.pending_rejects.push(Rejected {
+            seq: self.seq,
+            source,
+            reason,
+            record: record[..end].to_owned(),
+        });
+        self.seq += 1;
+        self.pending_count += 1;
+        if self.pending_count >= self.plan.batch {
+            self.flush();
+        }
+    }
+
+    /// Sends the pending batch to the shards.
+    pub fn flush(&mut self) {
+        for (i, tx) in self.to_shards.iter().enumerate() {
+            let fresh = self
+                .recycled
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(self.plan.batch));
+            let items = std::mem::replace(&mut self.pending[i], fresh);
+            let rejects = if i == 0 {
+                std::mem::take(&mut self.pending_rejects)
+            } else {
+                Vec::new()
+            };
+            // A send only fails if the worker died, which join reports in finish().
+            let _ = tx.send(ShardBatch {
+                no: self.batch_no,
+                items,
+                rejects,
+            });
+        }
+        self.batch_no += 1;
+        self.pending_count = 0;
+    }
+
+    /// Records routed so far (points and rejects).
+    pub fn records(&self) -> u64 {
+        self.seq
+    }
+
+    /// Flushes, stops the workers and returns the report.
+    pub fn finish(mut self) -> io::Result<Report> {
+        if self.pending_count > 0 {
+            self.flush();
+        }
+        self.to_shards.clear();
+        let mut series = 0;
+        for w in self.workers.drain(..) {
+            series += w.join().map_err(|_| io::Error::other("a shard worker panicked"))?;
+        }
+        let merged = self
+            .merger
+            .take()
+            .expect("merger")
+            .join()
+            .map_err(|_| io::Error::other("the merger panicked"))??;
+        let probe = Shard::new(&self.plan, Arc::from(Vec::new()));
+        Ok(Report {
+            points: merged.points,
+            records: self.seq,
+            series: series as u64,
+            events: merged.events,
+            rejects: merged.rejects,
+            summaries: merged.summaries,
+            bytes_per_series: probe.bytes_per_series(0)
+                + size_of::<(u64, (u32, u32))>()
+                + 1
+                + size_of::<SeriesKey>()
+                + 2 * size_of::<usize>(),
+            key_bytes_per_series: self.key_bytes / series.max(1),
+            shards: self.plan.shards,
+        })
+    }
+}

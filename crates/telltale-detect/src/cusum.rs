@@ -1,5 +1,10 @@
 //! Two-sided tabular CUSUM, self-starting: the reference mean and sigma are estimated from a
 //! warm-up, and after an alarm the sums are reset and a new warm-up learns the new regime.
+//!
+//! With `baseline_alpha > 0` the reference keeps following the series slowly after the warm-up
+//! (an exponentially weighted mean and variance with that weight), so that slow cycles such as
+//! daily load do not accumulate into false alarms while changes faster than the baseline still
+//! do. `baseline_alpha = 0` is the textbook fixed reference.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,20 +18,28 @@ pub struct CusumParams {
     /// Allowance (slack) per point, in reference sigmas (default 0.5: tuned to a one-sigma shift).
     #[serde(default = "default_k")]
     pub k: NonNegative,
-    /// Decision threshold on either sum, in reference sigmas (default 8).
+    /// Decision threshold on either sum, in reference sigmas (default 12).
     #[serde(default = "default_h")]
     pub h: Positive,
     /// Points used to estimate the reference mean and sigma, at start and after each alarm
     /// (default 30, at least 2).
     #[serde(default = "default_warmup")]
     pub warmup: Count,
+    /// Weight of each new point in the reference after the warm-up, in [0, 1) (default 0.02;
+    /// 0 keeps the warm-up's reference fixed).
+    #[serde(default = "default_baseline_alpha")]
+    pub baseline_alpha: NonNegative,
+}
+
+fn default_baseline_alpha() -> NonNegative {
+    NonNegative::new(0.02).expect("valid")
 }
 
 fn default_k() -> NonNegative {
     NonNegative::new(0.5).expect("valid")
 }
 fn default_h() -> Positive {
-    Positive::new(8.0).expect("valid")
+    Positive::new(12.0).expect("valid")
 }
 fn default_warmup() -> Count {
     Count::new(30).expect("valid")
@@ -38,6 +51,7 @@ impl Default for CusumParams {
             k: default_k(),
             h: default_h(),
             warmup: default_warmup(),
+            baseline_alpha: default_baseline_alpha(),
         }
     }
 }
@@ -45,6 +59,13 @@ impl Default for CusumParams {
 impl CusumParams {
     /// Checks the constraints that involve several fields.
     pub fn validate(&self) -> Result<(), ParamError> {
+        if self.baseline_alpha.get() >= 1.0 {
+            return Err(ParamError::new(
+                "baseline_alpha",
+                self.baseline_alpha.get(),
+                "a number in [0, 1)",
+            ));
+        }
         if self.warmup.get() < 2 {
             return Err(ParamError::new("warmup", self.warmup.get(), "an integer >= 2"));
         }
@@ -59,7 +80,8 @@ pub struct CusumState {
     pub n: f64,
     /// Running mean of the warm-up (Welford).
     pub mean: f64,
-    /// Running sum of squared deviations of the warm-up (Welford).
+    /// Running sum of squared deviations during the warm-up (Welford); after it, the
+    /// reference variance.
     pub m2: f64,
     /// Upper cumulative sum, in sigmas.
     pub hi: f64,
@@ -77,12 +99,16 @@ fn step(p: &CusumParams, s: &mut CusumState, x: f64) -> Scored {
         let d = x - s.mean;
         s.mean += d / s.n;
         s.m2 += d * (x - s.mean);
+        if s.n == warmup {
+            // Warm-up complete: from now on m2 holds the sample variance.
+            s.m2 /= warmup - 1.0;
+        }
         return Scored {
             score: 0.0,
             expected,
         };
     }
-    let sigma = (s.m2 / (warmup - 1.0)).sqrt();
+    let sigma = s.m2.sqrt();
     let floor = 1e-9 * s.mean.abs() + 1e-12;
     let u = (x - s.mean) / sigma.max(floor);
     let k = p.k.get();
@@ -101,6 +127,10 @@ fn step(p: &CusumParams, s: &mut CusumState, x: f64) -> Scored {
             expected,
         };
     }
+    let beta = p.baseline_alpha.get();
+    let d = x - s.mean;
+    s.mean += beta * d;
+    s.m2 = (1.0 - beta) * (s.m2 + beta * d * d);
     Scored {
         score: stat / h,
         expected,
@@ -234,6 +264,7 @@ mod tests {
             k: NonNegative::new(k).unwrap(),
             h: Positive::new(h).unwrap(),
             warmup: Count::new(warmup).unwrap(),
+            baseline_alpha: NonNegative::new(0.0).unwrap(),
         }
     }
 
@@ -267,6 +298,26 @@ mod tests {
         }
         let fired = (0..10).any(|_| c.step(7.0).score == 1.0);
         assert!(fired);
+    }
+
+    #[test]
+    fn adaptive_baseline_follows_a_slow_drift_that_a_fixed_one_alarms_on() {
+        let drift = |t: usize| 10.0 + 0.004 * t as f64 + if t % 2 == 0 { 0.5 } else { -0.5 };
+        let alarms = |beta: f64| {
+            let mut p = params(0.5, 8.0, 30);
+            p.baseline_alpha = NonNegative::new(beta).unwrap();
+            let mut c = Cusum::new(p).unwrap();
+            (0..3000).filter(|&t| c.step(drift(t)).score == 1.0).count()
+        };
+        assert!(alarms(0.0) >= 3, "fixed reference alarms as the level drifts");
+        assert_eq!(alarms(0.02), 0, "adaptive reference follows it");
+    }
+
+    #[test]
+    fn baseline_alpha_of_one_is_rejected() {
+        let mut p = params(0.5, 5.0, 10);
+        p.baseline_alpha = NonNegative::new(1.0).unwrap();
+        assert_eq!(Cusum::new(p).unwrap_err().name, "baseline_alpha");
     }
 
     #[test]

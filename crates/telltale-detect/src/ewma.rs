@@ -1,5 +1,7 @@
 //! EWMA forecast with an exponentially weighted variance, scored by the two-sided Gaussian tail
-//! probability of the z-score.
+//! probability of the z-score. The smoothing factor starts at `1/(n+1)` and decays to `alpha`,
+//! so that the warm-up yields the plain running mean and variance instead of estimates biased
+//! towards the first point.
 
 use serde::{Deserialize, Serialize};
 
@@ -57,8 +59,11 @@ fn step(alpha: f64, warmup: f64, mean: &mut f64, var: &mut f64, n: &mut f64, x: 
     let z = d / var.sqrt().max(floor);
     let score = if *n >= warmup { score_from_z(z) } else { 0.0 };
     let expected = if first { f64::NAN } else { *mean };
-    let new_mean = *mean + alpha * d;
-    let new_var = (1.0 - alpha) * (*var + alpha * d * d);
+    // Early on, weight points equally (a = 1/(n+1): the running mean and population variance)
+    // so the first estimates are not biased towards the first point; later a = alpha.
+    let a = alpha.max(1.0 / (*n + 1.0));
+    let new_mean = *mean + a * d;
+    let new_var = (1.0 - a) * (*var + a * d * d);
     *mean = if first { x } else { new_mean };
     *var = if first { 0.0 } else { new_var };
     *n += 1.0;
@@ -217,6 +222,18 @@ mod tests {
         // after 5: mean 3.5, var = 0.5 * (1 + 0.5 * 9) = 2.75
         assert_eq!(d.state.mean, 3.5);
         assert_eq!(d.state.var, 2.75);
+    }
+
+    #[test]
+    fn warm_up_gives_the_plain_running_mean_and_variance() {
+        // alpha = 0.01: the first three points get weights 1, 1/2, 1/3.
+        let mut d = Ewma::new(params(0.01, 10));
+        for x in [2.0, 4.0, 9.0] {
+            d.step(x);
+        }
+        assert!((d.state.mean - 5.0).abs() < 1e-12);
+        // population variance of 2, 4, 9 = (9 + 1 + 16) / 3
+        assert!((d.state.var - 26.0 / 3.0).abs() < 1e-12, "{}", d.state.var);
     }
 
     #[test]

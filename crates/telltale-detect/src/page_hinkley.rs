@@ -77,7 +77,8 @@ pub struct PageHinkleyState {
     pub sum_increase: f64,
     /// Cumulative deviation for decreases.
     pub sum_decrease: f64,
-    /// Minimum of `sum_increase` so far.
+    /// Minimum of `sum_increase` so far (+inf before the first point).
+    #[serde(with = "crate::params::float_or_text")]
     pub min_increase: f64,
     /// Maximum of `sum_decrease` so far.
     pub max_decrease: f64,

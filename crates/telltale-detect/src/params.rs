@@ -104,6 +104,42 @@ impl From<Count> for u32 {
     }
 }
 
+/// Serde helper for state fields that may legitimately be infinite (JSON has no infinity):
+/// finite values are numbers, others the strings `"inf"`, `"-inf"`, `"NaN"`.
+pub mod float_or_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises `v`.
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    /// Deserialises a number or one of the three strings.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Num(f64),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Num(v) => Ok(v),
+            Repr::Text(t) if t == "inf" => Ok(f64::INFINITY),
+            Repr::Text(t) if t == "-inf" => Ok(f64::NEG_INFINITY),
+            Repr::Text(t) if t == "NaN" => Ok(f64::NAN),
+            Repr::Text(t) => Err(serde::de::Error::custom(format!("`{t}` is not a number"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

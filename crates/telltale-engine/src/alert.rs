@@ -1,7 +1,8 @@
 //! The alert state machine, per series, in struct-of-arrays form: `open` after enough
 //! consecutive high scores (and not during a cooldown), `update` when an open anomaly becomes
 //! critical, `resolved` after enough consecutive low scores. `open` and `resolve` thresholds
-//! differ (hysteresis) so a score hovering near one level does not flap.
+//! differ (hysteresis) so a score hovering near one level does not flap. A score of exactly 1
+//! (certainty: a drift detector's alarm) opens at once, whatever `min_points` says.
 
 use serde::Serialize;
 
@@ -95,7 +96,10 @@ impl AlertBank {
                     self.run_start[slot] = ts;
                 }
                 self.above[slot] = self.above[slot].saturating_add(1);
-                if self.above[slot] >= p.min_points && ts >= self.quiet_until[slot] {
+                // A score of exactly 1 is certainty (a drift detector's alarm, or a deviation
+                // beyond ~8 sigma): it opens without waiting for `min_points`.
+                let enough = self.above[slot] >= p.min_points || score >= 1.0;
+                if enough && ts >= self.quiet_until[slot] {
                     let severity = severity_of(p, score);
                     self.state[slot] = OPEN;
                     self.severity[slot] = severity as u8;
@@ -177,6 +181,13 @@ mod tests {
         let p = params(2, 1, 0);
         let got = run(&p, &[0.1, 0.995, 0.1, 0.995, 0.995, 0.995]);
         assert_eq!(got, vec![(4, EventState::Open, 30, Severity::Warning)]);
+    }
+
+    #[test]
+    fn certain_score_opens_without_waiting_for_min_points() {
+        let p = params(3, 1, 0);
+        let got = run(&p, &[0.1, 1.0]);
+        assert_eq!(got, vec![(1, EventState::Open, 10, Severity::Critical)]);
     }
 
     #[test]

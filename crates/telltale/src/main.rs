@@ -1,0 +1,293 @@
+//! `telltale`: the command-line front of the engine. Thin: parsing arguments, opening files,
+//! printing summaries; everything else lives in the library crates.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use mimalloc::MiMalloc;
+use telltale_engine::labels::LabelsFile;
+use telltale_engine::replay::{discover, replay};
+use telltale_engine::time::{format_rfc3339, parse_duration_ms, parse_rfc3339};
+use telltale_engine::{Config, Outputs, Report};
+use telltale_gen::{GenConfig, generate};
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+/// Streaming anomaly detection for the telemetry of LLM and AI platforms.
+#[derive(Debug, Parser)]
+#[command(name = "telltale", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay recorded telemetry (files, folders, or - for stdin) through the engine.
+    Replay(ReplayArgs),
+    /// Write a deterministic synthetic telemetry stream of an LLM serving platform.
+    Gen(GenArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    /// Inputs: JSON-lines or CSV files, folders of them (NAB layout included), or - for stdin.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// TOML configuration (default: the built-in default chain).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Write anomaly events here instead of stdout.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Write rejected records here instead of stderr.
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Score events against this labels file (default: labels.json in a folder input).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Shard workers (overrides the configuration; 0 = one per core).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+struct GenArgs {
+    /// Output: a folder (gets telemetry.jsonl and labels.json) or - for JSON lines on stdout.
+    #[arg(long, short, default_value = "-")]
+    out: PathBuf,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Points per series.
+    #[arg(long, default_value_t = 1440)]
+    points: usize,
+    /// Interval between points, e.g. 15s.
+    #[arg(long, default_value = "15s")]
+    interval: String,
+    /// Models (1 to 8); each has seven metrics.
+    #[arg(long, default_value_t = 3)]
+    models: usize,
+    /// First timestamp (RFC 3339).
+    #[arg(long, default_value = "2026-01-05T00:00:00Z")]
+    start: String,
+    /// Generate a healthy stream with no injected faults.
+    #[arg(long)]
+    no_faults: bool,
+}
+
+/// An error for the user: printed as `error: ...`, with an exit code.
+struct Failure(String, u8);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string(), 1)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(a) => run_replay(a),
+        Command::Gen(a) => run_gen(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg, code)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn create(path: &Path) -> Result<Box<dyn Write + Send>, Failure> {
+    let f = File::create(path)
+        .map_err(|e| Failure(format!("cannot create {}: {e}", path.display()), 1))?;
+    Ok(Box::new(BufWriter::with_capacity(1 << 16, f)))
+}
+
+fn run_replay(a: ReplayArgs) -> Result<(), Failure> {
+    let mut config = match &a.config {
+        Some(p) => Config::from_file(p).map_err(|e| Failure(e.to_string(), 2))?,
+        None => Config::default(),
+    };
+    if let Some(n) = a.shards {
+        config.engine.shards = n;
+    }
+    let plan = config.plan().map_err(|e| Failure(e.to_string(), 2))?;
+    let inputs = discover(&a.inputs).map_err(|e| Failure(e.to_string(), 2))?;
+    let labels_path = a.labels.clone().or_else(|| {
+        a.inputs
+            .iter()
+            .filter(|p| p.is_dir())
+            .map(|p| p.join("labels.json"))
+            .find(|p| p.is_file())
+    });
+    let labels = labels_path
+        .as_deref()
+        .map(LabelsFile::read)
+        .transpose()
+        .map_err(|e| Failure(e, 2))?;
+    let events: Box<dyn Write + Send> = match &a.out {
+        Some(p) => create(p)?,
+        None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout())),
+    };
+    let rejects: Box<dyn Write + Send> = match &a.rejects {
+        Some(p) => create(p)?,
+        None => Box::new(io::stderr()),
+    };
+    let start = Instant::now();
+    let report = replay(plan, &inputs, Outputs { events, rejects }, !a.no_progress)?;
+    let secs = start.elapsed().as_secs_f64();
+    print_summary(&report, secs, a.rejects.is_none());
+    if let (Some(labels), Some(path)) = (labels, labels_path) {
+        print_faults(&labels, &report, &path);
+    }
+    Ok(())
+}
+
+fn human_ms(ms: i64) -> String {
+    let s = ms / 1000;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, s / 60 % 60)
+    }
+}
+
+fn print_summary(r: &Report, secs: f64, rejects_on_stderr: bool) {
+    let rejects = r.total_rejects();
+    eprintln!(
+        "telltale replay: {} points, {} series, {} events ({} open, {} update, {} resolved), {} rejects",
+        r.points,
+        r.series,
+        r.total_events(),
+        r.events[0],
+        r.events[1],
+        r.events[2],
+        rejects
+    );
+    if rejects > 0 {
+        let by: Vec<String> = r.rejects.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let hint = if rejects_on_stderr { " (records above; --rejects FILE to keep them)" } else { "" };
+        eprintln!("  rejects by reason: {}{hint}", by.join(", "));
+    }
+    eprintln!(
+        "  {:.3} s, {:.2} M records/s, {} shards, state {} B/series + {} B of key",
+        secs,
+        r.records as f64 / secs.max(1e-9) / 1e6,
+        r.shards,
+        r.bytes_per_series,
+        r.key_bytes_per_series
+    );
+}
+
+fn print_faults(labels: &LabelsFile, r: &Report, path: &Path) {
+    let score = labels.score(&r.summaries);
+    eprintln!(
+        "faults ({}): {}/{} caught, {} anomalies opened outside any fault",
+        path.display(),
+        score.caught(),
+        score.faults.len(),
+        score.unexpected_opens.len()
+    );
+    for f in &score.faults {
+        match (&f.series, f.delay_ms) {
+            (Some(series), Some(d)) => {
+                eprintln!("  caught  {:<16} {:<22} after {:>7}  on {series}", f.kind, f.id, human_ms(d))
+            }
+            _ => eprintln!("  MISSED  {:<16} {}", f.kind, f.id),
+        }
+    }
+    for (series, onset) in score.unexpected_opens.iter().take(10) {
+        eprintln!("  unexpected open at {onset} on {series}");
+    }
+    if score.unexpected_opens.len() > 10 {
+        eprintln!("  … and {} more", score.unexpected_opens.len() - 10);
+    }
+}
+
+fn run_gen(a: GenArgs) -> Result<(), Failure> {
+    let interval_ms = parse_duration_ms(&a.interval)
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| Failure(format!("--interval `{}` is not a duration such as 15s", a.interval), 2))?;
+    let start_ms = parse_rfc3339(&a.start)
+        .ok_or_else(|| Failure(format!("--start `{}` is not RFC 3339", a.start), 2))?;
+    if !(1..=8).contains(&a.models) {
+        return Err(Failure("--models must be 1 to 8".into(), 2));
+    }
+    let cfg = GenConfig {
+        seed: a.seed,
+        points: a.points,
+        interval_ms,
+        start_ms,
+        models: a.models,
+        faults: !a.no_faults,
+    };
+    let to_stdout = a.out.as_os_str() == "-";
+    let mut out: Box<dyn Write> = if to_stdout {
+        Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()))
+    } else {
+        std::fs::create_dir_all(&a.out)?;
+        create(&a.out.join("telemetry.jsonl"))?
+    };
+    let mut err: Option<io::Error> = None;
+    let mut line = Vec::with_capacity(256);
+    let labels = generate(&cfg, |metric, labels, ts, value| {
+        if err.is_some() {
+            return;
+        }
+        line.clear();
+        line.extend_from_slice(b"{\"metric\":");
+        serde_json::to_writer(&mut line, metric).expect("string");
+        line.extend_from_slice(b",\"labels\":{");
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                line.push(b',');
+            }
+            serde_json::to_writer(&mut line, k).expect("string");
+            line.push(b':');
+            serde_json::to_writer(&mut line, v).expect("string");
+        }
+        line.extend_from_slice(b"},\"timestamp\":");
+        line.extend_from_slice(ts.to_string().as_bytes());
+        line.extend_from_slice(b",\"value\":");
+        serde_json::to_writer(&mut line, &value).expect("number");
+        line.extend_from_slice(b"}\n");
+        if let Err(e) = out.write_all(&line) {
+            err = Some(e);
+        }
+    });
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    out.flush()?;
+    if !to_stdout {
+        let path = a.out.join("labels.json");
+        let mut f = create(&path)?;
+        serde_json::to_writer_pretty(&mut f, &labels)?;
+        f.write_all(b"\n")?;
+        f.flush()?;
+        eprintln!(
+            "telltale gen: {} points of {} series from {} to {} in {}, {} faults in {}",
+            cfg.points * cfg.models * 7,
+            cfg.models * 7,
+            format_rfc3339(start_ms),
+            format_rfc3339(start_ms + (cfg.points as i64 - 1) * interval_ms),
+            a.out.join("telemetry.jsonl").display(),
+            labels.faults.len(),
+            path.display()
+        );
+    }
+    Ok(())
+}

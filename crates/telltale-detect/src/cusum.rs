@@ -67,7 +67,11 @@ impl CusumParams {
             ));
         }
         if self.warmup.get() < 2 {
-            return Err(ParamError::new("warmup", self.warmup.get(), "an integer >= 2"));
+            return Err(ParamError::new(
+                "warmup",
+                self.warmup.get(),
+                "an integer >= 2",
+            ));
         }
         Ok(())
     }
@@ -248,7 +252,10 @@ impl CusumBank {
 
     /// Updates every series at once with one new point each (`xs[slot]`), writing scores to `out`.
     pub fn update_dense(&mut self, xs: &[f64], out: &mut [f64]) {
-        assert!(xs.len() == self.len() && out.len() == self.len(), "one point per series");
+        assert!(
+            xs.len() == self.len() && out.len() == self.len(),
+            "one point per series"
+        );
         for (slot, (x, o)) in xs.iter().zip(out.iter_mut()).enumerate() {
             *o = self.update(slot, *x, None).score;
         }
@@ -302,14 +309,18 @@ mod tests {
 
     #[test]
     fn adaptive_baseline_follows_a_slow_drift_that_a_fixed_one_alarms_on() {
-        let drift = |t: usize| 10.0 + 0.004 * t as f64 + if t % 2 == 0 { 0.5 } else { -0.5 };
+        let drift =
+            |t: usize| 10.0 + 0.004 * t as f64 + if t.is_multiple_of(2) { 0.5 } else { -0.5 };
         let alarms = |beta: f64| {
             let mut p = params(0.5, 8.0, 30);
             p.baseline_alpha = NonNegative::new(beta).unwrap();
             let mut c = Cusum::new(p).unwrap();
             (0..3000).filter(|&t| c.step(drift(t)).score == 1.0).count()
         };
-        assert!(alarms(0.0) >= 3, "fixed reference alarms as the level drifts");
+        assert!(
+            alarms(0.0) >= 3,
+            "fixed reference alarms as the level drifts"
+        );
         assert_eq!(alarms(0.02), 0, "adaptive reference follows it");
     }
 

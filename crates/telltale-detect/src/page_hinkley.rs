@@ -141,7 +141,11 @@ fn step(p: &PageHinkleyParams, s: &mut PageHinkleyState, x: f64) -> Scored {
             PhMode::Down => down,
         };
         s.drift = stat > threshold;
-        score = if s.drift { 1.0 } else { (stat / threshold).max(0.0) };
+        score = if s.drift {
+            1.0
+        } else {
+            (stat / threshold).max(0.0)
+        };
     }
     Scored { score, expected }
 }

@@ -45,7 +45,11 @@ impl RobustZParams {
     /// Checks the constraints that involve several fields.
     pub fn validate(&self) -> Result<(), ParamError> {
         if self.min_points.get() < 3 {
-            return Err(ParamError::new("min_points", self.min_points.get(), "an integer >= 3"));
+            return Err(ParamError::new(
+                "min_points",
+                self.min_points.get(),
+                "an integer >= 3",
+            ));
         }
         if self.min_points > self.window {
             return Err(ParamError::new(
@@ -293,7 +297,9 @@ mod tests {
         for n in 1..40 {
             let mut v: Vec<f64> = (0..n)
                 .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     ((seed >> 40) % 17) as f64
                 })
                 .collect();

@@ -8,7 +8,10 @@ use telltale_detect::{
     RobustZParams,
 };
 
-fn detectors() -> Vec<Box<dyn FnMut(&[f64]) -> Vec<f64>>> {
+/// A detector run over a slice of points, returning its scores.
+type Run = Box<dyn FnMut(&[f64]) -> Vec<f64>>;
+
+fn detectors() -> Vec<Run> {
     fn run<D: Detector>(mut d: D) -> impl FnMut(&[f64]) -> Vec<f64> {
         move |xs| {
             let mut out = vec![0.0; xs.len()];

@@ -86,7 +86,11 @@ fn page_hinkley_state_is_bit_identical_to_river_traces() {
                 s.test_decrease(),
             ];
             for (k, (g, w)) in got.iter().zip(&f[2..10]).enumerate() {
-                assert_eq!(g.to_bits(), w.to_bits(), "{trace} row {i} column {k}: {g} vs {w}");
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{trace} row {i} column {k}: {g} vs {w}"
+                );
             }
             assert_eq!(f[10] == 1.0, ph.drift_detected(), "{trace} row {i}");
             rows += 1;

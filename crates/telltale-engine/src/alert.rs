@@ -21,7 +21,9 @@ pub enum EventState {
 }
 
 /// How bad an anomaly is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Score between `open` and `critical`.
@@ -89,7 +91,13 @@ impl AlertBank {
 
     /// Feeds one combined score observed at `ts`; returns the transition, if any.
     #[inline]
-    pub fn step(&mut self, p: &AlertParams, slot: usize, ts: i64, score: f64) -> Option<Transition> {
+    pub fn step(
+        &mut self,
+        p: &AlertParams,
+        slot: usize,
+        ts: i64,
+        score: f64,
+    ) -> Option<Transition> {
         if self.state[slot] == NORMAL {
             if score >= p.open {
                 if self.above[slot] == 0 {

@@ -1,9 +1,7 @@
 //! A chain group: the state of every series that shares one chain (detectors, ring, alerting),
 //! in struct-of-arrays form, and the per-point path through it.
 
-use telltale_detect::{
-    Bank, CusumBank, EwmaBank, PageHinkleyBank, RobustZBank, Scored,
-};
+use telltale_detect::{Bank, CusumBank, EwmaBank, PageHinkleyBank, RobustZBank, Scored};
 
 use crate::alert::{AlertBank, Transition};
 use crate::codec::RejectReason;
@@ -204,7 +202,10 @@ impl ChainGroup {
 
     /// Bytes of state per series in this group.
     pub fn bytes_per_series(&self) -> usize {
-        self.banks.iter().map(AnyBank::bytes_per_series).sum::<usize>()
+        self.banks
+            .iter()
+            .map(AnyBank::bytes_per_series)
+            .sum::<usize>()
             + self.ring.bytes_per_series()
             + AlertBank::bytes_per_series()
     }
@@ -253,7 +254,10 @@ mod tests {
             assert_eq!(r.next_evicted(s), (t >= 4).then(|| (t - 4) as f64));
             r.push(s, t, t as f64);
         }
-        assert_eq!(r.iter(s).collect::<Vec<_>>(), vec![(2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0)]);
+        assert_eq!(
+            r.iter(s).collect::<Vec<_>>(),
+            vec![(2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0)]
+        );
         assert_eq!(r.last_ts(s), Some(5));
         assert_eq!(r.len(0), 0);
     }

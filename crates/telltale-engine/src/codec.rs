@@ -64,6 +64,28 @@ pub const MAX_LABELS: usize = 32;
 
 type R<T> = Result<T, RejectReason>;
 
+/// Bytes that end a plain run inside a JSON string: `"`, `\\` and control characters.
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+#[derive(Clone, Copy)]
+enum Field {
+    Metric,
+    Labels,
+    Timestamp,
+    Value,
+    Other,
+}
+
 fn malformed<T>(what: &'static str) -> R<T> {
     Err(RejectReason::Malformed(what))
 }
@@ -72,6 +94,7 @@ fn malformed<T>(what: &'static str) -> R<T> {
 #[derive(Debug, Default)]
 pub struct PointBuf {
     scratch: String,
+    key_scratch: String,
     metric: Range<usize>,
     labels: Vec<(Range<usize>, Range<usize>)>,
     /// Milliseconds since the Unix epoch.
@@ -100,6 +123,14 @@ impl PointBuf {
     /// Sorts labels by name; a repeated name keeps its last value.
     pub fn sort_labels(&mut self) {
         let s = &self.scratch;
+        // Producers usually send labels in a fixed, often sorted, order: check before sorting.
+        if self
+            .labels
+            .windows(2)
+            .all(|w| s[w[0].0.clone()] < s[w[1].0.clone()])
+        {
+            return;
+        }
         // Stable sort keeps input order among equal names, so the last one wins below.
         self.labels
             .sort_by(|a, b| s[a.0.clone()].cmp(&s[b.0.clone()]));
@@ -179,16 +210,10 @@ impl<'a> Cursor<'a> {
             return malformed("expected a string");
         }
         self.i += 1;
-        let start = self.i;
         // Fast scan: plain runs are copied in one go.
         loop {
             let run = self.i;
-            while self.i < self.b.len() && self.b[self.i] != b'"' && self.b[self.i] != b'\\' {
-                if self.b[self.i] < 0x20 {
-                    return malformed("control character in string");
-                }
-                self.i += 1;
-            }
+            self.i = self.run_end(self.i);
             out.push_str(&self.s[run..self.i]);
             match self.peek() {
                 Some(b'"') => {
@@ -197,7 +222,9 @@ impl<'a> Cursor<'a> {
                 }
                 Some(b'\\') => {
                     self.i += 1;
-                    let c = self.peek().ok_or(RejectReason::Malformed("unterminated string"))?;
+                    let c = self
+                        .peek()
+                        .ok_or(RejectReason::Malformed("unterminated string"))?;
                     self.i += 1;
                     match c {
                         b'"' => out.push('"'),
@@ -231,17 +258,73 @@ impl<'a> Cursor<'a> {
                         _ => return malformed("bad escape in string"),
                     }
                 }
-                _ => {
-                    let _ = start;
-                    return malformed("unterminated string");
+                Some(_) => return malformed("control character in string"),
+                None => return malformed("unterminated string"),
+            }
+        }
+    }
+
+    /// Index of the first byte at or after `from` that ends a plain string run: a quote, a
+    /// backslash or a control character (one table lookup per byte).
+    #[inline(always)]
+    fn run_end(&self, from: usize) -> usize {
+        let mut i = from;
+        while i < self.b.len() && !SPECIAL[self.b[i] as usize] {
+            i += 1;
+        }
+        i
+    }
+
+    /// Reads a field name. Names without escapes (all of ours) are returned without copying;
+    /// others are decoded into `scratch`.
+    #[inline]
+    fn key<'s>(&mut self, scratch: &'s mut String) -> R<&'s str>
+    where
+        'a: 's,
+    {
+        self.ws();
+        if self.peek() != Some(b'"') {
+            return malformed("expected a field name");
+        }
+        let start = self.i + 1;
+        let end = self.run_end(start);
+        if self.b.get(end) == Some(&b'"') {
+            self.i = end + 1;
+            return Ok(&self.s[start..end]);
+        }
+        scratch.clear();
+        self.string_into(scratch)?;
+        Ok(scratch.as_str())
+    }
+
+    /// Skips a string without decoding it.
+    fn skip_string(&mut self) -> R<()> {
+        self.ws();
+        if self.peek() != Some(b'"') {
+            return malformed("expected a string");
+        }
+        self.i += 1;
+        loop {
+            self.i = self.run_end(self.i);
+            match self.peek() {
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(());
                 }
+                Some(b'\\') => self.i += 2,
+                Some(_) => return malformed("control character in string"),
+                None => return malformed("unterminated string"),
             }
         }
     }
 
     fn hex4(&mut self) -> R<u32> {
-        let h = self.s.get(self.i..self.i + 4).ok_or(RejectReason::Malformed("bad \\u escape"))?;
-        let v = u32::from_str_radix(h, 16).map_err(|_| RejectReason::Malformed("bad \\u escape"))?;
+        let h = self
+            .s
+            .get(self.i..self.i + 4)
+            .ok_or(RejectReason::Malformed("bad \\u escape"))?;
+        let v =
+            u32::from_str_radix(h, 16).map_err(|_| RejectReason::Malformed("bad \\u escape"))?;
         self.i += 4;
         Ok(v)
     }
@@ -252,7 +335,10 @@ impl<'a> Cursor<'a> {
         self.ws();
         let start = self.i;
         while self.i < self.b.len()
-            && matches!(self.b[self.i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            && matches!(
+                self.b[self.i],
+                b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'
+            )
         {
             self.i += 1;
         }
@@ -269,12 +355,13 @@ impl<'a> Cursor<'a> {
         }
         self.ws();
         match self.peek() {
-            Some(b'"') => {
-                let mut sink = String::new();
-                self.string_into(&mut sink)
-            }
+            Some(b'"') => self.skip_string(),
             Some(b'{') | Some(b'[') => {
-                let close = if self.peek() == Some(b'{') { b'}' } else { b']' };
+                let close = if self.peek() == Some(b'{') {
+                    b'}'
+                } else {
+                    b']'
+                };
                 let object = close == b'}';
                 self.i += 1;
                 self.ws();
@@ -284,8 +371,7 @@ impl<'a> Cursor<'a> {
                 }
                 loop {
                     if object {
-                        let mut sink = String::new();
-                        self.string_into(&mut sink)?;
+                        self.skip_string()?;
                         self.expect(b':', "expected `:`")?;
                     }
                     self.skip_value(depth + 1)?;
@@ -338,25 +424,37 @@ pub fn parse_json_line(line: &str, out: &mut PointBuf) -> Result<(), RejectReaso
         i: 0,
     };
     c.expect(b'{', "expected a JSON object")?;
+    let mut key_scratch = std::mem::take(&mut out.key_scratch);
+    let result = parse_fields(&mut c, out, &mut key_scratch);
+    out.key_scratch = key_scratch;
+    result
+}
+
+fn parse_fields(c: &mut Cursor<'_>, out: &mut PointBuf, key_scratch: &mut String) -> R<()> {
     let (mut have_metric, mut have_ts, mut have_value) = (false, false, false);
-    let mut key = String::new();
     c.ws();
     if c.peek() == Some(b'}') {
         c.i += 1;
     } else {
         loop {
-            key.clear();
-            c.string_into(&mut key)?;
+            let key = c.key(key_scratch)?;
+            let field = match key {
+                "metric" => Field::Metric,
+                "labels" => Field::Labels,
+                "timestamp" => Field::Timestamp,
+                "value" => Field::Value,
+                _ => Field::Other,
+            };
             c.expect(b':', "expected `:` after a field name")?;
-            match key.as_str() {
-                "metric" => {
+            match field {
+                Field::Metric => {
                     let start = out.scratch.len();
                     c.string_into(&mut out.scratch)
                         .map_err(|_| RejectReason::Malformed("`metric` must be a string"))?;
                     out.metric = start..out.scratch.len();
                     have_metric = true;
                 }
-                "labels" => {
+                Field::Labels => {
                     c.ws();
                     if c.peek() == Some(b'n') {
                         c.literal("null")?;
@@ -392,7 +490,7 @@ pub fn parse_json_line(line: &str, out: &mut PointBuf) -> Result<(), RejectReaso
                         }
                     }
                 }
-                "timestamp" => {
+                Field::Timestamp => {
                     c.ws();
                     out.timestamp = if c.peek() == Some(b'"') {
                         let start = out.scratch.len();
@@ -406,7 +504,7 @@ pub fn parse_json_line(line: &str, out: &mut PointBuf) -> Result<(), RejectReaso
                     };
                     have_ts = true;
                 }
-                "value" => {
+                Field::Value => {
                     c.ws();
                     if !matches!(c.peek(), Some(b'-' | b'0'..=b'9')) {
                         // null, strings such as "NaN", booleans: not a finite number.
@@ -423,7 +521,7 @@ pub fn parse_json_line(line: &str, out: &mut PointBuf) -> Result<(), RejectReaso
                     out.value = v;
                     have_value = true;
                 }
-                _ => c.skip_value(0)?,
+                Field::Other => c.skip_value(0)?,
             }
             c.ws();
             match c.peek() {
@@ -467,7 +565,11 @@ impl CsvLayout {
     /// Reads the header: it must name a `timestamp` and a `value` column (any order, other
     /// columns ignored). Returns `None` when it does not.
     pub fn from_header(header: &str) -> Option<Self> {
-        let cols: Vec<&str> = header.trim_end_matches('\r').split(',').map(str::trim).collect();
+        let cols: Vec<&str> = header
+            .trim_end_matches('\r')
+            .split(',')
+            .map(str::trim)
+            .collect();
         let find = |n: &str| cols.iter().position(|c| c.eq_ignore_ascii_case(n));
         Some(Self {
             timestamp: find("timestamp")?,
@@ -540,16 +642,46 @@ mod tests {
     fn rejects_bad_records_with_a_reason() {
         let cases = [
             ("", RejectReason::Malformed("expected a JSON object")),
-            ("{\"metric\":\"m\",\"timestamp\":1}", RejectReason::MissingField("value")),
-            ("{\"metric\":\"m\",\"value\":1}", RejectReason::MissingField("timestamp")),
-            ("{\"timestamp\":1,\"value\":1}", RejectReason::MissingField("metric")),
-            ("{\"metric\":\"m\",\"timestamp\":1,\"value\":\"NaN\"}", RejectReason::NonFiniteValue),
-            ("{\"metric\":\"m\",\"timestamp\":1,\"value\":null}", RejectReason::NonFiniteValue),
-            ("{\"metric\":\"m\",\"timestamp\":1,\"value\":1e999}", RejectReason::NonFiniteValue),
-            ("{\"metric\":\"m\",\"timestamp\":\"yesterday\",\"value\":1}", RejectReason::BadTimestamp),
-            ("{\"metric\":\"m\",\"timestamp\":1,\"value\":1} x", RejectReason::Malformed("trailing characters after the object")),
-            ("{\"metric\":\"m\",\"labels\":{\"a\":1},\"timestamp\":1,\"value\":1}", RejectReason::Malformed("label values must be strings")),
-            ("{\"metric\":\"m\",\"timestamp\":1,\"value\":1", RejectReason::Malformed("expected `,` or `}` after a field")),
+            (
+                "{\"metric\":\"m\",\"timestamp\":1}",
+                RejectReason::MissingField("value"),
+            ),
+            (
+                "{\"metric\":\"m\",\"value\":1}",
+                RejectReason::MissingField("timestamp"),
+            ),
+            (
+                "{\"timestamp\":1,\"value\":1}",
+                RejectReason::MissingField("metric"),
+            ),
+            (
+                "{\"metric\":\"m\",\"timestamp\":1,\"value\":\"NaN\"}",
+                RejectReason::NonFiniteValue,
+            ),
+            (
+                "{\"metric\":\"m\",\"timestamp\":1,\"value\":null}",
+                RejectReason::NonFiniteValue,
+            ),
+            (
+                "{\"metric\":\"m\",\"timestamp\":1,\"value\":1e999}",
+                RejectReason::NonFiniteValue,
+            ),
+            (
+                "{\"metric\":\"m\",\"timestamp\":\"yesterday\",\"value\":1}",
+                RejectReason::BadTimestamp,
+            ),
+            (
+                "{\"metric\":\"m\",\"timestamp\":1,\"value\":1} x",
+                RejectReason::Malformed("trailing characters after the object"),
+            ),
+            (
+                "{\"metric\":\"m\",\"labels\":{\"a\":1},\"timestamp\":1,\"value\":1}",
+                RejectReason::Malformed("label values must be strings"),
+            ),
+            (
+                "{\"metric\":\"m\",\"timestamp\":1,\"value\":1",
+                RejectReason::Malformed("expected `,` or `}` after a field"),
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(parse(line).unwrap_err(), want, "{line}");
@@ -558,8 +690,9 @@ mod tests {
 
     #[test]
     fn repeated_label_names_keep_the_last_value() {
-        let p = parse(r#"{"metric":"m","labels":{"a":"1","b":"2","a":"3"},"timestamp":1,"value":1}"#)
-            .unwrap();
+        let p =
+            parse(r#"{"metric":"m","labels":{"a":"1","b":"2","a":"3"},"timestamp":1,"value":1}"#)
+                .unwrap();
         assert_eq!(p.label_count(), 2);
         assert_eq!(p.label(0), ("a", "3"));
     }
@@ -567,10 +700,22 @@ mod tests {
     #[test]
     fn csv_layout_from_header_and_rows() {
         let l = CsvLayout::from_header("timestamp,value").unwrap();
-        assert_eq!(l.parse("2014-07-01 00:30:00,8127").unwrap(), (1_404_174_600_000, 8127.0));
-        assert_eq!(l.parse("1700000000000,1.5\r").unwrap(), (1_700_000_000_000, 1.5));
-        assert_eq!(l.parse("2014-07-01 00:30:00,nan"), Err(RejectReason::NonFiniteValue));
-        assert_eq!(l.parse("2014-07-01 00:30:00"), Err(RejectReason::MissingField("value")));
+        assert_eq!(
+            l.parse("2014-07-01 00:30:00,8127").unwrap(),
+            (1_404_174_600_000, 8127.0)
+        );
+        assert_eq!(
+            l.parse("1700000000000,1.5\r").unwrap(),
+            (1_700_000_000_000, 1.5)
+        );
+        assert_eq!(
+            l.parse("2014-07-01 00:30:00,nan"),
+            Err(RejectReason::NonFiniteValue)
+        );
+        assert_eq!(
+            l.parse("2014-07-01 00:30:00"),
+            Err(RejectReason::MissingField("value"))
+        );
         let l = CsvLayout::from_header("value,label,timestamp").unwrap();
         assert_eq!(l.parse("2.5,0,10").unwrap(), (10, 2.5));
         assert!(CsvLayout::from_header("a,b").is_none());

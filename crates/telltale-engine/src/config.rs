@@ -5,6 +5,7 @@
 //! [engine]
 //! shards = 0            # 0: one shard per core
 //! batch = 4096          # points per hand-off batch
+//! parsers = 0           # replay parser threads; 0: one per core
 //!
 //! [chain]               # the default chain: series that match no rule
 //! detectors = [{ kind = "ewma", alpha = 0.05 }, { kind = "cusum" }]
@@ -47,7 +48,11 @@ impl fmt::Display for ConfigError {
         if self.path.is_empty() || self.path == "." {
             write!(f, "invalid configuration: {}", self.message)
         } else {
-            write!(f, "invalid configuration at `{}`: {}", self.path, self.message)
+            write!(
+                f,
+                "invalid configuration at `{}`: {}",
+                self.path, self.message
+            )
         }
     }
 }
@@ -84,6 +89,9 @@ pub struct EngineConfig {
     /// Points per batch handed from the input thread to the shards (default 4096).
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// Parser threads for replayed files; 0 means one per available core (default 0).
+    #[serde(default)]
+    pub parsers: usize,
 }
 
 fn default_batch() -> usize {
@@ -95,6 +103,7 @@ impl Default for EngineConfig {
         Self {
             shards: 0,
             batch: default_batch(),
+            parsers: 0,
         }
     }
 }
@@ -394,6 +403,8 @@ pub struct Plan {
     pub shards: usize,
     /// Points per batch.
     pub batch: usize,
+    /// Parser threads for replay (resolved: never 0).
+    pub parsers: usize,
     /// Chains; index 0 is the default chain.
     pub chains: Vec<ChainPlan>,
     /// Rules in order.
@@ -426,7 +437,10 @@ fn validate_alert(path: &str, a: &AlertConfig) -> Result<AlertParams, ConfigErro
     let cooldown_ms = parse_duration_ms(&a.cooldown).ok_or_else(|| {
         err(
             format!("{path}.cooldown"),
-            format!("`{}` is not a duration such as \"30s\", \"5m\", \"1h\"", a.cooldown),
+            format!(
+                "`{}` is not a duration such as \"30s\", \"5m\", \"1h\"",
+                a.cooldown
+            ),
         )
     })?;
     Ok(AlertParams {
@@ -456,7 +470,10 @@ fn validate_chain(
     if detectors.is_empty() || detectors.len() > MAX_DETECTORS {
         return Err(err(
             format!("{path}.detectors"),
-            format!("a chain needs 1 to {MAX_DETECTORS} detectors, got {}", detectors.len()),
+            format!(
+                "a chain needs 1 to {MAX_DETECTORS} detectors, got {}",
+                detectors.len()
+            ),
         ));
     }
     let mut params_json = Vec::new();
@@ -500,13 +517,14 @@ impl Config {
             let mut path = e.path().to_string();
             let inner = e.into_inner();
             let mut message = inner.message().to_owned();
-            if let Some(rest) = message.strip_prefix(FIELD_MARK) {
-                if let Some((field, msg)) = rest.split_once(FIELD_MARK) {
-                    if !field.is_empty() && field != "." {
-                        path = format!("{path}.{field}");
-                    }
-                    message = msg.to_owned();
+            if let Some((field, msg)) = message
+                .strip_prefix(FIELD_MARK)
+                .and_then(|rest| rest.split_once(FIELD_MARK))
+            {
+                if !field.is_empty() && field != "." {
+                    path = format!("{path}.{field}");
                 }
+                message = msg.to_owned();
             }
             err(path, message)
         })
@@ -527,11 +545,20 @@ impl Config {
         if self.engine.batch == 0 {
             return Err(err("engine.batch", "must be >= 1"));
         }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let shards = if self.engine.shards == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            cores
         } else {
             self.engine.shards
         };
+        let parsers = if self.engine.parsers == 0 {
+            cores
+        } else {
+            self.engine.parsers
+        };
+        if parsers > 256 {
+            return Err(err("engine.parsers", format!("{parsers} is more than 256")));
+        }
         if shards > 1024 {
             return Err(err("engine.shards", format!("{shards} is more than 1024")));
         }
@@ -581,12 +608,17 @@ impl Config {
             )?);
             rules.push(Rule {
                 metric: Glob::new(&r.metric),
-                labels: r.labels.iter().map(|(k, v)| (k.clone(), Glob::new(v))).collect(),
+                labels: r
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Glob::new(v)))
+                    .collect(),
                 chain: chains.len() - 1,
             });
         }
         Ok(Plan {
             shards,
+            parsers,
             batch: self.engine.batch,
             chains,
             rules,
@@ -606,7 +638,11 @@ mod tests {
     fn empty_config_gives_the_built_in_default_chain() {
         let p = plan("").unwrap();
         assert_eq!(p.chains.len(), 1);
-        let kinds: Vec<_> = p.chains[0].detectors.iter().map(DetectorSpec::kind).collect();
+        let kinds: Vec<_> = p.chains[0]
+            .detectors
+            .iter()
+            .map(DetectorSpec::kind)
+            .collect();
         assert_eq!(kinds, ["ewma", "cusum"]);
         assert_eq!(p.batch, 4096);
         assert!(p.shards >= 1);
@@ -617,7 +653,10 @@ mod tests {
         let e = plan("[chain]\ndetectors = [{ kind = \"ewma\", alpah = 0.1 }]").unwrap_err();
         assert_eq!(e.path, "chain.detectors[0].alpah");
         assert!(e.message.contains("unknown field `alpah`"), "{e}");
-        assert!(e.message.contains("alpha"), "suggests the known fields: {e}");
+        assert!(
+            e.message.contains("alpha"),
+            "suggests the known fields: {e}"
+        );
         let e = plan("[engine]\nshard = 2").unwrap_err();
         assert_eq!(e.path, "engine.shard");
         assert!(e.message.contains("shard"), "{e}");
@@ -641,7 +680,8 @@ mod tests {
         assert_eq!(e.path, "chain.detectors[0].window");
         let e = plan("[chain.alert]\ncooldown = \"5 minutes\"").unwrap_err();
         assert_eq!(e.path, "chain.alert.cooldown");
-        let e = plan("[[rule]]\nname = \"r\"\ndetectors = [{ kind = \"cusum\", warmup = 1 }]").unwrap_err();
+        let e = plan("[[rule]]\nname = \"r\"\ndetectors = [{ kind = \"cusum\", warmup = 1 }]")
+            .unwrap_err();
         assert_eq!(e.path, "rule[0].detectors[0].warmup");
         let e = plan("[[rule]]\nname = \"default\"").unwrap_err();
         assert_eq!(e.path, "rule[0].name");

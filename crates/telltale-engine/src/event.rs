@@ -159,8 +159,8 @@ mod tests {
     #[test]
     fn serialises_the_documented_schema() {
         let key = SeriesKey::new("lat", &[("model", "m1")]);
-        let params = RawValue::from_string(r#"{"kind":"ewma","alpha":0.05,"warmup":30}"#.into())
-            .unwrap();
+        let params =
+            RawValue::from_string(r#"{"kind":"ewma","alpha":0.05,"warmup":30}"#.into()).unwrap();
         let stream = StreamName::File("in.jsonl".into());
         let e = Event::build(
             EventState::Open,

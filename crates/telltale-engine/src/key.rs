@@ -25,8 +25,10 @@ pub struct SeriesKey {
 impl SeriesKey {
     /// Builds a key, sorting the labels.
     pub fn new(name: &str, labels: &[(&str, &str)]) -> Self {
-        let mut labels: Vec<(Box<str>, Box<str>)> =
-            labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let mut labels: Vec<(Box<str>, Box<str>)> = labels
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         labels.sort();
         labels.dedup_by(|a, b| a.0 == b.0);
         Self {
@@ -70,7 +72,11 @@ impl SeriesKey {
     pub fn heap_bytes(&self) -> usize {
         self.name.len()
             + self.labels.len() * size_of::<(Box<str>, Box<str>)>()
-            + self.labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + self
+                .labels
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
     }
 }
 

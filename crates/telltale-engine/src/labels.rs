@@ -36,8 +36,11 @@ pub struct SeriesRef {
 impl SeriesRef {
     /// The series key.
     pub fn key(&self) -> SeriesKey {
-        let labels: Vec<(&str, &str)> =
-            self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let labels: Vec<(&str, &str)> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         SeriesKey::new(&self.name, &labels)
     }
 }
@@ -124,8 +127,10 @@ impl LabelsFile {
                 f.series.iter().map(move |r| (r.key(), s, e + grace))
             })
             .collect();
-        let opens: Vec<&EventSummary> =
-            events.iter().filter(|e| e.state == EventState::Open).collect();
+        let opens: Vec<&EventSummary> = events
+            .iter()
+            .filter(|e| e.state == EventState::Open)
+            .collect();
         let mut faults = Vec::new();
         for f in &self.faults {
             let (s, e) = (
@@ -188,7 +193,11 @@ mod tests {
             timestamp: t0 + ts,
             onset: t0 + onset,
         };
-        let r = labels.score(&[ev("1", 60_000, 120_000), ev("1", -60_000, -60_000), ev("2", 5_000_000, 5_000_000)]);
+        let r = labels.score(&[
+            ev("1", 60_000, 120_000),
+            ev("1", -60_000, -60_000),
+            ev("2", 5_000_000, 5_000_000),
+        ]);
         assert!(r.faults[0].caught);
         assert_eq!(r.faults[0].delay_ms, Some(120_000));
         assert!(!r.faults[1].caught, "onset after end + grace");

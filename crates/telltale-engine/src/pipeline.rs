@@ -241,14 +241,33 @@ impl Pipeline {
     #[inline]
     pub fn push(&mut self, p: &PointBuf, source: Source) {
         let id = point_series_id(p, &mut self.scratch);
+        self.push_id(
+            id,
+            || SeriesKey::from_point(p),
+            p.timestamp,
+            p.value,
+            source,
+        );
+    }
+
+    /// Routes a point of the series `id`; `key` is called only when the series is new.
+    #[inline]
+    pub fn push_id(
+        &mut self,
+        id: u64,
+        key: impl FnOnce() -> SeriesKey,
+        ts: i64,
+        value: f64,
+        source: Source,
+    ) {
         let (shard, slot) = match self.table.get(&id) {
             Some(v) => *v,
-            None => self.register(id, p),
+            None => self.register(id, key()),
         };
         self.pending[shard as usize].push(Item::Point {
             slot,
-            ts: p.timestamp,
-            value: p.value,
+            ts,
+            value,
             seq: self.seq,
             source,
         });
@@ -260,8 +279,8 @@ impl Pipeline {
     }
 
     #[cold]
-    fn register(&mut self, id: u64, p: &PointBuf) -> (u32, u32) {
-        let key = Arc::new(SeriesKey::from_point(p));
+    fn register(&mut self, id: u64, key: SeriesKey) -> (u32, u32) {
+        let key = Arc::new(key);
         self.key_bytes += key.heap_bytes();
         let chain = self.plan.chain_for(&key) as u32;
         let shard = Self::shard_of(id, self.plan.shards);
@@ -329,7 +348,9 @@ impl Pipeline {
         self.to_shards.clear();
         let mut series = 0;
         for w in self.workers.drain(..) {
-            series += w.join().map_err(|_| io::Error::other("a shard worker panicked"))?;
+            series += w
+                .join()
+                .map_err(|_| io::Error::other("a shard worker panicked"))?;
         }
         let merged = self
             .merger

@@ -1,16 +1,31 @@
 //! Replay of recorded telemetry: files, folders (NAB layout included) or standard input,
 //! through the same pipeline as live mode.
+//!
+//! Threads: the caller reads inputs in chunks of whole lines and deals them round-robin to
+//! parser threads; a router thread takes the parsed chunks back in the same round-robin order
+//! (so input order is kept without a reorder buffer) and feeds the pipeline, which owns the
+//! series table and hands batches to the shards. Parsing is the costly part of a replay, so it
+//! is the part that runs in parallel.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::codec::{CsvLayout, PointBuf, RejectReason, parse_json_line};
 use crate::config::Plan;
 use crate::event::{Source, StreamName};
+use crate::key::{IdMap, SeriesKey, point_series_id, series_id};
 use crate::pipeline::{Outputs, Pipeline, Report};
+
+/// Bytes per chunk handed to a parser.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight per parser.
+const DEPTH: usize = 4;
 
 /// The record format of an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,22 +145,17 @@ impl Progress {
         }
         self.last = Instant::now();
         let secs = self.start.elapsed().as_secs_f64().max(1e-9);
-        let pct = if self.total > 0 {
-            format!("{:5.1}% ", 100.0 * bytes as f64 / self.total as f64)
-        } else {
-            String::new()
-        };
         let width = 30usize;
-        let filled = if self.total > 0 {
-            ((bytes as f64 / self.total as f64) * width as f64) as usize
+        let (pct, filled) = if self.total > 0 {
+            let f = (bytes as f64 / self.total as f64).min(1.0);
+            (format!("{:5.1}% ", 100.0 * f), (f * width as f64) as usize)
         } else {
-            0
+            (String::new(), 0)
         };
         eprint!(
-            "\r  [{}{}] {pct}{} records  {:.2} M records/s ",
-            "#".repeat(filled.min(width)),
-            " ".repeat(width - filled.min(width)),
-            records,
+            "\r  [{}{}] {pct}{records} records  {:.2} M records/s ",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
             records as f64 / secs / 1e6
         );
     }
@@ -157,90 +167,373 @@ impl Progress {
     }
 }
 
+/// How a CSV input's lines become points.
+#[derive(Debug)]
+struct CsvInfo {
+    layout: CsvLayout,
+    name: String,
+    id: u64,
+}
+
+/// A run of whole lines of one input.
+#[derive(Debug, Default)]
+struct Chunk {
+    stream: u32,
+    /// Line number of the first line.
+    first_line: u64,
+    data: Vec<u8>,
+    /// Set for CSV inputs.
+    csv: Option<Arc<CsvInfo>>,
+    /// The first line is a CSV header: skip it (rejecting it if it was not a valid header).
+    header: Option<Option<RejectReason>>,
+}
+
+/// One parsed record.
+#[derive(Debug)]
+enum Record {
+    Point {
+        id: u64,
+        ts: i64,
+        value: f64,
+        line: u64,
+    },
+    Reject {
+        line: u64,
+        reason: RejectReason,
+        text: String,
+    },
+}
+
+/// A parsed chunk: records in line order, and the keys of series this parser had not seen.
+#[derive(Debug, Default)]
+struct Parsed {
+    stream: u32,
+    records: Vec<Record>,
+    keys: Vec<(u64, SeriesKey)>,
+    data: Vec<u8>,
+}
+
+/// Per-thread parser state.
+#[derive(Debug, Default)]
+struct Parser {
+    seen: IdMap<()>,
+    point: PointBuf,
+    scratch: Vec<u8>,
+}
+
+impl Parser {
+    fn parse(&mut self, mut chunk: Chunk, out: &mut Parsed) {
+        out.stream = chunk.stream;
+        let mut line = chunk.first_line;
+        let mut data = &chunk.data[..];
+        if let Some(header) = chunk.header {
+            let end = data
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(data.len(), |i| i + 1);
+            if let Some(reason) = header {
+                out.records.push(Record::Reject {
+                    line,
+                    reason,
+                    text: String::from_utf8_lossy(&data[..end]).trim_end().to_owned(),
+                });
+            }
+            data = &data[end..];
+            line += 1;
+        }
+        // Validating the whole chunk at once is much cheaper than line by line; only a chunk
+        // holding invalid UTF-8 is checked per line (to reject just the bad lines).
+        let chunk_is_utf8 = std::str::from_utf8(data).is_ok();
+        for raw in data.split(|b| *b == b'\n') {
+            let this = line;
+            line += 1;
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if raw.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let text = if chunk_is_utf8 {
+                // SAFETY: `raw` is a subslice of `data`, which was validated as UTF-8 above,
+                // cut at b'\n' and b'\r' bytes, which are always whole characters.
+                unsafe { std::str::from_utf8_unchecked(raw) }
+            } else {
+                match std::str::from_utf8(raw) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        out.records.push(Record::Reject {
+                            line: this,
+                            reason: RejectReason::NotUtf8,
+                            text: String::from_utf8_lossy(raw).into_owned(),
+                        });
+                        continue;
+                    }
+                }
+            };
+            let parsed = match &chunk.csv {
+                Some(csv) => csv.layout.parse(text).map(|(ts, value)| {
+                    if self.seen.insert(csv.id, ()).is_none() {
+                        out.keys.push((csv.id, SeriesKey::new(&csv.name, &[])));
+                    }
+                    (csv.id, ts, value)
+                }),
+                None => parse_json_line(text, &mut self.point).map(|()| {
+                    let id = point_series_id(&self.point, &mut self.scratch);
+                    if self.seen.insert(id, ()).is_none() {
+                        out.keys.push((id, SeriesKey::from_point(&self.point)));
+                    }
+                    (id, self.point.timestamp, self.point.value)
+                }),
+            };
+            match parsed {
+                Ok((id, ts, value)) => out.records.push(Record::Point {
+                    id,
+                    ts,
+                    value,
+                    line: this,
+                }),
+                Err(reason) => out.records.push(Record::Reject {
+                    line: this,
+                    reason,
+                    text: text.to_owned(),
+                }),
+            }
+        }
+        chunk.data.clear();
+        out.data = std::mem::take(&mut chunk.data);
+    }
+}
+
+/// Feeds parsed chunks, taken round-robin from the parsers, into the pipeline.
+fn route(
+    mut pipe: Pipeline,
+    from_parsers: Vec<Receiver<Parsed>>,
+    recycle_records: Sender<Vec<Record>>,
+    recycle_data: Sender<Vec<u8>>,
+    records: Arc<AtomicU64>,
+) -> io::Result<Report> {
+    let n = from_parsers.len();
+    for k in 0.. {
+        let Ok(mut parsed) = from_parsers[k % n].recv() else {
+            break;
+        };
+        for r in parsed.records.drain(..) {
+            match r {
+                Record::Point {
+                    id,
+                    ts,
+                    value,
+                    line,
+                } => {
+                    let source = Source {
+                        stream: parsed.stream,
+                        offset: line,
+                    };
+                    let keys = &mut parsed.keys;
+                    pipe.push_id(
+                        id,
+                        || {
+                            let i = keys.iter().position(|(k, _)| *k == id).expect(
+                                "a parser sends the key with the first point of a series it parses",
+                            );
+                            keys.swap_remove(i).1
+                        },
+                        ts,
+                        value,
+                        source,
+                    );
+                }
+                Record::Reject { line, reason, text } => pipe.reject(
+                    Source {
+                        stream: parsed.stream,
+                        offset: line,
+                    },
+                    reason,
+                    &text,
+                ),
+            }
+        }
+        records.store(pipe.records(), Ordering::Relaxed);
+        let _ = recycle_records.send(parsed.records);
+        let _ = recycle_data.send(parsed.data);
+    }
+    pipe.finish()
+}
+
 /// Replays `inputs` through a pipeline built from `plan`, writing to `outputs`.
-pub fn replay(plan: Plan, inputs: &[Input], outputs: Outputs, progress: bool) -> io::Result<Report> {
+pub fn replay(
+    plan: Plan,
+    inputs: &[Input],
+    outputs: Outputs,
+    progress: bool,
+) -> io::Result<Report> {
     let streams: Arc<[StreamName]> = inputs
         .iter()
         .map(|i| StreamName::File(i.path.display().to_string()))
         .collect();
-    let mut pipe = Pipeline::start(plan, streams, outputs);
+    let parsers = plan.parsers.max(1);
+    let pipe = Pipeline::start(plan, streams, outputs);
+    let (records_tx, records_rx) = crossbeam_channel::unbounded::<Vec<Record>>();
+    let (data_tx, data_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
+    let mut to_parsers = Vec::with_capacity(parsers);
+    let mut from_parsers = Vec::with_capacity(parsers);
+    let mut workers = Vec::with_capacity(parsers);
+    for i in 0..parsers {
+        let (tx, rx) = bounded::<Chunk>(DEPTH);
+        let (ptx, prx) = bounded::<Parsed>(DEPTH);
+        let recycled = records_rx.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("telltale-parse-{i}"))
+                .spawn(move || {
+                    let mut parser = Parser::default();
+                    for chunk in rx {
+                        let mut out = Parsed::default();
+                        if let Ok(records) = recycled.try_recv() {
+                            out.records = records;
+                        }
+                        parser.parse(chunk, &mut out);
+                        if ptx.send(out).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .expect("spawn parser thread"),
+        );
+        to_parsers.push(tx);
+        from_parsers.push(prx);
+    }
+    let records = Arc::new(AtomicU64::new(0));
+    let router = {
+        let records = records.clone();
+        std::thread::Builder::new()
+            .name("telltale-route".into())
+            .spawn(move || route(pipe, from_parsers, records_tx, data_tx, records))
+            .expect("spawn router thread")
+    };
+
     let total: u64 = inputs.iter().map(|i| i.size).sum();
     let mut bar = Progress::new(total, progress);
-    let mut done_bytes = 0u64;
-    let mut point = PointBuf::default();
-    let mut line = Vec::with_capacity(4096);
+    let read_result = read_inputs(inputs, &to_parsers, &data_rx, |bytes| {
+        bar.tick(bytes, records.load(Ordering::Relaxed));
+    });
+    drop(to_parsers);
+    for w in workers {
+        w.join()
+            .map_err(|_| io::Error::other("a parser thread panicked"))?;
+    }
+    let report = router
+        .join()
+        .map_err(|_| io::Error::other("the router thread panicked"))?;
+    bar.done();
+    read_result?;
+    let report = report?;
+    io::stderr().flush()?;
+    Ok(report)
+}
+
+/// Reads every input in chunks of whole lines and deals them to the parsers round-robin.
+fn read_inputs(
+    inputs: &[Input],
+    to_parsers: &[Sender<Chunk>],
+    recycled: &Receiver<Vec<u8>>,
+    mut tick: impl FnMut(u64),
+) -> io::Result<()> {
+    let mut k = 0usize;
+    let mut bytes_done = 0u64;
     for (stream, input) in inputs.iter().enumerate() {
-        let reader: Box<dyn Read> = if input.path.as_os_str() == "-" {
+        let mut reader: Box<dyn Read> = if input.path.as_os_str() == "-" {
             Box::new(io::stdin().lock())
         } else {
             Box::new(File::open(&input.path).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot open {}: {e}", input.path.display()))
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open {}: {e}", input.path.display()),
+                )
             })?)
         };
-        let mut reader = BufReader::with_capacity(1 << 20, reader);
+        let mut carry: Vec<u8> = Vec::new();
+        let mut line = 1u64;
         let mut format = input.format;
-        let mut csv: Option<CsvLayout> = None;
-        let mut lineno = 0u64;
-        loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line)?;
-            if n == 0 {
-                break;
-            }
-            done_bytes += n as u64;
-            lineno += 1;
-            let source = Source {
-                stream: stream as u32,
-                offset: lineno,
-            };
-            let Ok(text) = std::str::from_utf8(&line) else {
-                pipe.reject(source, RejectReason::NotUtf8, &String::from_utf8_lossy(&line));
-                continue;
-            };
-            let text = text.trim_end_matches(['\n', '\r']);
-            if text.trim().is_empty() {
-                continue;
-            }
-            let fmt = *format.get_or_insert(if text.trim_start().starts_with('{') {
-                Format::JsonLines
-            } else {
-                Format::Csv
-            });
-            match fmt {
-                Format::JsonLines => match parse_json_line(text, &mut point) {
-                    Ok(()) => pipe.push(&point, source),
-                    Err(reason) => pipe.reject(source, reason, text),
-                },
-                Format::Csv => {
-                    let Some(layout) = csv else {
-                        csv = Some(CsvLayout::from_header(text).unwrap_or_else(|| {
-                            pipe.reject(
-                                source,
-                                RejectReason::Malformed(
-                                    "CSV header must name `timestamp` and `value` columns; read as timestamp,value",
-                                ),
-                                text,
-                            );
-                            CsvLayout::from_header("timestamp,value").expect("valid")
-                        }));
-                        continue;
-                    };
-                    match layout.parse(text) {
-                        Ok((ts, v)) => {
-                            point.set(&input.csv_name, &[], ts, v);
-                            pipe.push(&point, source);
-                        }
-                        Err(reason) => pipe.reject(source, reason, text),
-                    }
+        let mut csv: Option<Arc<CsvInfo>> = None;
+        let mut eof = false;
+        let mut long_line = false;
+        while !eof {
+            let mut buf = recycled
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(CHUNK + 4096));
+            buf.clear();
+            buf.append(&mut carry);
+            // Fill to CHUNK bytes (or EOF); a line longer than that gets another CHUNK.
+            let target = if long_line { buf.len() + CHUNK } else { CHUNK };
+            long_line = false;
+            while buf.len() < target {
+                let start = buf.len();
+                buf.resize(target.max(start + 4096), 0);
+                let n = reader.read(&mut buf[start..])?;
+                buf.truncate(start + n);
+                if n == 0 {
+                    eof = true;
+                    break;
                 }
             }
-            if lineno % 65_536 == 0 {
-                bar.tick(done_bytes, pipe.records());
+            if !eof {
+                // Keep the partial last line for the next chunk.
+                match buf.iter().rposition(|b| *b == b'\n') {
+                    Some(i) => carry.extend_from_slice(&buf[i + 1..]),
+                    None => {
+                        // A line longer than a chunk: keep reading until it ends.
+                        carry = std::mem::take(&mut buf);
+                        long_line = true;
+                        continue;
+                    }
+                }
+                let keep = buf.len() - carry.len();
+                buf.truncate(keep);
             }
+            if buf.is_empty() {
+                continue;
+            }
+            let mut header = None;
+            if format.is_none() {
+                let first = buf.iter().find(|b| !b.is_ascii_whitespace()).copied();
+                format = Some(if first == Some(b'{') {
+                    Format::JsonLines
+                } else {
+                    Format::Csv
+                });
+            }
+            if format == Some(Format::Csv) && csv.is_none() {
+                let end = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
+                let text = String::from_utf8_lossy(&buf[..end]);
+                let (layout, reject) = match CsvLayout::from_header(&text) {
+                    Some(l) => (l, None),
+                    None => (
+                        CsvLayout::from_header("timestamp,value").expect("valid"),
+                        Some(RejectReason::Malformed(
+                            "CSV header must name `timestamp` and `value` columns; read as timestamp,value",
+                        )),
+                    ),
+                };
+                header = Some(reject);
+                let name = input.csv_name.clone();
+                let id = series_id(&name, std::iter::empty(), &mut Vec::new());
+                csv = Some(Arc::new(CsvInfo { layout, name, id }));
+            }
+            let lines = buf.iter().filter(|b| **b == b'\n').count() as u64;
+            bytes_done += buf.len() as u64;
+            let chunk = Chunk {
+                stream: stream as u32,
+                first_line: line,
+                data: buf,
+                csv: csv.clone(),
+                header,
+            };
+            line += lines + u64::from(eof && chunk.data.last() != Some(&b'\n'));
+            if to_parsers[k % to_parsers.len()].send(chunk).is_err() {
+                return Err(io::Error::other("a parser thread stopped early"));
+            }
+            k += 1;
+            tick(bytes_done);
         }
     }
-    bar.done();
-    let report = pipe.finish()?;
-    io::stderr().flush()?;
-    Ok(report)
+    Ok(())
 }

@@ -181,7 +181,10 @@ impl Shard {
                                     o.expected,
                                     o.score,
                                     detectors,
-                                    SourceJson(&self.streams[source.stream as usize], source.offset),
+                                    SourceJson(
+                                        &self.streams[source.stream as usize],
+                                        source.offset,
+                                    ),
                                 );
                                 let json = serde_json::to_vec(&event).expect("event serialises");
                                 out.events.push(Emitted {

@@ -80,7 +80,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     }
     let offset_min = match &b[i..] {
         [] | [b'Z'] | [b'z'] => 0,
-        [sign @ (b'+' | b'-'), hh @ .., ] if hh.len() == 5 && hh[2] == b':' => {
+        [sign @ (b'+' | b'-'), hh @ ..] if hh.len() == 5 && hh[2] == b':' => {
             let v = digits(&hh[0..2])? * 60 + digits(&hh[3..5])?;
             if *sign == b'-' { -v } else { v }
         }
@@ -110,7 +110,7 @@ pub fn parse_duration_ms(s: &str) -> Option<i64> {
         return Some(0);
     }
     let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let n = digits(s[..split].as_bytes())?;
+    let n = digits(&s.as_bytes()[..split])?;
     let unit = match &s[split..] {
         "ms" => 1,
         "s" => 1000,
@@ -130,27 +130,56 @@ mod tests {
     fn parses_the_accepted_forms() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("1970-01-01"), Some(0));
-        assert_eq!(parse_rfc3339("2014-07-01 00:30:00"), Some(1_404_174_600_000));
-        assert_eq!(parse_rfc3339("2024-02-29T12:00:00.5Z"), Some(1_709_208_000_500));
-        assert_eq!(parse_rfc3339("2024-02-29T12:00:00.123456Z"), Some(1_709_208_000_123));
-        assert_eq!(parse_rfc3339("2024-02-29T14:00:00+02:00"), Some(1_709_208_000_000));
+        assert_eq!(
+            parse_rfc3339("2014-07-01 00:30:00"),
+            Some(1_404_174_600_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:00:00.5Z"),
+            Some(1_709_208_000_500)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:00:00.123456Z"),
+            Some(1_709_208_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T14:00:00+02:00"),
+            Some(1_709_208_000_000)
+        );
         assert_eq!(parse_rfc3339("1969-12-31T23:59:59.999Z"), Some(-1));
     }
 
     #[test]
     fn rejects_malformed_text() {
-        for s in ["", "2024", "2024-13-01", "2024-01-01X00:00:00", "2024-01-01T25:00:00Z",
-            "2024-01-01T00:00:00.Z", "2024-01-01T00:00:00+0200", "not a date"] {
+        for s in [
+            "",
+            "2024",
+            "2024-13-01",
+            "2024-01-01X00:00:00",
+            "2024-01-01T25:00:00Z",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T00:00:00+0200",
+            "not a date",
+        ] {
             assert_eq!(parse_rfc3339(s), None, "{s}");
         }
     }
 
     #[test]
     fn format_round_trips() {
-        for ms in [0, -1, 1_709_208_000_123, 253_402_300_799_999, -62_135_596_800_000] {
+        for ms in [
+            0,
+            -1,
+            1_709_208_000_123,
+            253_402_300_799_999,
+            -62_135_596_800_000,
+        ] {
             assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms), "{ms}");
         }
-        assert_eq!(format_rfc3339(1_404_174_600_000), "2014-07-01T00:30:00.000Z");
+        assert_eq!(
+            format_rfc3339(1_404_174_600_000),
+            "2014-07-01T00:30:00.000Z"
+        );
     }
 
     #[test]

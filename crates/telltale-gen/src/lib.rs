@@ -141,7 +141,9 @@ impl Injected {
 
     fn description(&self) -> &'static str {
         match self.kind {
-            Kind::LatencyCreep => "p99 latency ramps up to +80% over 60% of the window, then holds until rollback",
+            Kind::LatencyCreep => {
+                "p99 latency ramps up to +80% over 60% of the window, then holds until rollback"
+            }
             Kind::ErrorBurst => "error rate jumps by 5 percentage points",
             Kind::TokenRateDrop => "tokens/s drops to 60% of normal",
             Kind::MemoryLeak => "GPU memory grows linearly by 20% until the process restarts",
@@ -159,11 +161,41 @@ fn plan_faults(cfg: &GenConfig) -> Vec<Injected> {
     let at = |f: f64| (n as f64 * f) as usize;
     let len = |f: f64| ((n as f64 * f) as usize).max(10);
     vec![
-        Injected { kind: Kind::LatencyCreep, model: m(0), metric: 1, start: at(0.15), len: len(0.12) },
-        Injected { kind: Kind::ErrorBurst, model: m(1), metric: 4, start: at(0.32), len: len(0.03) },
-        Injected { kind: Kind::TokenRateDrop, model: m(2), metric: 3, start: at(0.45), len: len(0.08) },
-        Injected { kind: Kind::MemoryLeak, model: m(0), metric: 5, start: at(0.6), len: len(0.15) },
-        Injected { kind: Kind::LevelShift, model: m(1), metric: 0, start: at(0.82), len: len(0.08) },
+        Injected {
+            kind: Kind::LatencyCreep,
+            model: m(0),
+            metric: 1,
+            start: at(0.15),
+            len: len(0.12),
+        },
+        Injected {
+            kind: Kind::ErrorBurst,
+            model: m(1),
+            metric: 4,
+            start: at(0.32),
+            len: len(0.03),
+        },
+        Injected {
+            kind: Kind::TokenRateDrop,
+            model: m(2),
+            metric: 3,
+            start: at(0.45),
+            len: len(0.08),
+        },
+        Injected {
+            kind: Kind::MemoryLeak,
+            model: m(0),
+            metric: 5,
+            start: at(0.6),
+            len: len(0.15),
+        },
+        Injected {
+            kind: Kind::LevelShift,
+            model: m(1),
+            metric: 0,
+            start: at(0.82),
+            len: len(0.08),
+        },
     ]
 }
 
@@ -203,7 +235,9 @@ pub fn generate(
                 for f in faults.iter().filter(|f| f.model == model && f.metric == mi) {
                     x = f.apply(t, base, x);
                 }
-                let x = (x * 10_000.0).round() / 10_000.0;
+                // `+ 0.0` turns -0.0 into 0.0: `max` may return either zero, and debug and
+                // release builds differ in which.
+                let x = (x * 10_000.0).round() / 10_000.0 + 0.0;
                 emit(name, &labels(model), ts, x);
             }
         }
@@ -240,10 +274,19 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream_other_seed_other_stream() {
-        let cfg = GenConfig { points: 300, ..GenConfig::default() };
+        let cfg = GenConfig {
+            points: 300,
+            ..GenConfig::default()
+        };
         let run = |seed| {
             let mut v = Vec::new();
-            generate(&GenConfig { seed, ..cfg.clone() }, |m, _, ts, x| v.push((m.to_owned(), ts, x)));
+            generate(
+                &GenConfig {
+                    seed,
+                    ..cfg.clone()
+                },
+                |m, _, ts, x| v.push((m.to_owned(), ts, x)),
+            );
             v
         };
         assert_eq!(run(1), run(1));
@@ -256,9 +299,23 @@ mod tests {
         let cfg = GenConfig::default();
         let labels = generate(&cfg, |_, _, _, _| {});
         let kinds: Vec<_> = labels.faults.iter().map(|f| f.kind.as_str()).collect();
-        assert_eq!(kinds, ["latency_creep", "error_burst", "token_rate_drop", "memory_leak", "level_shift"]);
+        assert_eq!(
+            kinds,
+            [
+                "latency_creep",
+                "error_burst",
+                "token_rate_drop",
+                "memory_leak",
+                "level_shift"
+            ]
+        );
         let end = format_rfc3339(cfg.start_ms + cfg.points as i64 * cfg.interval_ms);
-        assert!(labels.faults.iter().all(|f| f.start < f.end && f.end <= end));
+        assert!(
+            labels
+                .faults
+                .iter()
+                .all(|f| f.start < f.end && f.end <= end)
+        );
     }
 
     #[test]
@@ -267,6 +324,9 @@ mod tests {
         let xs: Vec<f64> = (0..100_000).map(|_| r.normal()).collect();
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+            "{mean} {var}"
+        );
     }
 }

@@ -179,7 +179,11 @@ fn print_summary(r: &Report, secs: f64, rejects_on_stderr: bool) {
     );
     if rejects > 0 {
         let by: Vec<String> = r.rejects.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let hint = if rejects_on_stderr { " (records above; --rejects FILE to keep them)" } else { "" };
+        let hint = if rejects_on_stderr {
+            " (records above; --rejects FILE to keep them)"
+        } else {
+            ""
+        };
         eprintln!("  rejects by reason: {}{hint}", by.join(", "));
     }
     eprintln!(
@@ -204,7 +208,12 @@ fn print_faults(labels: &LabelsFile, r: &Report, path: &Path) {
     for f in &score.faults {
         match (&f.series, f.delay_ms) {
             (Some(series), Some(d)) => {
-                eprintln!("  caught  {:<16} {:<22} after {:>7}  on {series}", f.kind, f.id, human_ms(d))
+                eprintln!(
+                    "  caught  {:<16} {:<22} after {:>7}  on {series}",
+                    f.kind,
+                    f.id,
+                    human_ms(d)
+                )
             }
             _ => eprintln!("  MISSED  {:<16} {}", f.kind, f.id),
         }
@@ -220,7 +229,12 @@ fn print_faults(labels: &LabelsFile, r: &Report, path: &Path) {
 fn run_gen(a: GenArgs) -> Result<(), Failure> {
     let interval_ms = parse_duration_ms(&a.interval)
         .filter(|ms| *ms > 0)
-        .ok_or_else(|| Failure(format!("--interval `{}` is not a duration such as 15s", a.interval), 2))?;
+        .ok_or_else(|| {
+            Failure(
+                format!("--interval `{}` is not a duration such as 15s", a.interval),
+                2,
+            )
+        })?;
     let start_ms = parse_rfc3339(&a.start)
         .ok_or_else(|| Failure(format!("--start `{}` is not RFC 3339", a.start), 2))?;
     if !(1..=8).contains(&a.models) {

@@ -1,0 +1,158 @@
+//! The `telltale` binary as a user runs it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_telltale"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("telltale-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn replay_of_the_bundled_sample_reports_every_fault_caught() {
+    let o = bin()
+        .args(["replay", "datasets/llm-serving", "--no-progress"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("30240 points, 21 series"), "{err}");
+    assert!(
+        err.contains("5/5 caught, 0 anomalies opened outside any fault"),
+        "{err}"
+    );
+    let events = String::from_utf8(o.stdout).unwrap();
+    assert!(events.lines().count() > 0);
+    for l in events.lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap();
+    }
+}
+
+#[test]
+fn bad_config_fails_at_startup_naming_the_field() {
+    let dir = temp("bad-config");
+    let cfg = dir.join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[chain]\ndetectors = [{ kind = \"ewma\", alpha = 2.0 }]\n",
+    )
+    .unwrap();
+    let o = bin()
+        .args(["replay", "datasets/llm-serving", "--config"])
+        .arg(&cfg)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("chain.detectors[0].alpha"), "{err}");
+    assert!(err.contains("(0, 1]"), "{err}");
+    assert!(
+        o.stdout.is_empty(),
+        "nothing is processed with a bad config"
+    );
+}
+
+#[test]
+fn missing_input_is_a_clear_error() {
+    let o = bin()
+        .args(["replay", "no/such/file.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no/such/file.jsonl"), "{}", stderr(&o));
+}
+
+#[test]
+fn replay_reads_standard_input_and_writes_rejects_to_a_file() {
+    let dir = temp("stdin");
+    let rejects = dir.join("rejects.jsonl");
+    let mut child = bin()
+        .args(["replay", "-", "--no-progress", "--rejects"])
+        .arg(&rejects)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for t in 0..200 {
+        let v = if t == 150 {
+            1000.0
+        } else {
+            10.0 + (t % 5) as f64
+        };
+        input.push_str(&format!(
+            "{{\"metric\":\"q\",\"timestamp\":{t},\"value\":{v}}}\n"
+        ));
+    }
+    input.push_str("garbage\n");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let events = String::from_utf8(o.stdout).unwrap();
+    assert!(events.contains("\"state\":\"open\""), "{events}");
+    let r = std::fs::read_to_string(&rejects).unwrap();
+    assert_eq!(r.lines().count(), 1);
+    assert!(r.contains("\"line\":201"), "{r}");
+    assert!(err.contains("200 points, 1 series"), "{err}");
+}
+
+#[test]
+fn gen_is_deterministic_and_writes_stream_and_labels() {
+    let (a, b) = (temp("gen-a"), temp("gen-b"));
+    for d in [&a, &b] {
+        let o = bin()
+            .args(["gen", "--points", "300", "--seed", "7", "--out"])
+            .arg(d)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    assert_eq!(read(&a, "telemetry.jsonl"), read(&b, "telemetry.jsonl"));
+    assert_eq!(read(&a, "labels.json"), read(&b, "labels.json"));
+    assert_eq!(
+        String::from_utf8(read(&a, "telemetry.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        300 * 21
+    );
+}
+
+#[test]
+fn bundled_sample_is_what_gen_makes() {
+    let dir = temp("gen-sample");
+    let o = bin().args(["gen", "--out"]).arg(&dir).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["telemetry.jsonl", "labels.json"] {
+        assert!(
+            std::fs::read(dir.join(f)).unwrap()
+                == std::fs::read(root().join("datasets/llm-serving").join(f)).unwrap(),
+            "datasets/llm-serving/{f} is not reproduced by `telltale gen` (see its README)"
+        );
+    }
+}

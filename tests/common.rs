@@ -1,0 +1,89 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use telltale_engine::replay::{discover, replay};
+use telltale_engine::{Config, Outputs, Report};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("root")
+        .to_path_buf()
+}
+
+/// A `Write` that appends to a shared buffer.
+#[derive(Debug, Clone, Default)]
+pub struct SharedBuf(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuf {
+    /// The bytes written so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().expect("lock").clone()
+    }
+    /// The lines written so far, parsed as JSON.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        String::from_utf8(self.bytes())
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+}
+
+/// The outcome of a replay: report, events and rejects.
+#[derive(Debug)]
+pub struct Run {
+    /// The report.
+    pub report: Report,
+    /// Event bytes.
+    pub events: SharedBuf,
+    /// Reject bytes.
+    pub rejects: SharedBuf,
+}
+
+/// Replays `paths` with `config` (TOML), returning everything it wrote.
+pub fn run(paths: &[PathBuf], config: &str) -> Run {
+    let plan = Config::from_toml(config)
+        .expect("config")
+        .plan()
+        .expect("plan");
+    let inputs = discover(paths).expect("inputs");
+    let (events, rejects) = (SharedBuf::default(), SharedBuf::default());
+    let report = replay(
+        plan,
+        &inputs,
+        Outputs {
+            events: Box::new(events.clone()),
+            rejects: Box::new(rejects.clone()),
+        },
+        false,
+    )
+    .expect("replay");
+    Run {
+        report,
+        events,
+        rejects,
+    }
+}
+
+/// A fresh temporary folder for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("telltale-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}

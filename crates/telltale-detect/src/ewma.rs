@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::params::{Alpha, Count};
-use crate::score::score_from_z;
+use crate::score::{score_from_z, scores_from_z_in_place};
 use crate::{Bank, Detector, Scored};
 
 /// Parameters of the EWMA detector.
@@ -48,16 +48,25 @@ pub struct EwmaState {
     pub n: f64,
 }
 
-/// The one-step kernel shared by the single-series detector and the bank. Branch-free.
+/// The one-step kernel shared by the single-series detector and the bank: learns `x` and
+/// returns its z-score against the state before it (0 while warming up) and the forecast.
+/// Branch-free, so that loops over it vectorise.
 #[inline(always)]
-fn step(alpha: f64, warmup: f64, mean: &mut f64, var: &mut f64, n: &mut f64, x: f64) -> Scored {
+fn step_z(
+    alpha: f64,
+    warmup: f64,
+    mean: &mut f64,
+    var: &mut f64,
+    n: &mut f64,
+    x: f64,
+) -> (f64, f64) {
     let first = *n == 0.0;
     let d = x - *mean;
     // A floor on sigma keeps a perfectly constant series from dividing by zero while still
     // flagging any departure from it.
     let floor = 1e-9 * mean.abs() + 1e-12;
     let z = d / var.sqrt().max(floor);
-    let score = if *n >= warmup { score_from_z(z) } else { 0.0 };
+    let z = if *n >= warmup { z } else { 0.0 };
     let expected = if first { f64::NAN } else { *mean };
     // Early on, weight points equally (a = 1/(n+1): the running mean and population variance)
     // so the first estimates are not biased towards the first point; later a = alpha.
@@ -67,7 +76,16 @@ fn step(alpha: f64, warmup: f64, mean: &mut f64, var: &mut f64, n: &mut f64, x: 
     *mean = if first { x } else { new_mean };
     *var = if first { 0.0 } else { new_var };
     *n += 1.0;
-    Scored { score, expected }
+    (z, expected)
+}
+
+#[inline(always)]
+fn step(alpha: f64, warmup: f64, mean: &mut f64, var: &mut f64, n: &mut f64, x: f64) -> Scored {
+    let (z, expected) = step_z(alpha, warmup, mean, var, n, x);
+    Scored {
+        score: score_from_z(z),
+        expected,
+    }
 }
 
 /// EWMA z-score detector for one series.
@@ -105,9 +123,14 @@ impl Ewma {
 impl Detector for Ewma {
     fn update_batch(&mut self, xs: &[f64], out: &mut [f64]) {
         assert_eq!(xs.len(), out.len(), "xs and out differ in length");
+        let (alpha, warmup) = (self.params.alpha.get(), f64::from(self.params.warmup.get()));
+        let s = &mut self.state;
         for (x, o) in xs.iter().zip(out.iter_mut()) {
-            *o = self.step(*x).score;
+            *o = step_z(alpha, warmup, &mut s.mean, &mut s.var, &mut s.n, *x).0;
         }
+        // Second pass: independent per element, so it vectorises (the first pass, a
+        // recurrence along time, cannot).
+        scores_from_z_in_place(out);
     }
 }
 
@@ -127,16 +150,58 @@ impl EwmaBank {
         let len = self.mean.len();
         assert!(xs.len() == len && out.len() == len, "one point per series");
         let (alpha, warmup) = (self.params.alpha.get(), f64::from(self.params.warmup.get()));
-        let it = self
-            .mean
-            .iter_mut()
-            .zip(self.var.iter_mut())
-            .zip(self.n.iter_mut())
-            .zip(xs.iter().zip(out.iter_mut()));
-        for (((m, v), n), (x, o)) in it {
-            *o = step(alpha, warmup, m, v, n, *x).score;
+        let (m, v, n) = (&mut self.mean[..], &mut self.var[..], &mut self.n[..]);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of
+                // the `target_feature` function.
+                unsafe { dense_z_avx2(alpha, warmup, m, v, n, xs, out) };
+                scores_from_z_in_place(out);
+                return;
+            }
         }
+        dense_z(alpha, warmup, m, v, n, xs, out);
+        // Second pass: independent per element, so it vectorises too.
+        scores_from_z_in_place(out);
     }
+}
+
+/// First pass of the dense kernel: every series learns its point and writes its z-score.
+/// The loop runs across series (no dependency between iterations), so it vectorises.
+#[inline(always)]
+fn dense_z(
+    alpha: f64,
+    warmup: f64,
+    mean: &mut [f64],
+    var: &mut [f64],
+    n: &mut [f64],
+    xs: &[f64],
+    out: &mut [f64],
+) {
+    let it = mean
+        .iter_mut()
+        .zip(var.iter_mut())
+        .zip(n.iter_mut())
+        .zip(xs.iter().zip(out.iter_mut()));
+    for (((m, v), n), (x, o)) in it {
+        *o = step_z(alpha, warmup, m, v, n, *x).0;
+    }
+}
+
+/// [`dense_z`] compiled for AVX2 (same operations, bit-identical results).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dense_z_avx2(
+    alpha: f64,
+    warmup: f64,
+    mean: &mut [f64],
+    var: &mut [f64],
+    n: &mut [f64],
+    xs: &[f64],
+    out: &mut [f64],
+) {
+    dense_z(alpha, warmup, mean, var, n, xs, out);
 }
 
 impl Bank for EwmaBank {

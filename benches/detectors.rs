@@ -1,0 +1,145 @@
+//! Detector kernels: ns per point for one series (a recurrence along time), and for a batch
+//! across many series (struct-of-arrays banks, the form that vectorises).
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use telltale_benches::stream;
+use telltale_detect::score::{score_from_z, scores_from_z_in_place};
+use telltale_detect::{
+    Bank, Cusum, CusumBank, CusumParams, Detector, Ewma, EwmaBank, EwmaParams, PageHinkley,
+    PageHinkleyBank, PageHinkleyParams, RobustZ, RobustZBank, RobustZParams,
+};
+
+const N: usize = 10_000;
+const SERIES: usize = 4096;
+
+fn single_series(c: &mut Criterion) {
+    let xs = stream(N, 1);
+    let mut out = vec![0.0; N];
+    let mut g = c.benchmark_group("single_series");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("baseline_copy", |b| {
+        b.iter(|| out.copy_from_slice(black_box(&xs)))
+    });
+    g.bench_function("ewma", |b| {
+        b.iter(|| Ewma::new(EwmaParams::default()).update_batch(black_box(&xs), &mut out))
+    });
+    g.bench_function("cusum", |b| {
+        b.iter(|| {
+            Cusum::new(CusumParams::default())
+                .unwrap()
+                .update_batch(black_box(&xs), &mut out)
+        })
+    });
+    g.bench_function("page_hinkley", |b| {
+        b.iter(|| {
+            PageHinkley::new(PageHinkleyParams::default()).update_batch(black_box(&xs), &mut out)
+        })
+    });
+    g.bench_function("robust_z_w32", |b| {
+        b.iter(|| {
+            RobustZ::new(RobustZParams::default())
+                .unwrap()
+                .update_batch(black_box(&xs), &mut out)
+        })
+    });
+    g.finish();
+}
+
+/// One point for each of SERIES series per step, 16 steps.
+fn many_series(c: &mut Criterion) {
+    const STEPS: usize = 16;
+    let xs: Vec<Vec<f64>> = (0..STEPS).map(|s| stream(SERIES, 100 + s as u64)).collect();
+    let mut out = vec![0.0; SERIES];
+    let mut g = c.benchmark_group("many_series");
+    g.throughput(Throughput::Elements((SERIES * STEPS) as u64));
+    g.bench_function(BenchmarkId::new("ewma_dense", SERIES), |b| {
+        let mut bank = EwmaBank::new(EwmaParams::default());
+        for _ in 0..SERIES {
+            bank.add_series();
+        }
+        b.iter(|| {
+            for x in &xs {
+                bank.update_dense(black_box(x), &mut out);
+            }
+        })
+    });
+    g.bench_function(BenchmarkId::new("ewma_by_slot", SERIES), |b| {
+        let mut bank = EwmaBank::new(EwmaParams::default());
+        for _ in 0..SERIES {
+            bank.add_series();
+        }
+        b.iter(|| {
+            for x in &xs {
+                for (slot, v) in x.iter().enumerate() {
+                    out[slot] = bank.update(slot, *v, None).score;
+                }
+            }
+        })
+    });
+    g.bench_function(BenchmarkId::new("cusum_dense", SERIES), |b| {
+        let mut bank = CusumBank::new(CusumParams::default());
+        for _ in 0..SERIES {
+            bank.add_series();
+        }
+        b.iter(|| {
+            for x in &xs {
+                bank.update_dense(black_box(x), &mut out);
+            }
+        })
+    });
+    g.bench_function(BenchmarkId::new("page_hinkley_by_slot", SERIES), |b| {
+        let mut bank = PageHinkleyBank::new(PageHinkleyParams::default());
+        for _ in 0..SERIES {
+            bank.add_series();
+        }
+        b.iter(|| {
+            for x in &xs {
+                for (slot, v) in x.iter().enumerate() {
+                    out[slot] = bank.update(slot, *v, None).score;
+                }
+            }
+        })
+    });
+    g.bench_function(BenchmarkId::new("robust_z_by_slot", SERIES), |b| {
+        let mut bank = RobustZBank::new(RobustZParams::default());
+        for _ in 0..SERIES {
+            bank.add_series();
+        }
+        // no eviction: the window fills over the 16 steps (within its capacity of 32)
+        b.iter(|| {
+            let mut bank = bank.clone();
+            for x in &xs {
+                for (slot, v) in x.iter().enumerate() {
+                    out[slot] = bank.update(slot, *v, None).score;
+                }
+            }
+        })
+    });
+    g.finish();
+}
+
+fn scoring(c: &mut Criterion) {
+    let zs: Vec<f64> = stream(N, 3).iter().map(|x| (x - 100.0) * 2.0).collect();
+    let mut out = vec![0.0; N];
+    let mut g = c.benchmark_group("score");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("score_from_z_scalar_loop", |b| {
+        b.iter(|| {
+            for (z, o) in black_box(&zs).iter().zip(out.iter_mut()) {
+                *o = score_from_z(*z);
+            }
+        })
+    });
+    g.bench_function("scores_from_z_in_place", |b| {
+        b.iter(|| {
+            out.copy_from_slice(black_box(&zs));
+            scores_from_z_in_place(&mut out);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, single_series, many_series, scoring);
+criterion_main!(benches);

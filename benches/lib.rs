@@ -1,0 +1,35 @@
+//! Seeded inputs shared by the benchmarks.
+
+use telltale_gen::Rng;
+
+/// `n` points of a noisy level with a step in the middle, seeded.
+pub fn stream(n: usize, seed: u64) -> Vec<f64> {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|i| 100.0 + if i >= n / 2 { 5.0 } else { 0.0 } + rng.normal())
+        .collect()
+}
+
+/// The JSON lines of the synthetic LLM-serving stream (`models` × 7 series × `points`).
+pub fn json_lines(models: usize, points: usize) -> Vec<u8> {
+    let cfg = telltale_gen::GenConfig {
+        models,
+        points,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    telltale_gen::generate(&cfg, |metric, labels, ts, value| {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":\"{v}\""))
+            .collect();
+        out.extend_from_slice(
+            format!(
+                "{{\"metric\":\"{metric}\",\"labels\":{{{}}},\"timestamp\":{ts},\"value\":{value}}}\n",
+                labels.join(",")
+            )
+            .as_bytes(),
+        );
+    });
+    out
+}

@@ -7,6 +7,8 @@
 use std::fmt;
 use std::ops::Range;
 
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
 use crate::time::parse_rfc3339;
 
 /// Why an input record was rejected.
@@ -95,6 +97,9 @@ fn malformed<T>(what: &'static str) -> R<T> {
 pub struct PointBuf {
     scratch: String,
     key_scratch: String,
+    /// The metric and labels exactly as written in the line (for [`PointBuf::raw_series_hash`]).
+    raw_metric: Range<usize>,
+    raw_labels: Range<usize>,
     metric: Range<usize>,
     labels: Vec<(Range<usize>, Range<usize>)>,
     /// Milliseconds since the Unix epoch.
@@ -149,7 +154,18 @@ impl PointBuf {
     fn clear(&mut self) {
         self.scratch.clear();
         self.metric = 0..0;
+        self.raw_metric = 0..0;
+        self.raw_labels = 0..0;
         self.labels.clear();
+    }
+
+    /// A hash of the metric and labels exactly as they were written in the JSON line, before
+    /// decoding and sorting. Producers write a series the same way every time, so a parser can
+    /// map this cheap hash to the series id and skip building the canonical key on every point.
+    /// (Two spellings of one series get two entries that map to the same id.)
+    pub fn raw_series_hash(&self) -> u64 {
+        let m = xxh3_64(&self.scratch.as_bytes()[self.raw_metric.clone()]);
+        xxh3_64_with_seed(&self.scratch.as_bytes()[self.raw_labels.clone()], m)
     }
 
     /// Sets the point from parts (CSV input, generators).
@@ -201,6 +217,91 @@ impl<'a> Cursor<'a> {
         } else {
             malformed(what)
         }
+    }
+
+    /// Reads a JSON string whose text the caller keeps. `out` must start with a copy of the
+    /// line: a string without escapes (the common case) is returned as its range in the line,
+    /// with no copy; one with escapes is decoded and appended to `out`.
+    #[inline]
+    fn string_range(&mut self, out: &mut String) -> R<Range<usize>> {
+        self.ws();
+        if self.peek() != Some(b'"') {
+            return malformed("expected a string");
+        }
+        let start = self.i + 1;
+        let end = self.run_end(start);
+        if self.b.get(end) == Some(&b'"') {
+            self.i = end + 1;
+            return Ok(start..end);
+        }
+        let from = out.len();
+        self.string_into(out)?;
+        Ok(from..out.len())
+    }
+
+    /// Parses a JSON number, giving exactly what `str::parse::<f64>` gives: decimals of at
+    /// most 15 digits and 22 fractional places take Clinger's fast path (both the digits and
+    /// the power of ten are exact doubles, so one division rounds correctly); others go to
+    /// the standard parser.
+    #[inline]
+    fn number_f64(&mut self) -> R<f64> {
+        const POW10: [f64; 23] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        ];
+        self.ws();
+        let (b, start) = (self.b, self.i);
+        let mut i = start;
+        let neg = b.get(i) == Some(&b'-');
+        i += usize::from(neg);
+        let (mut mant, mut digits, mut frac) = (0u64, 0usize, 0usize);
+        while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            mant = mant.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            digits += 1;
+            i += 1;
+        }
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
+                mant = mant.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                digits += 1;
+                frac += 1;
+                i += 1;
+            }
+        }
+        let exotic = matches!(b.get(i), Some(b'e' | b'E' | b'+' | b'-' | b'.'));
+        if digits == 0 || digits > 15 || frac > 22 || exotic {
+            return self
+                .number_text()?
+                .parse()
+                .map_err(|_| RejectReason::Malformed("bad number"));
+        }
+        self.i = i;
+        let v = mant as f64 / POW10[frac];
+        Ok(if neg { -v } else { v })
+    }
+
+    /// Parses an integer of at most 18 digits directly; anything else through
+    /// [`parse_timestamp_number`].
+    #[inline]
+    fn timestamp_number(&mut self) -> R<i64> {
+        self.ws();
+        let (b, start) = (self.b, self.i);
+        let mut i = start;
+        let neg = b.get(i) == Some(&b'-');
+        i += usize::from(neg);
+        let mut v = 0i64;
+        while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            v = v.wrapping_mul(10).wrapping_add(i64::from(d - b'0'));
+            i += 1;
+        }
+        let digits = i - start - usize::from(neg);
+        if digits == 0 || digits > 18 || matches!(b.get(i), Some(b'e' | b'E' | b'+' | b'-' | b'.'))
+        {
+            return parse_timestamp_number(self.number_text()?);
+        }
+        self.i = i;
+        Ok(if neg { -v } else { v })
     }
 
     /// Reads a JSON string starting at `"` and appends its decoded text to `out`.
@@ -265,10 +366,24 @@ impl<'a> Cursor<'a> {
     }
 
     /// Index of the first byte at or after `from` that ends a plain string run: a quote, a
-    /// backslash or a control character (one table lookup per byte).
+    /// backslash or a control character. Eight bytes at a time (SWAR: the "has a zero byte" bit
+    /// trick, whose lowest flagged byte is exact), then a table lookup per remaining byte.
     #[inline(always)]
     fn run_end(&self, from: usize) -> usize {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
         let mut i = from;
+        while let Some(word) = self.b.get(i..i + 8) {
+            let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            let hit = has_zero(w ^ (ONES * u64::from(b'"')))
+                | has_zero(w ^ (ONES * u64::from(b'\\')))
+                | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
+            if hit != 0 {
+                return i + (hit.trailing_zeros() / 8) as usize;
+            }
+            i += 8;
+        }
         while i < self.b.len() && !SPECIAL[self.b[i] as usize] {
             i += 1;
         }
@@ -418,6 +533,8 @@ fn parse_timestamp_number(text: &str) -> R<i64> {
 /// `labels` is optional; unknown fields are ignored; labels come back sorted by name.
 pub fn parse_json_line(line: &str, out: &mut PointBuf) -> Result<(), RejectReason> {
     out.clear();
+    // Strings without escapes are kept as ranges into this copy of the line.
+    out.scratch.push_str(line);
     let mut c = Cursor {
         b: line.as_bytes(),
         s: line,
@@ -448,14 +565,17 @@ fn parse_fields(c: &mut Cursor<'_>, out: &mut PointBuf, key_scratch: &mut String
             c.expect(b':', "expected `:` after a field name")?;
             match field {
                 Field::Metric => {
-                    let start = out.scratch.len();
-                    c.string_into(&mut out.scratch)
+                    c.ws();
+                    let raw_start = c.i;
+                    out.metric = c
+                        .string_range(&mut out.scratch)
                         .map_err(|_| RejectReason::Malformed("`metric` must be a string"))?;
-                    out.metric = start..out.scratch.len();
+                    out.raw_metric = raw_start..c.i;
                     have_metric = true;
                 }
                 Field::Labels => {
                     c.ws();
+                    let raw_start = c.i;
                     if c.peek() == Some(b'n') {
                         c.literal("null")?;
                     } else {
@@ -468,15 +588,12 @@ fn parse_fields(c: &mut Cursor<'_>, out: &mut PointBuf, key_scratch: &mut String
                                 if out.labels.len() == MAX_LABELS {
                                     return Err(RejectReason::TooManyLabels);
                                 }
-                                let k0 = out.scratch.len();
-                                c.string_into(&mut out.scratch)?;
-                                let k = k0..out.scratch.len();
+                                let k = c.string_range(&mut out.scratch)?;
                                 c.expect(b':', "expected `:` in labels")?;
-                                let v0 = out.scratch.len();
-                                c.string_into(&mut out.scratch).map_err(|_| {
+                                let v = c.string_range(&mut out.scratch).map_err(|_| {
                                     RejectReason::Malformed("label values must be strings")
                                 })?;
-                                out.labels.push((k, v0..out.scratch.len()));
+                                out.labels.push((k, v));
                                 c.ws();
                                 match c.peek() {
                                     Some(b',') => c.i += 1,
@@ -489,18 +606,15 @@ fn parse_fields(c: &mut Cursor<'_>, out: &mut PointBuf, key_scratch: &mut String
                             }
                         }
                     }
+                    out.raw_labels = raw_start..c.i;
                 }
                 Field::Timestamp => {
                     c.ws();
                     out.timestamp = if c.peek() == Some(b'"') {
-                        let start = out.scratch.len();
-                        c.string_into(&mut out.scratch)?;
-                        let ts = parse_rfc3339(&out.scratch[start..])
-                            .ok_or(RejectReason::BadTimestamp)?;
-                        out.scratch.truncate(start);
-                        ts
+                        let r = c.string_range(&mut out.scratch)?;
+                        parse_rfc3339(&out.scratch[r]).ok_or(RejectReason::BadTimestamp)?
                     } else {
-                        parse_timestamp_number(c.number_text()?)?
+                        c.timestamp_number()?
                     };
                     have_ts = true;
                 }
@@ -511,9 +625,8 @@ fn parse_fields(c: &mut Cursor<'_>, out: &mut PointBuf, key_scratch: &mut String
                         c.skip_value(0)?;
                         return Err(RejectReason::NonFiniteValue);
                     }
-                    let v: f64 = c
-                        .number_text()?
-                        .parse()
+                    let v = c
+                        .number_f64()
                         .map_err(|_| RejectReason::Malformed("bad number in `value`"))?;
                     if !v.is_finite() {
                         return Err(RejectReason::NonFiniteValue);
@@ -686,6 +799,103 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(parse(line).unwrap_err(), want, "{line}");
         }
+    }
+
+    #[test]
+    fn string_scan_stops_at_the_first_special_byte_at_any_offset() {
+        // Every position of a quote, backslash or control byte, inside and after 8-byte words,
+        // after bytes >= 0x80 (UTF-8) that the word trick must not mistake for specials.
+        for len in 0..40 {
+            for special in ['"', '\\', '\u{1}', '\u{1f}'] {
+                let body: String = (0..len)
+                    .map(|i| if i % 3 == 0 { 'é' } else { 'a' })
+                    .collect();
+                let text = format!("{body}{special}tail");
+                let c = Cursor {
+                    b: text.as_bytes(),
+                    s: &text,
+                    i: 0,
+                };
+                assert_eq!(c.run_end(0), body.len(), "{text:?}");
+            }
+            let plain: String = "x".repeat(len);
+            let c = Cursor {
+                b: plain.as_bytes(),
+                s: &plain,
+                i: 0,
+            };
+            assert_eq!(c.run_end(0), len);
+        }
+    }
+
+    #[test]
+    fn fast_number_paths_agree_with_the_standard_parser() {
+        let mut p = PointBuf::default();
+        for text in [
+            "0",
+            "-0",
+            "1",
+            "186.3522",
+            "-2.5",
+            "0.1",
+            "0.30000000000000004",
+            "123456789012345",
+            "1234567890123456",
+            "9007199254740993",
+            "1e3",
+            "-1.5E-7",
+            "0.0000000000000000000001",
+            "3.141592653589793",
+            "100.",
+            "42.0",
+        ] {
+            let line = format!(r#"{{"metric":"m","timestamp":{text},"value":{text}}}"#);
+            match parse_json_line(&line, &mut p) {
+                Ok(()) => {
+                    assert_eq!(
+                        p.value.to_bits(),
+                        text.parse::<f64>().unwrap().to_bits(),
+                        "{text}"
+                    );
+                }
+                Err(e) => assert!(
+                    text.contains('.') || text.contains('e') || text.contains('E'),
+                    "{text}: {e}"
+                ),
+            }
+            let line = format!(r#"{{"metric":"m","timestamp":1,"value":{text}}}"#);
+            parse_json_line(&line, &mut p).unwrap();
+            assert_eq!(
+                p.value.to_bits(),
+                text.parse::<f64>().unwrap().to_bits(),
+                "{text}"
+            );
+        }
+        for (text, want) in [
+            ("1700000000000", 1_700_000_000_000),
+            ("-5", -5),
+            ("1.6e12", 1_600_000_000_000),
+            ("12.7", 13),
+        ] {
+            let line = format!(r#"{{"metric":"m","timestamp":{text},"value":1}}"#);
+            parse_json_line(&line, &mut p).unwrap();
+            assert_eq!(p.timestamp, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn raw_series_hash_follows_the_written_form() {
+        let a =
+            parse(r#"{"metric":"m","labels":{"a":"1","b":"2"},"timestamp":1,"value":1}"#).unwrap();
+        let b =
+            parse(r#"{"value":7,"timestamp":9,"labels":{"a":"1","b":"2"},"metric":"m"}"#).unwrap();
+        let c =
+            parse(r#"{"metric":"m","labels":{"a":"1","b":"3"},"timestamp":1,"value":1}"#).unwrap();
+        let d =
+            parse(r#"{"metric":"n","labels":{"a":"1","b":"2"},"timestamp":1,"value":1}"#).unwrap();
+        assert_eq!(a.raw_series_hash(), b.raw_series_hash());
+        assert_ne!(a.raw_series_hash(), c.raw_series_hash());
+        assert_ne!(a.raw_series_hash(), d.raw_series_hash());
     }
 
     #[test]

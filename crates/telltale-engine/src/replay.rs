@@ -213,10 +213,16 @@ struct Parsed {
     data: Vec<u8>,
 }
 
+/// Entries of a parser's raw-form cache before it is cleared (bounds its memory).
+const RAW_CACHE_MAX: usize = 1 << 22;
+
 /// Per-thread parser state.
 #[derive(Debug, Default)]
 struct Parser {
+    /// Series this parser has sent the key of.
     seen: IdMap<()>,
+    /// Hash of a series' metric and labels as written → series id.
+    raw_ids: IdMap<u64>,
     point: PointBuf,
     scratch: Vec<u8>,
 }
@@ -276,10 +282,21 @@ impl Parser {
                     (csv.id, ts, value)
                 }),
                 None => parse_json_line(text, &mut self.point).map(|()| {
-                    let id = point_series_id(&self.point, &mut self.scratch);
-                    if self.seen.insert(id, ()).is_none() {
-                        out.keys.push((id, SeriesKey::from_point(&self.point)));
-                    }
+                    let raw = self.point.raw_series_hash();
+                    let id = match self.raw_ids.get(&raw) {
+                        Some(id) => *id,
+                        None => {
+                            let id = point_series_id(&self.point, &mut self.scratch);
+                            if self.raw_ids.len() >= RAW_CACHE_MAX {
+                                self.raw_ids.clear();
+                            }
+                            self.raw_ids.insert(raw, id);
+                            if self.seen.insert(id, ()).is_none() {
+                                out.keys.push((id, SeriesKey::from_point(&self.point)));
+                            }
+                            id
+                        }
+                    };
                     (id, self.point.timestamp, self.point.value)
                 }),
             };

@@ -218,3 +218,21 @@ fn chunk_boundaries_and_long_lines_lose_no_record() {
     assert_eq!(r.report.series, 3);
     assert_eq!(r.report.total_rejects(), 0);
 }
+
+#[test]
+fn readme_configuration_example_is_valid_and_matches_the_defaults() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let start = readme
+        .find("```toml\n[engine]")
+        .expect("README has the config example")
+        + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    let example = &readme[start..end];
+    let config = telltale_engine::Config::from_toml(example).unwrap();
+    config.plan().unwrap();
+    // The example's [engine] and [chain] spell out the built-in defaults.
+    let defaults = telltale_engine::Config::default();
+    assert_eq!(config.engine, defaults.engine);
+    assert_eq!(config.chain, defaults.chain);
+    assert_eq!(config.rules.len(), 1);
+}

@@ -2,13 +2,17 @@
 //! printing summaries; everything else lives in the library crates.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use mimalloc::MiMalloc;
+use telltale_bench::corpus::{Corpus, read_tree, read_windows};
+use telltale_bench::report::{SCOREBOARD, chain_table, score_table};
+use telltale_bench::run::run_chain;
+use telltale_bench::scorer::score_corpus;
 use telltale_engine::labels::LabelsFile;
 use telltale_engine::replay::{discover, replay};
 use telltale_engine::time::{format_rfc3339, parse_duration_ms, parse_rfc3339};
@@ -32,6 +36,47 @@ enum Command {
     Replay(ReplayArgs),
     /// Write a deterministic synthetic telemetry stream of an LLM serving platform.
     Gen(GenArgs),
+    /// Benchmark detector chains on a NAB-layout corpus, or score others' per-row scores.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+    #[command(flatten)]
+    run: BenchRunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Score per-row anomaly scores produced elsewhere (NAB results layout).
+    Score(ScoreArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchRunArgs {
+    /// Corpus folder: data/<category>/<name>.csv and labels/combined_windows.json.
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Chain configurations to compare, one row each (default: the built-in default chain).
+    #[arg(long = "config", short)]
+    configs: Vec<PathBuf>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ScoreArgs {
+    /// A detector's results (<category>/<name>.csv with timestamp,anomaly_score), or a folder of
+    /// such folders, one per detector.
+    #[arg(long)]
+    results: PathBuf,
+    /// Label windows (default: labels/combined_windows.json beside the results folder).
+    #[arg(long)]
+    labels: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +143,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(a) => run_replay(a),
         Command::Gen(a) => run_gen(a),
+        Command::Bench(a) => match a.command {
+            Some(BenchCommand::Score(s)) => run_bench_score(s),
+            None => run_bench(a.run),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -303,5 +352,125 @@ fn run_gen(a: GenArgs) -> Result<(), Failure> {
             path.display()
         );
     }
+    Ok(())
+}
+
+fn run_bench(a: BenchRunArgs) -> Result<(), Failure> {
+    let corpus_dir = a
+        .corpus
+        .ok_or_else(|| Failure("--corpus DIR is required (or use `bench score`)".into(), 2))?;
+    let mut chains = Vec::new();
+    if a.configs.is_empty() {
+        chains.push(("default".to_owned(), Config::default()));
+    }
+    for p in &a.configs {
+        let c = Config::from_file(p).map_err(|e| Failure(e.to_string(), 2))?;
+        let name = p.file_stem().map_or_else(
+            || p.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        chains.push((name, c));
+    }
+    let plans = chains
+        .into_iter()
+        .map(|(n, c)| {
+            c.plan()
+                .map(|p| (n, p))
+                .map_err(|e| Failure(e.to_string(), 2))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let start = Instant::now();
+    let corpus = Corpus::read(&corpus_dir).map_err(|e| Failure(e.to_string(), 2))?;
+    let progress = io::stderr().is_terminal();
+    let mut results = Vec::new();
+    for (i, (name, plan)) in plans.iter().enumerate() {
+        if progress {
+            eprint!("\r  [{}/{}] running {name} …", i + 1, plans.len());
+        }
+        results.push(run_chain(name, plan, &corpus));
+    }
+    if progress {
+        eprint!("\r{}\r", " ".repeat(60));
+    }
+    println!("{}", chain_table(&results));
+    println!(
+        "published (standard): {}",
+        SCOREBOARD
+            .iter()
+            .map(|(n, s)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    eprintln!(
+        "telltale bench: {} files, {} rows, {} chain(s) in {:.2} s",
+        corpus.files.len(),
+        results.first().map_or(0, |r| r.points),
+        results.len(),
+        start.elapsed().as_secs_f64()
+    );
+    if let Some(path) = a.json {
+        let doc: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "chain": r.name,
+                    "nab": r.nab.iter().map(|p| serde_json::json!({
+                        "profile": p.profile, "score": p.normalized, "raw": p.raw, "threshold": p.threshold,
+                    })).collect::<Vec<_>>(),
+                    "precision": r.events.precision(),
+                    "recall": r.events.recall(),
+                    "f1": r.events.f1(),
+                    "mean_delay_rows": r.events.mean_delay_rows(),
+                    "points": r.points,
+                    "points_per_second": r.points as f64 / r.seconds.max(1e-9),
+                })
+            })
+            .collect();
+        let mut f = create(&path)?;
+        serde_json::to_writer_pretty(&mut f, &doc)?;
+        f.flush()?;
+    }
+    Ok(())
+}
+
+fn run_bench_score(a: ScoreArgs) -> Result<(), Failure> {
+    let labels = a.labels.clone().unwrap_or_else(|| {
+        a.results
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("labels/combined_windows.json")
+    });
+    let windows = read_windows(&labels).map_err(|e| Failure(format!("{e} (give --labels)"), 2))?;
+    // A folder of detectors, or one detector's folder of categories.
+    let mut detectors: Vec<(String, PathBuf)> = Vec::new();
+    let direct = read_tree(&a.results, "anomaly_score").map_err(|e| Failure(e.to_string(), 2))?;
+    let nested = direct.iter().any(|s| s.name.matches('/').count() >= 2);
+    if nested {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&a.results)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        for d in dirs {
+            let name = d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            detectors.push((name, d));
+        }
+    } else {
+        let name = a
+            .results
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        detectors.push((name, a.results.clone()));
+    }
+    let mut rows = Vec::new();
+    for (name, dir) in detectors {
+        let scored = read_tree(&dir, "anomaly_score").map_err(|e| Failure(e.to_string(), 2))?;
+        rows.push((name, score_corpus(&scored, &windows)));
+    }
+    print!("{}", score_table(&rows));
     Ok(())
 }

@@ -1,0 +1,153 @@
+//! Reading a NAB-layout corpus, its label windows, and per-row anomaly scores produced by
+//! other detectors (`<results>/<detector>/<category>/<name>.csv` with `timestamp,anomaly_score`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use telltale_engine::time::parse_rfc3339;
+
+use crate::BenchError;
+
+/// One file's rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Path relative to the data folder, `/`-separated (`realKnownCause/nyc_taxi.csv`).
+    pub name: String,
+    /// Timestamps, ms since the epoch.
+    pub timestamps: Vec<i64>,
+    /// Values (for data files) or anomaly scores (for results files).
+    pub values: Vec<f64>,
+}
+
+/// Label windows per file: inclusive `[start, end]` timestamps in ms.
+pub type Windows = BTreeMap<String, Vec<(i64, i64)>>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
+    move |source| BenchError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn format_err(path: &Path, message: impl Into<String>) -> BenchError {
+    BenchError::Format {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// Reads `labels/combined_windows.json`.
+pub fn read_windows(path: &Path) -> Result<Windows, BenchError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let raw: BTreeMap<String, Vec<[String; 2]>> =
+        serde_json::from_str(&text).map_err(|e| format_err(path, e.to_string()))?;
+    raw.into_iter()
+        .map(|(file, ws)| {
+            let ws = ws
+                .iter()
+                .map(|[a, b]| match (parse_rfc3339(a), parse_rfc3339(b)) {
+                    (Some(a), Some(b)) => Ok((a, b)),
+                    _ => Err(format_err(path, format!("{file}: bad window [{a}, {b}]"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((file, ws))
+        })
+        .collect()
+}
+
+/// Reads one CSV file with a header naming `timestamp` and the value column `column`.
+pub fn read_csv(path: &Path, name: String, column: &str) -> Result<Series, BenchError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| format_err(path, "empty file"))?
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let find = |c: &str| {
+        header
+            .iter()
+            .position(|h| *h == c)
+            .ok_or_else(|| format_err(path, format!("no `{c}` column in the header")))
+    };
+    let (ti, vi) = (find("timestamp")?, find(column)?);
+    let mut s = Series {
+        name,
+        timestamps: Vec::new(),
+        values: Vec::new(),
+    };
+    for (n, line) in lines.enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').collect();
+        let bad = || format_err(path, format!("line {}: `{line}`", n + 2));
+        let t = fields
+            .get(ti)
+            .and_then(|t| parse_rfc3339(t.trim()))
+            .ok_or_else(bad)?;
+        let v: f64 = fields
+            .get(vi)
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(bad)?;
+        s.timestamps.push(t);
+        s.values.push(v);
+    }
+    Ok(s)
+}
+
+fn walk_csv(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), BenchError> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io(dir))?;
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk_csv(&p, out)?;
+        } else if p.extension().is_some_and(|e| e == "csv") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Every `*.csv` below `dir`, read with `column` as the value, named by relative path.
+pub fn read_tree(dir: &Path, column: &str) -> Result<Vec<Series>, BenchError> {
+    let mut files = Vec::new();
+    walk_csv(dir, &mut files)?;
+    files
+        .iter()
+        .map(|f| {
+            let rel = f
+                .strip_prefix(dir)
+                .unwrap_or(f)
+                .to_string_lossy()
+                .replace('\\', "/");
+            read_csv(f, rel, column)
+        })
+        .collect()
+}
+
+/// A NAB-layout corpus: `data/` and `labels/combined_windows.json`.
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    /// The data files, in path order.
+    pub files: Vec<Series>,
+    /// Their label windows.
+    pub windows: Windows,
+}
+
+impl Corpus {
+    /// Reads a corpus folder.
+    pub fn read(root: &Path) -> Result<Self, BenchError> {
+        let files = read_tree(&root.join("data"), "value")?;
+        let windows = read_windows(&root.join("labels/combined_windows.json"))?;
+        if files.is_empty() {
+            return Err(format_err(root, "no data/<category>/<name>.csv files"));
+        }
+        Ok(Self { files, windows })
+    }
+}

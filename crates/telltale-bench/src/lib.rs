@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod corpus;
+pub mod html;
 pub mod report;
 pub mod run;
 pub mod scorer;

@@ -66,6 +66,9 @@ struct BenchRunArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write a self-contained HTML report (tables and a plot per file) here.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -408,6 +411,13 @@ fn run_bench(a: BenchRunArgs) -> Result<(), Failure> {
         results.len(),
         start.elapsed().as_secs_f64()
     );
+    if let Some(path) = &a.report {
+        let command: Vec<String> = std::env::args().collect();
+        let html = telltale_bench::html::render(&corpus, &results, &command.join(" "));
+        std::fs::write(path, html)
+            .map_err(|e| Failure(format!("cannot write {}: {e}", path.display()), 1))?;
+        eprintln!("report: {}", path.display());
+    }
     if let Some(path) = a.json {
         let doc: Vec<serde_json::Value> = results
             .iter()

@@ -93,52 +93,92 @@ pub struct CusumState {
     pub lo: f64,
 }
 
+/// One step on one series' fields. Branch-free (both the warm-up and the live update are
+/// computed and one is selected), so that the dense kernel over many series vectorises.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn step_fields(
+    k: f64,
+    h: f64,
+    warmup: f64,
+    beta: f64,
+    n: &mut f64,
+    mean: &mut f64,
+    m2: &mut f64,
+    hi: &mut f64,
+    lo: &mut f64,
+    x: f64,
+) -> Scored {
+    let (n0, mean0, m20, hi0, lo0) = (*n, *mean, *m2, *hi, *lo);
+    let warming = n0 < warmup;
+    let d = x - mean0;
+    // Warm-up: Welford's running mean and sum of squares; at its last point, the sample variance.
+    let wn = n0 + 1.0;
+    let wmean = mean0 + d / wn;
+    let wm2 = m20 + d * (x - wmean);
+    let wm2 = if wn == warmup {
+        wm2 / (warmup - 1.0)
+    } else {
+        wm2
+    };
+    // Live: standardise against the reference, accumulate, and let the reference follow slowly.
+    let floor = 1e-9 * mean0.abs() + 1e-12;
+    let u = d / m20.sqrt().max(floor);
+    let nhi = (hi0 + u - k).max(0.0);
+    let nlo = (lo0 - u - k).max(0.0);
+    let stat = nhi.max(nlo);
+    let alarm = !warming && stat > h;
+    let lmean = mean0 + beta * d;
+    let lm2 = (1.0 - beta) * (m20 + beta * d * d);
+    // Select: warm-up, alarm (reset; this point opens the new warm-up), or live.
+    *n = if warming {
+        wn
+    } else if alarm {
+        1.0
+    } else {
+        n0
+    };
+    *mean = if warming {
+        wmean
+    } else if alarm {
+        x
+    } else {
+        lmean
+    };
+    *m2 = if warming {
+        wm2
+    } else if alarm {
+        0.0
+    } else {
+        lm2
+    };
+    *hi = if warming || alarm { 0.0 } else { nhi };
+    *lo = if warming || alarm { 0.0 } else { nlo };
+    let score = if warming {
+        0.0
+    } else if alarm {
+        1.0
+    } else {
+        stat / h
+    };
+    let expected = if n0 == 0.0 { f64::NAN } else { mean0 };
+    Scored { score, expected }
+}
+
 #[inline(always)]
 fn step(p: &CusumParams, s: &mut CusumState, x: f64) -> Scored {
-    let warmup = f64::from(p.warmup.get());
-    if s.n < warmup {
-        // Learning the reference: Welford's update.
-        let expected = if s.n == 0.0 { f64::NAN } else { s.mean };
-        s.n += 1.0;
-        let d = x - s.mean;
-        s.mean += d / s.n;
-        s.m2 += d * (x - s.mean);
-        if s.n == warmup {
-            // Warm-up complete: from now on m2 holds the sample variance.
-            s.m2 /= warmup - 1.0;
-        }
-        return Scored {
-            score: 0.0,
-            expected,
-        };
-    }
-    let sigma = s.m2.sqrt();
-    let floor = 1e-9 * s.mean.abs() + 1e-12;
-    let u = (x - s.mean) / sigma.max(floor);
-    let k = p.k.get();
-    s.hi = (s.hi + u - k).max(0.0);
-    s.lo = (s.lo - u - k).max(0.0);
-    let stat = s.hi.max(s.lo);
-    let h = p.h.get();
-    let expected = s.mean;
-    if stat > h {
-        // Alarm: reset, and let this point open the warm-up of the new regime.
-        *s = CusumState::default();
-        s.n = 1.0;
-        s.mean = x;
-        return Scored {
-            score: 1.0,
-            expected,
-        };
-    }
-    let beta = p.baseline_alpha.get();
-    let d = x - s.mean;
-    s.mean += beta * d;
-    s.m2 = (1.0 - beta) * (s.m2 + beta * d * d);
-    Scored {
-        score: stat / h,
-        expected,
-    }
+    step_fields(
+        p.k.get(),
+        p.h.get(),
+        f64::from(p.warmup.get()),
+        p.baseline_alpha.get(),
+        &mut s.n,
+        &mut s.mean,
+        &mut s.m2,
+        &mut s.hi,
+        &mut s.lo,
+        x,
+    )
 }
 
 /// CUSUM detector for one series.
@@ -250,14 +290,49 @@ impl CusumBank {
         self.lo.push(s.lo);
     }
 
-    /// Updates every series at once with one new point each (`xs[slot]`), writing scores to `out`.
+    /// Updates every series at once with one new point each (`xs[slot]`), writing scores to
+    /// `out`: a branch-free loop across series that vectorises.
     pub fn update_dense(&mut self, xs: &[f64], out: &mut [f64]) {
         assert!(
             xs.len() == self.len() && out.len() == self.len(),
             "one point per series"
         );
-        for (slot, (x, o)) in xs.iter().zip(out.iter_mut()).enumerate() {
-            *o = self.update(slot, *x, None).score;
+        let p = &self.params;
+        dense(
+            [
+                p.k.get(),
+                p.h.get(),
+                f64::from(p.warmup.get()),
+                p.baseline_alpha.get(),
+            ],
+            [
+                &mut self.n,
+                &mut self.mean,
+                &mut self.m2,
+                &mut self.hi,
+                &mut self.lo,
+            ],
+            xs,
+            out,
+        );
+    }
+}
+
+simd_dispatch! {
+    /// The dense CUSUM kernel: `params` = k, h, warm-up, baseline alpha; `state` = n, mean,
+    /// m2, hi, lo.
+    fn dense(params: [f64; 4], state: [&mut [f64]; 5], xs: &[f64], out: &mut [f64]) {
+        let [k, h, warmup, beta] = params;
+        let [n, mean, m2, hi, lo] = state;
+        let len = xs.len();
+        let (n, mean, m2, hi, lo, out) = (
+            &mut n[..len], &mut mean[..len], &mut m2[..len], &mut hi[..len], &mut lo[..len], &mut out[..len],
+        );
+        for i in 0..len {
+            out[i] = step_fields(
+                k, h, warmup, beta, &mut n[i], &mut mean[i], &mut m2[i], &mut hi[i], &mut lo[i], xs[i],
+            )
+            .score;
         }
     }
 }
@@ -329,6 +404,31 @@ mod tests {
         let mut p = params(0.5, 5.0, 10);
         p.baseline_alpha = NonNegative::new(1.0).unwrap();
         assert_eq!(Cusum::new(p).unwrap_err().name, "baseline_alpha");
+    }
+
+    #[test]
+    fn dense_kernel_equals_per_series_updates() {
+        let p = params(0.5, 3.0, 5);
+        let mut bank = CusumBank::new(p);
+        let mut singles: Vec<Cusum> = (0..11).map(|_| Cusum::new(p).unwrap()).collect();
+        for _ in 0..11 {
+            bank.add_series();
+        }
+        let mut out = vec![0.0; 11];
+        let mut alarms = 0;
+        for t in 0..200usize {
+            let xs: Vec<f64> = (0..11)
+                .map(|i| ((t * 7 + i * 3) % 11) as f64 + if t > 100 { i as f64 } else { 0.0 })
+                .collect();
+            bank.update_dense(&xs, &mut out);
+            for (i, d) in singles.iter_mut().enumerate() {
+                let s = d.step(xs[i]).score;
+                assert_eq!(s.to_bits(), out[i].to_bits(), "t={t} i={i}");
+                assert_eq!(bank.snapshot(i), d.state);
+                alarms += usize::from(s == 1.0);
+            }
+        }
+        assert!(alarms > 0, "the test must exercise alarms");
     }
 
     #[test]

@@ -150,58 +150,41 @@ impl EwmaBank {
         let len = self.mean.len();
         assert!(xs.len() == len && out.len() == len, "one point per series");
         let (alpha, warmup) = (self.params.alpha.get(), f64::from(self.params.warmup.get()));
-        let (m, v, n) = (&mut self.mean[..], &mut self.var[..], &mut self.n[..]);
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of
-                // the `target_feature` function.
-                unsafe { dense_z_avx2(alpha, warmup, m, v, n, xs, out) };
-                scores_from_z_in_place(out);
-                return;
-            }
-        }
-        dense_z(alpha, warmup, m, v, n, xs, out);
+        dense_z(
+            alpha,
+            warmup,
+            &mut self.mean,
+            &mut self.var,
+            &mut self.n,
+            xs,
+            out,
+        );
         // Second pass: independent per element, so it vectorises too.
         scores_from_z_in_place(out);
     }
 }
 
-/// First pass of the dense kernel: every series learns its point and writes its z-score.
-/// The loop runs across series (no dependency between iterations), so it vectorises.
-#[inline(always)]
-fn dense_z(
-    alpha: f64,
-    warmup: f64,
-    mean: &mut [f64],
-    var: &mut [f64],
-    n: &mut [f64],
-    xs: &[f64],
-    out: &mut [f64],
-) {
-    let it = mean
-        .iter_mut()
-        .zip(var.iter_mut())
-        .zip(n.iter_mut())
-        .zip(xs.iter().zip(out.iter_mut()));
-    for (((m, v), n), (x, o)) in it {
-        *o = step_z(alpha, warmup, m, v, n, *x).0;
+simd_dispatch! {
+    /// First pass of the dense kernel: every series learns its point and writes its z-score.
+    /// The loop runs across series (no dependency between iterations), so it vectorises.
+    fn dense_z(
+        alpha: f64,
+        warmup: f64,
+        mean: &mut [f64],
+        var: &mut [f64],
+        n: &mut [f64],
+        xs: &[f64],
+        out: &mut [f64],
+    ) {
+        let it = mean
+            .iter_mut()
+            .zip(var.iter_mut())
+            .zip(n.iter_mut())
+            .zip(xs.iter().zip(out.iter_mut()));
+        for (((m, v), n), (x, o)) in it {
+            *o = step_z(alpha, warmup, m, v, n, *x).0;
+        }
     }
-}
-
-/// [`dense_z`] compiled for AVX2 (same operations, bit-identical results).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dense_z_avx2(
-    alpha: f64,
-    warmup: f64,
-    mean: &mut [f64],
-    var: &mut [f64],
-    n: &mut [f64],
-    xs: &[f64],
-    out: &mut [f64],
-) {
-    dense_z(alpha, warmup, mean, var, n, xs, out);
 }
 
 impl Bank for EwmaBank {

@@ -1,5 +1,44 @@
 #![doc = include_str!("../README.md")]
 
+/// Defines `fn name(args)` whose body is compiled three times — for the baseline target, for
+/// AVX2 and for AVX-512F — and runs the widest the CPU supports, chosen at run time. The body
+/// must be plain safe code (loops the compiler vectorises); all copies perform the same IEEE
+/// operations in the same order (Rust never fuses `a * b + c`), so results are bit-identical
+/// whichever copy runs.
+macro_rules! simd_dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn wide512($($arg: $ty),*) {
+                generic($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            unsafe fn wide256($($arg: $ty),*) {
+                generic($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked just above), the only
+                    // requirement of the `target_feature` function.
+                    return unsafe { wide512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above), the only
+                    // requirement of the `target_feature` function.
+                    return unsafe { wide256($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
+
 mod combine;
 mod cusum;
 mod error;

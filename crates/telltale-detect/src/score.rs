@@ -87,36 +87,15 @@ pub fn clamp_score(s: f64) -> f64 {
     s.max(0.0).min(1.0)
 }
 
-/// Turns z-scores into scores in place: `out[i] = score_from_z(out[i])`.
-///
-/// The loop vectorises on the baseline target (2 lanes of SSE2); on x86-64 CPUs with AVX2 it
-/// runs a copy of the same code compiled for AVX2 (4 lanes), chosen once per call at run time.
-/// Both perform the same IEEE operations in the same order (no fused multiply-add), so results
-/// are bit-identical whichever runs.
-pub fn scores_from_z_in_place(out: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of the
-            // `target_feature` function.
-            unsafe { scores_avx2(out) };
-            return;
+simd_dispatch! {
+    /// Turns z-scores into scores in place: `out[i] = score_from_z(out[i])`. Vectorised: the
+    /// baseline target's 2 lanes, or 4 / 8 lanes on CPUs with AVX2 / AVX-512F (chosen at run
+    /// time, bit-identical results).
+    pub fn scores_from_z_in_place(out: &mut [f64]) {
+        for o in out.iter_mut() {
+            *o = score_from_z(*o);
         }
     }
-    scores_generic(out);
-}
-
-#[inline(always)]
-fn scores_generic(out: &mut [f64]) {
-    for o in out.iter_mut() {
-        *o = score_from_z(*o);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn scores_avx2(out: &mut [f64]) {
-    scores_generic(out);
 }
 
 #[cfg(test)]
@@ -125,7 +104,7 @@ mod tests {
 
     #[test]
     fn dispatched_kernel_is_bit_identical_to_the_scalar_function() {
-        // Exercises the AVX2 path where the CPU has it, the generic one elsewhere.
+        // Exercises the AVX-512 or AVX2 path where the CPU has it, the generic one elsewhere.
         let zs: Vec<f64> = (0..1003)
             .map(|i| (i as f64 - 500.0) * 0.0173)
             .chain([f64::NAN, f64::INFINITY, -40.0])

@@ -89,6 +89,17 @@ fn many_series(c: &mut Criterion) {
             }
         })
     });
+    g.bench_function(BenchmarkId::new("page_hinkley_dense", SERIES), |b| {
+        let mut bank = PageHinkleyBank::new(PageHinkleyParams::default());
+        for _ in 0..SERIES {
+            bank.add_series();
+        }
+        b.iter(|| {
+            for x in &xs {
+                bank.update_dense(black_box(x), &mut out);
+            }
+        })
+    });
     g.bench_function(BenchmarkId::new("page_hinkley_by_slot", SERIES), |b| {
         let mut bank = PageHinkleyBank::new(PageHinkleyParams::default());
         for _ in 0..SERIES {

@@ -112,42 +112,84 @@ impl PageHinkleyState {
     }
 }
 
+/// One step on one series' fields (`drift` as 0/1). Branch-free selects with River's exact
+/// arithmetic, so that the dense kernel vectorises and stays bit-identical to River.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn step_fields(
+    p: &PageHinkleyParams,
+    n: &mut f64,
+    mean: &mut f64,
+    sum_inc: &mut f64,
+    sum_dec: &mut f64,
+    min_inc: &mut f64,
+    max_dec: &mut f64,
+    drift: &mut f64,
+    x: f64,
+) -> Scored {
+    // Reset at the start of the update after a drift (River's timing).
+    let reset = *drift != 0.0;
+    let n0 = if reset { 0.0 } else { *n };
+    let mean0 = if reset { 0.0 } else { *mean };
+    let si0 = if reset { 0.0 } else { *sum_inc };
+    let sd0 = if reset { 0.0 } else { *sum_dec };
+    let mi0 = if reset { f64::INFINITY } else { *min_inc };
+    let md0 = if reset { -1.0 } else { *max_dec };
+    let expected = if n0 == 0.0 { f64::NAN } else { mean0 };
+    let n1 = n0 + 1.0;
+    // river.stats.Mean: mean += (w / n) * (x - mean); written this way for bit-exactness.
+    let mean1 = mean0 + (1.0 / n1) * (x - mean0);
+    let dev = x - mean1;
+    let (alpha, delta) = (p.alpha.get(), p.delta.get());
+    let si = alpha * si0 + dev - delta;
+    let sd = alpha * sd0 + dev + delta;
+    let mi = if si < mi0 { si } else { mi0 };
+    let md = if sd > md0 { sd } else { md0 };
+    let (up, down) = (si - mi, md - sd);
+    let stat = match p.mode {
+        PhMode::Both => up.max(down),
+        PhMode::Up => up,
+        PhMode::Down => down,
+    };
+    let threshold = p.threshold.get();
+    let testing = n1 >= f64::from(p.min_instances.get());
+    let fired = testing && stat > threshold;
+    // The flag is only (re)assigned once enough points were seen (a reset cleared it).
+    let drift1 = if testing {
+        f64::from(u8::from(fired))
+    } else if reset {
+        0.0
+    } else {
+        *drift
+    };
+    let score = if fired {
+        1.0
+    } else if testing {
+        (stat / threshold).max(0.0)
+    } else {
+        0.0
+    };
+    (*n, *mean, *sum_inc, *sum_dec, *min_inc, *max_dec, *drift) =
+        (n1, mean1, si, sd, mi, md, drift1);
+    Scored { score, expected }
+}
+
 #[inline(always)]
 fn step(p: &PageHinkleyParams, s: &mut PageHinkleyState, x: f64) -> Scored {
-    if s.drift {
-        *s = PageHinkleyState::default();
-    }
-    let expected = if s.n == 0.0 { f64::NAN } else { s.mean };
-    s.n += 1.0;
-    // river.stats.Mean: mean += (w / n) * (x - mean); written this way for bit-exactness.
-    s.mean += (1.0 / s.n) * (x - s.mean);
-    let dev = x - s.mean;
-    let (alpha, delta) = (p.alpha.get(), p.delta.get());
-    s.sum_increase = alpha * s.sum_increase + dev - delta;
-    s.sum_decrease = alpha * s.sum_decrease + dev + delta;
-    if s.sum_increase < s.min_increase {
-        s.min_increase = s.sum_increase;
-    }
-    if s.sum_decrease > s.max_decrease {
-        s.max_decrease = s.sum_decrease;
-    }
-    let mut score = 0.0;
-    if s.n >= f64::from(p.min_instances.get()) {
-        let threshold = p.threshold.get();
-        let (up, down) = (s.test_increase(), s.test_decrease());
-        let stat = match p.mode {
-            PhMode::Both => up.max(down),
-            PhMode::Up => up,
-            PhMode::Down => down,
-        };
-        s.drift = stat > threshold;
-        score = if s.drift {
-            1.0
-        } else {
-            (stat / threshold).max(0.0)
-        };
-    }
-    Scored { score, expected }
+    let mut drift = f64::from(u8::from(s.drift));
+    let out = step_fields(
+        p,
+        &mut s.n,
+        &mut s.mean,
+        &mut s.sum_increase,
+        &mut s.sum_decrease,
+        &mut s.min_increase,
+        &mut s.max_decrease,
+        &mut drift,
+        x,
+    );
+    s.drift = drift != 0.0;
+    out
 }
 
 /// Page-Hinkley for one series.
@@ -198,7 +240,8 @@ pub struct PageHinkleyBank {
     sum_decrease: Vec<f64>,
     min_increase: Vec<f64>,
     max_decrease: Vec<f64>,
-    drift: Vec<bool>,
+    /// 1.0 when the last update drifted, else 0.0 (f64 so that the dense kernel is all-f64).
+    drift: Vec<f64>,
 }
 
 impl Bank for PageHinkleyBank {
@@ -226,7 +269,7 @@ impl Bank for PageHinkleyBank {
         self.sum_decrease.push(s.sum_decrease);
         self.min_increase.push(s.min_increase);
         self.max_decrease.push(s.max_decrease);
-        self.drift.push(s.drift);
+        self.drift.push(f64::from(u8::from(s.drift)));
         self.n.len() - 1
     }
 
@@ -250,7 +293,7 @@ impl Bank for PageHinkleyBank {
             sum_decrease: self.sum_decrease[slot],
             min_increase: self.min_increase[slot],
             max_decrease: self.max_decrease[slot],
-            drift: self.drift[slot],
+            drift: self.drift[slot] != 0.0,
         }
     }
 
@@ -261,17 +304,96 @@ impl Bank for PageHinkleyBank {
         self.sum_decrease[slot] = s.sum_decrease;
         self.min_increase[slot] = s.min_increase;
         self.max_decrease[slot] = s.max_decrease;
-        self.drift[slot] = s.drift;
+        self.drift[slot] = f64::from(u8::from(s.drift));
     }
 
     fn bytes_per_series(&self) -> usize {
-        6 * size_of::<f64>() + size_of::<bool>()
+        7 * size_of::<f64>()
+    }
+}
+
+impl PageHinkleyBank {
+    /// Updates every series at once with one new point each (`xs[slot]`), writing scores to
+    /// `out`: a branch-free loop across series that vectorises.
+    pub fn update_dense(&mut self, xs: &[f64], out: &mut [f64]) {
+        assert!(
+            xs.len() == self.len() && out.len() == self.len(),
+            "one point per series"
+        );
+        dense(
+            &self.params,
+            [
+                &mut self.n,
+                &mut self.mean,
+                &mut self.sum_increase,
+                &mut self.sum_decrease,
+                &mut self.min_increase,
+                &mut self.max_decrease,
+                &mut self.drift,
+            ],
+            xs,
+            out,
+        );
+    }
+}
+
+simd_dispatch! {
+    /// The dense Page-Hinkley kernel over the bank's seven state vectors.
+    fn dense(p: &PageHinkleyParams, state: [&mut [f64]; 7], xs: &[f64], out: &mut [f64]) {
+        let len = xs.len();
+        let [n, mean, si, sd, mi, md, drift] = state;
+        let (n, mean, si, sd, mi, md, drift, out) = (
+            &mut n[..len],
+            &mut mean[..len],
+            &mut si[..len],
+            &mut sd[..len],
+            &mut mi[..len],
+            &mut md[..len],
+            &mut drift[..len],
+            &mut out[..len],
+        );
+        for i in 0..len {
+            out[i] = step_fields(
+                p, &mut n[i], &mut mean[i], &mut si[i], &mut sd[i], &mut mi[i], &mut md[i],
+                &mut drift[i], xs[i],
+            )
+            .score;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dense_kernel_equals_per_series_updates() {
+        let p = PageHinkleyParams {
+            threshold: Positive::new(3.0).unwrap(),
+            min_instances: Count::new(5).unwrap(),
+            ..PageHinkleyParams::default()
+        };
+        let mut bank = PageHinkleyBank::new(p);
+        let mut singles: Vec<PageHinkley> = (0..9).map(|_| PageHinkley::new(p)).collect();
+        for _ in 0..9 {
+            bank.add_series();
+        }
+        let mut out = vec![0.0; 9];
+        let mut drifts = 0;
+        for t in 0..300usize {
+            let xs: Vec<f64> = (0..9)
+                .map(|i| ((t * 5 + i) % 7) as f64 + if t > 150 { 3.0 } else { 0.0 })
+                .collect();
+            bank.update_dense(&xs, &mut out);
+            for (i, d) in singles.iter_mut().enumerate() {
+                let s = d.step(xs[i]).score;
+                assert_eq!(s.to_bits(), out[i].to_bits(), "t={t} i={i}");
+                assert_eq!(bank.snapshot(i), d.state);
+                drifts += usize::from(d.drift_detected());
+            }
+        }
+        assert!(drifts > 0, "the test must exercise drifts and resets");
+    }
 
     #[test]
     fn hand_computed_first_steps() {

@@ -152,5 +152,34 @@ fn scoring(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, single_series, many_series, scoring);
+/// Per-request confidence scoring: MuCS smoothing of the original and its mutants, then margin,
+/// entropy, Gini and disagreement, for 4 to 1,000 classes and 0 to 8 mutants.
+fn confidence(c: &mut Criterion) {
+    use telltale_detect::confidence::{disagreement, entropy, gini, margin, smooth};
+    let mut g = c.benchmark_group("confidence");
+    for k in [4usize, 32, 1000] {
+        for m in [0usize, 8] {
+            let raw = stream(k * (m + 1), k as u64);
+            let vecs: Vec<f64> = raw.iter().map(|x| (x - 90.0).abs()).collect();
+            let (orig, mutants) = vecs.split_at(k);
+            let mut smoothed = vec![0.0; k];
+            g.throughput(Throughput::Elements(1));
+            g.bench_function(
+                BenchmarkId::new(format!("request_k{k}"), format!("m{m}")),
+                |b| {
+                    b.iter(|| {
+                        smooth(black_box(orig), black_box(mutants), true, &mut smoothed);
+                        margin(&smoothed)
+                            + entropy(&smoothed)
+                            + gini(&smoothed)
+                            + disagreement(orig, mutants)
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, single_series, many_series, scoring, confidence);
 criterion_main!(benches);

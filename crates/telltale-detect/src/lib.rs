@@ -40,6 +40,7 @@ macro_rules! simd_dispatch {
 }
 
 mod combine;
+pub mod confidence;
 mod cusum;
 mod error;
 mod ewma;

@@ -236,3 +236,53 @@ fn readme_configuration_example_is_valid_and_matches_the_defaults() {
     assert_eq!(config.chain, defaults.chain);
     assert_eq!(config.rules.len(), 1);
 }
+
+#[test]
+fn bad_llm_predictions_are_rejected_and_good_ones_become_derived_series() {
+    let dir = temp_dir("llm-rejects");
+    let path = dir.join("p.jsonl");
+    let mut s = String::new();
+    for t in 0..130 {
+        writeln!(
+            s,
+            r#"{{"model":"m","task":"t","timestamp":{},"labels":["a","b"],"probs":[0.8,0.2],"mutants":[[0.7,0.3]],"truth":"a"}}"#,
+            t * 1000
+        )
+        .unwrap();
+    }
+    for bad in [
+        r#"{"model":"m","task":"t","timestamp":200000,"labels":["a","b"],"probs":[0.8,0.1,0.1]}"#,
+        r#"{"model":"m","task":"t","timestamp":200000,"probs":[1.2,-0.2]}"#,
+        r#"{"model":"m","task":"t","timestamp":200000,"probs":[0.9,0.5]}"#,
+        r#"{"task":"t","timestamp":200000,"probs":[0.5,0.5]}"#,
+    ] {
+        writeln!(s, "{bad}").unwrap();
+    }
+    std::fs::write(&path, s).unwrap();
+    let r = run(std::slice::from_ref(&path), "");
+    let reasons: Vec<String> = r
+        .rejects
+        .json_lines()
+        .iter()
+        .map(|j| {
+            format!(
+                "{}: {}",
+                j["reason"].as_str().unwrap(),
+                j["detail"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "bad_probabilities: vector has 3 entries, the label set 2",
+            "bad_probabilities: vector holds a negative probability",
+            "bad_probabilities: probabilities sum to 1.4, far from 1",
+            "missing_field: missing field `model`",
+        ]
+    );
+    // 130 requests over 130 s: three one-minute windows (0-60 s, 60-120 s, 120-130 s),
+    // each a point of llm_margin, llm_low_confidence and llm_disagreement.
+    assert_eq!(r.report.series, 3);
+    assert_eq!(r.report.points, 9);
+}

@@ -2,6 +2,7 @@
 
 pub mod corpus;
 pub mod html;
+pub mod llm;
 pub mod report;
 pub mod run;
 pub mod scorer;

@@ -45,6 +45,22 @@ impl AnyBank {
         }
     }
 
+    /// Scores `x` without learning it (the state is put back as it was).
+    fn score_only(&mut self, slot: usize, x: f64, evicted: Option<f64>) -> Scored {
+        fn keep<B: Bank>(b: &mut B, slot: usize, x: f64, evicted: Option<f64>) -> Scored {
+            let before = b.snapshot(slot);
+            let out = b.update(slot, x, evicted);
+            b.restore(slot, &before);
+            out
+        }
+        match self {
+            AnyBank::Ewma(b) => keep(b, slot, x, evicted),
+            AnyBank::Cusum(b) => keep(b, slot, x, evicted),
+            AnyBank::PageHinkley(b) => keep(b, slot, x, evicted),
+            AnyBank::RobustZ(b) => keep(b, slot, x, evicted),
+        }
+    }
+
     fn bytes_per_series(&self) -> usize {
         match self {
             AnyBank::Ewma(b) => b.bytes_per_series(),
@@ -217,17 +233,35 @@ impl ChainGroup {
             return Err(RejectReason::OutOfOrder);
         }
         let evicted = self.ring.next_evicted(slot);
+        let n = self.banks.len();
         let mut scores = [0.0; MAX_DETECTORS];
         let mut expected = f64::NAN;
-        for (bank, out) in self.banks.iter_mut().zip(scores.iter_mut()) {
-            let s = bank.update(slot, x, evicted);
-            *out = s.score;
-            if expected.is_nan() {
-                expected = s.expected;
+        // A holding chain first scores without learning; a point that is anomalous (score at or
+        // above `resolve`) or arrives while an anomaly is open is not learned, so the baseline
+        // from before the anomaly stays, and the anomaly stays open until the series is back.
+        let mut hold = false;
+        if self.plan.hold {
+            for (bank, out) in self.banks.iter_mut().zip(scores.iter_mut()) {
+                let s = bank.score_only(slot, x, evicted);
+                *out = s.score;
+                if expected.is_nan() {
+                    expected = s.expected;
+                }
             }
+            hold = self.alert.is_open(slot)
+                || self.plan.combine.combine(&scores[..n]) >= self.plan.alert.resolve;
         }
-        self.ring.push(slot, ts, x);
-        let n = self.banks.len();
+        if !hold {
+            expected = f64::NAN;
+            for (bank, out) in self.banks.iter_mut().zip(scores.iter_mut()) {
+                let s = bank.update(slot, x, evicted);
+                *out = s.score;
+                if expected.is_nan() {
+                    expected = s.expected;
+                }
+            }
+            self.ring.push(slot, ts, x);
+        }
         let score = self.plan.combine.combine(&scores[..n]);
         let transition = self.alert.step(&self.plan.alert, slot, ts, score);
         Ok(Outcome {
@@ -270,6 +304,31 @@ mod tests {
         g.process(s, 100, 1.0).unwrap();
         g.process(s, 100, 1.0).unwrap();
         assert_eq!(g.process(s, 99, 1.0).unwrap_err(), RejectReason::OutOfOrder);
+    }
+
+    #[test]
+    fn holding_chain_stays_open_through_a_shift_and_resolves_when_it_ends() {
+        let config = crate::config::Config::from_toml("[chain]\nhold = true").unwrap();
+        let plan = config.plan().unwrap();
+        let mut g = ChainGroup::new(&plan.chains[0]);
+        let s = g.add_series();
+        let mut states = Vec::new();
+        for t in 0..600i64 {
+            let noise = ((t * 7919) % 13) as f64 / 13.0 - 0.5;
+            let x = if (200..400).contains(&t) { 20.0 } else { 10.0 } + noise;
+            if let Some(tr) = g.process(s, t, x).unwrap().transition {
+                states.push((t, tr.state));
+            }
+        }
+        use crate::alert::EventState::*;
+        assert_eq!(states.len(), 2, "{states:?}");
+        assert_eq!(states[0].1, Open);
+        assert!((200..205).contains(&states[0].0), "{states:?}");
+        assert_eq!(states[1].1, Resolved);
+        assert!(
+            (400..410).contains(&states[1].0),
+            "resolved only once the shift ends: {states:?}"
+        );
     }
 
     #[test]

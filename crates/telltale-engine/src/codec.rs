@@ -12,7 +12,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 use crate::time::parse_rfc3339;
 
 /// Why an input record was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RejectReason {
     /// The record is not valid JSON of the expected shape (detail says where).
     Malformed(&'static str),
@@ -28,6 +28,8 @@ pub enum RejectReason {
     TooManyLabels,
     /// The bytes are not UTF-8.
     NotUtf8,
+    /// A probability vector of an `llm_prediction` record is unusable.
+    BadVector(telltale_detect::confidence::VectorError),
 }
 
 impl RejectReason {
@@ -41,6 +43,7 @@ impl RejectReason {
             RejectReason::OutOfOrder => "out_of_order",
             RejectReason::TooManyLabels => "too_many_labels",
             RejectReason::NotUtf8 => "not_utf8",
+            RejectReason::BadVector(_) => "bad_probabilities",
         }
     }
 }
@@ -57,6 +60,7 @@ impl fmt::Display for RejectReason {
             RejectReason::OutOfOrder => f.write_str("timestamp older than the series' last point"),
             RejectReason::TooManyLabels => write!(f, "more than {MAX_LABELS} labels"),
             RejectReason::NotUtf8 => f.write_str("record is not valid UTF-8"),
+            RejectReason::BadVector(e) => write!(f, "{e}"),
         }
     }
 }

@@ -77,6 +77,9 @@ pub struct Config {
     /// Per-series rules, tried in order; the first match wins.
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleConfig>,
+    /// How `llm_prediction` records become derived series.
+    #[serde(default)]
+    pub llm: crate::llm::LlmConfig,
 }
 
 /// `[engine]`.
@@ -202,6 +205,11 @@ pub struct ChainConfig {
     /// Alert state machine settings.
     #[serde(default)]
     pub alert: AlertConfig,
+    /// While an anomaly is open, score against the baseline from before it and learn nothing,
+    /// so that it stays open until the series returns to normal (default false: detectors keep
+    /// adapting, and a lasting shift resolves once it is the new normal).
+    #[serde(default)]
+    pub hold: bool,
 }
 
 fn default_chain_name() -> String {
@@ -216,6 +224,7 @@ impl Default for ChainConfig {
             combine: Combine::default(),
             ring: default_ring(),
             alert: AlertConfig::default(),
+            hold: false,
         }
     }
 }
@@ -299,6 +308,8 @@ pub struct RuleConfig {
     /// Alert settings (default: the default chain's; a table given here replaces it whole,
     /// its omitted fields taking the built-in defaults).
     pub alert: Option<AlertConfig>,
+    /// Hold the baseline while an anomaly is open (default: the default chain's).
+    pub hold: Option<bool>,
 }
 
 fn default_glob() -> String {
@@ -337,6 +348,8 @@ pub struct ChainPlan {
     pub alert: AlertParams,
     /// Each detector's parameters as a JSON object, rendered once for events.
     pub params_json: Vec<Box<serde_json::value::RawValue>>,
+    /// Hold the baseline while an anomaly is open.
+    pub hold: bool,
 }
 
 /// Glob with `*` and `?`.
@@ -409,6 +422,10 @@ pub struct Plan {
     pub chains: Vec<ChainPlan>,
     /// Rules in order.
     pub rules: Vec<Rule>,
+    /// Prediction handling.
+    pub llm: crate::llm::LlmConfig,
+    /// `llm.window` in milliseconds.
+    pub llm_window_ms: i64,
 }
 
 impl Plan {
@@ -453,6 +470,7 @@ fn validate_alert(path: &str, a: &AlertConfig) -> Result<AlertParams, ConfigErro
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn validate_chain(
     path: &str,
     name: &str,
@@ -460,6 +478,7 @@ fn validate_chain(
     combine: Combine,
     ring: usize,
     alert: &AlertConfig,
+    hold: bool,
 ) -> Result<ChainPlan, ConfigError> {
     if !(4..=4096).contains(&ring) || !ring.is_power_of_two() {
         return Err(err(
@@ -506,6 +525,7 @@ fn validate_chain(
         ring,
         alert: validate_alert(&format!("{path}.alert"), alert)?,
         params_json,
+        hold,
     })
 }
 
@@ -570,6 +590,7 @@ impl Config {
             c.combine,
             c.ring,
             &c.alert,
+            c.hold,
         )?];
         let mut rules = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
@@ -605,6 +626,7 @@ impl Config {
                 r.combine.unwrap_or(c.combine),
                 ring,
                 alert,
+                r.hold.unwrap_or(c.hold),
             )?);
             rules.push(Rule {
                 metric: Glob::new(&r.metric),
@@ -616,7 +638,26 @@ impl Config {
                 chain: chains.len() - 1,
             });
         }
+        if !(0.0..=1.0).contains(&self.llm.low_margin) {
+            return Err(err(
+                "llm.low_margin",
+                format!("{} is not in [0, 1]", self.llm.low_margin),
+            ));
+        }
+        let llm_window_ms = parse_duration_ms(&self.llm.window)
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| {
+                err(
+                    "llm.window",
+                    format!(
+                        "`{}` is not a positive duration such as \"1m\"",
+                        self.llm.window
+                    ),
+                )
+            })?;
         Ok(Plan {
+            llm_window_ms,
+            llm: self.llm.clone(),
             shards,
             parsers,
             batch: self.engine.batch,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod event;
 pub mod key;
 pub mod labels;
+pub mod llm;
 pub mod pipeline;
 pub mod replay;
 pub mod shard;

@@ -291,6 +291,11 @@ impl Pipeline {
         (shard as u32, slot)
     }
 
+    /// Whether the series `id` is already in the table.
+    pub fn knows(&self, id: u64) -> bool {
+        self.table.contains_key(&id)
+    }
+
     /// Records a record rejected before routing (parse errors), in input order.
     pub fn reject(&mut self, source: Source, reason: RejectReason, record: &str) {
         const MAX_RECORD: usize = 4096;

@@ -20,6 +20,7 @@ use crate::codec::{CsvLayout, PointBuf, RejectReason, parse_json_line};
 use crate::config::Plan;
 use crate::event::{Source, StreamName};
 use crate::key::{IdMap, SeriesKey, point_series_id, series_id};
+use crate::llm::{LlmConfig, Prediction, derived_points, parse_prediction, series_labels};
 use crate::pipeline::{Outputs, Pipeline, Report};
 
 /// Bytes per chunk handed to a parser.
@@ -191,6 +192,14 @@ struct Chunk {
 /// One parsed record.
 #[derive(Debug)]
 enum Record {
+    /// The derived values of one `llm_prediction` (aggregated per window by the router).
+    Request {
+        ids: [u64; 3],
+        values: [f64; 3],
+        count: u8,
+        ts: i64,
+        line: u64,
+    },
     Point {
         id: u64,
         ts: i64,
@@ -219,6 +228,9 @@ const RAW_CACHE_MAX: usize = 1 << 22;
 /// Per-thread parser state.
 #[derive(Debug, Default)]
 struct Parser {
+    /// How predictions become derived points.
+    llm: Arc<LlmConfig>,
+    llm_scratch: Vec<f64>,
     /// Series this parser has sent the key of.
     seen: IdMap<()>,
     /// Hash of a series' metric and labels as written → series id.
@@ -281,24 +293,42 @@ impl Parser {
                     }
                     (csv.id, ts, value)
                 }),
-                None => parse_json_line(text, &mut self.point).map(|()| {
-                    let raw = self.point.raw_series_hash();
-                    let id = match self.raw_ids.get(&raw) {
-                        Some(id) => *id,
-                        None => {
-                            let id = point_series_id(&self.point, &mut self.scratch);
-                            if self.raw_ids.len() >= RAW_CACHE_MAX {
-                                self.raw_ids.clear();
+                None => {
+                    let r = parse_json_line(text, &mut self.point);
+                    if r.is_err() {
+                        // Not a point: maybe an `llm_prediction` record (its `labels` is a
+                        // list of class names, so the point parser stops early).
+                        if let Some(pred) = parse_prediction(text) {
+                            match pred {
+                                Ok(p) => self.push_derived(&p, this, out),
+                                Err(reason) => out.records.push(Record::Reject {
+                                    line: this,
+                                    reason,
+                                    text: text.to_owned(),
+                                }),
                             }
-                            self.raw_ids.insert(raw, id);
-                            if self.seen.insert(id, ()).is_none() {
-                                out.keys.push((id, SeriesKey::from_point(&self.point)));
-                            }
-                            id
+                            continue;
                         }
-                    };
-                    (id, self.point.timestamp, self.point.value)
-                }),
+                    }
+                    r.map(|()| {
+                        let raw = self.point.raw_series_hash();
+                        let id = match self.raw_ids.get(&raw) {
+                            Some(id) => *id,
+                            None => {
+                                let id = point_series_id(&self.point, &mut self.scratch);
+                                if self.raw_ids.len() >= RAW_CACHE_MAX {
+                                    self.raw_ids.clear();
+                                }
+                                self.raw_ids.insert(raw, id);
+                                if self.seen.insert(id, ()).is_none() {
+                                    out.keys.push((id, SeriesKey::from_point(&self.point)));
+                                }
+                                id
+                            }
+                        };
+                        (id, self.point.timestamp, self.point.value)
+                    })
+                }
             };
             match parsed {
                 Ok((id, ts, value)) => out.records.push(Record::Point {
@@ -317,6 +347,123 @@ impl Parser {
         chunk.data.clear();
         out.data = std::mem::take(&mut chunk.data);
     }
+
+    /// The derived values of a prediction (margin, low confidence, disagreement).
+    fn push_derived(&mut self, p: &Prediction, line: u64, out: &mut Parsed) {
+        let labels = series_labels(p, &self.llm);
+        let (mut ids, mut values, mut count) = ([0u64; 3], [0.0; 3], 0u8);
+        for (metric, value) in derived_points(p, &self.llm, &mut self.llm_scratch) {
+            let Some(value) = value else { continue };
+            self.point.set(metric, &labels, p.timestamp, value);
+            let id = point_series_id(&self.point, &mut self.scratch);
+            if self.seen.insert(id, ()).is_none() {
+                out.keys.push((id, SeriesKey::from_point(&self.point)));
+            }
+            ids[count as usize] = id;
+            values[count as usize] = value;
+            count += 1;
+        }
+        out.records.push(Record::Request {
+            ids,
+            values,
+            count,
+            ts: p.timestamp,
+            line,
+        });
+    }
+}
+
+/// Per-window means of the derived prediction series, kept by the router (the one place that
+/// sees records in input order). A window's point is emitted when the first request of a later
+/// window arrives, or at the end of the input; its timestamp is the window's end.
+#[derive(Debug, Default)]
+struct Aggregator {
+    window: i64,
+    acc: IdMap<Window>,
+}
+
+#[derive(Debug)]
+struct Window {
+    bucket: i64,
+    sum: f64,
+    n: u32,
+    key: Option<SeriesKey>,
+    line: u64,
+}
+
+impl Aggregator {
+    fn emit(pipe: &mut Pipeline, id: u64, w: &mut Window, stream: u32, window: i64) {
+        let key = &mut w.key;
+        pipe.push_id(
+            id,
+            || {
+                key.take()
+                    .expect("the key of a derived series is kept until its first point")
+            },
+            (w.bucket + 1).saturating_mul(window),
+            w.sum / f64::from(w.n),
+            Source {
+                stream,
+                offset: w.line,
+            },
+        );
+        w.sum = 0.0;
+        w.n = 0;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        pipe: &mut Pipeline,
+        id: u64,
+        keys: &mut Vec<(u64, SeriesKey)>,
+        ts: i64,
+        value: f64,
+        stream: u32,
+        line: u64,
+    ) {
+        let window = self.window;
+        let bucket = ts.div_euclid(window);
+        let w = self.acc.entry(id).or_insert(Window {
+            bucket,
+            sum: 0.0,
+            n: 0,
+            key: None,
+            line,
+        });
+        if w.key.is_none()
+            && !pipe.knows(id)
+            && let Some(i) = keys.iter().position(|(k, _)| *k == id)
+        {
+            w.key = Some(keys.swap_remove(i).1);
+        }
+        // A request older than its series' open window is counted in that window.
+        if w.n > 0 && bucket > w.bucket {
+            Self::emit(pipe, id, w, stream, window);
+        }
+        if w.n == 0 {
+            w.bucket = bucket.max(w.bucket);
+        }
+        w.sum += value;
+        w.n += 1;
+        w.line = line;
+    }
+
+    /// Emits every open window, oldest first (ties by series id, for determinism).
+    fn flush(&mut self, pipe: &mut Pipeline, stream: u32) {
+        let mut open: Vec<(i64, u64)> = self
+            .acc
+            .iter()
+            .filter(|(_, w)| w.n > 0)
+            .map(|(id, w)| (w.bucket, *id))
+            .collect();
+        open.sort_unstable();
+        let window = self.window;
+        for (_, id) in open {
+            let w = self.acc.get_mut(&id).expect("present");
+            Self::emit(pipe, id, w, stream, window);
+        }
+    }
 }
 
 /// Feeds parsed chunks, taken round-robin from the parsers, into the pipeline.
@@ -326,14 +473,40 @@ fn route(
     recycle_records: Sender<Vec<Record>>,
     recycle_data: Sender<Vec<u8>>,
     records: Arc<AtomicU64>,
+    window_ms: i64,
 ) -> io::Result<Report> {
     let n = from_parsers.len();
+    let mut agg = Aggregator {
+        window: window_ms,
+        ..Aggregator::default()
+    };
+    let mut last_stream = 0;
     for k in 0.. {
         let Ok(mut parsed) = from_parsers[k % n].recv() else {
             break;
         };
+        last_stream = parsed.stream;
         for r in parsed.records.drain(..) {
             match r {
+                Record::Request {
+                    ids,
+                    values,
+                    count,
+                    ts,
+                    line,
+                } => {
+                    for i in 0..count as usize {
+                        agg.add(
+                            &mut pipe,
+                            ids[i],
+                            &mut parsed.keys,
+                            ts,
+                            values[i],
+                            parsed.stream,
+                            line,
+                        );
+                    }
+                }
                 Record::Point {
                     id,
                     ts,
@@ -372,6 +545,7 @@ fn route(
         let _ = recycle_records.send(parsed.records);
         let _ = recycle_data.send(parsed.data);
     }
+    agg.flush(&mut pipe, last_stream);
     pipe.finish()
 }
 
@@ -387,6 +561,8 @@ pub fn replay(
         .map(|i| StreamName::File(i.path.display().to_string()))
         .collect();
     let parsers = plan.parsers.max(1);
+    let llm = Arc::new(plan.llm.clone());
+    let window_ms = plan.llm_window_ms;
     let pipe = Pipeline::start(plan, streams, outputs);
     let (records_tx, records_rx) = crossbeam_channel::unbounded::<Vec<Record>>();
     let (data_tx, data_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
@@ -397,11 +573,15 @@ pub fn replay(
         let (tx, rx) = bounded::<Chunk>(DEPTH);
         let (ptx, prx) = bounded::<Parsed>(DEPTH);
         let recycled = records_rx.clone();
+        let llm = llm.clone();
         workers.push(
             std::thread::Builder::new()
                 .name(format!("telltale-parse-{i}"))
                 .spawn(move || {
-                    let mut parser = Parser::default();
+                    let mut parser = Parser {
+                        llm,
+                        ..Parser::default()
+                    };
                     for chunk in rx {
                         let mut out = Parsed::default();
                         if let Ok(records) = recycled.try_recv() {
@@ -423,7 +603,7 @@ pub fn replay(
         let records = records.clone();
         std::thread::Builder::new()
             .name("telltale-route".into())
-            .spawn(move || route(pipe, from_parsers, records_tx, data_tx, records))
+            .spawn(move || route(pipe, from_parsers, records_tx, data_tx, records, window_ms))
             .expect("spawn router thread")
     };
 

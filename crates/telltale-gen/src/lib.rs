@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+pub mod llm;
+
 use std::collections::BTreeMap;
 
 use telltale_engine::labels::{Fault, LabelsFile, SeriesRef};

@@ -34,8 +34,9 @@ struct Cli {
 enum Command {
     /// Replay recorded telemetry (files, folders, or - for stdin) through the engine.
     Replay(ReplayArgs),
-    /// Write a deterministic synthetic telemetry stream of an LLM serving platform.
-    Gen(GenArgs),
+    /// Write a deterministic synthetic telemetry stream of an LLM serving platform
+    /// (`gen llm`: a stream of LLM classifier predictions).
+    Gen(GenCommandArgs),
     /// Benchmark detector chains on a NAB-layout corpus, or score others' per-row scores.
     Bench(BenchArgs),
 }
@@ -53,6 +54,18 @@ struct BenchArgs {
 enum BenchCommand {
     /// Score per-row anomaly scores produced elsewhere (NAB results layout).
     Score(ScoreArgs),
+    /// Rank LLM predictions by each confidence scorer against their truth (TRC, APFD, ROC-AUC).
+    Llm(BenchLlmArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchLlmArgs {
+    /// JSON lines of `llm_prediction` records (those with `truth` are scored).
+    #[arg(long)]
+    input: PathBuf,
+    /// Leave the original prompt out of MuCS smoothing (only the mutants are averaged).
+    #[arg(long)]
+    exclude_original: bool,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +121,46 @@ struct ReplayArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct GenCommandArgs {
+    #[command(subcommand)]
+    command: Option<GenCommand>,
+    #[command(flatten)]
+    telemetry: GenArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum GenCommand {
+    /// Write a seeded stream of LLM classifier predictions with a labelled confidence collapse.
+    Llm(GenLlmArgs),
+}
+
+#[derive(Debug, Args)]
+struct GenLlmArgs {
+    /// Output: a folder (gets predictions.jsonl and labels.json) or - for JSON lines on stdout.
+    #[arg(long, short, default_value = "-")]
+    out: PathBuf,
+    /// Random seed.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Requests per model (three models).
+    #[arg(long, default_value_t = 1800)]
+    requests: usize,
+    /// Interval between two requests of one model, e.g. 2s.
+    #[arg(long, default_value = "2s")]
+    interval: String,
+    /// Mutated prompts per request.
+    #[arg(long, default_value_t = 4)]
+    mutants: usize,
+    /// First timestamp (RFC 3339).
+    #[arg(long, default_value = "2026-01-05T00:00:00Z")]
+    start: String,
+    /// Leave out the degradation episode.
+    #[arg(long)]
+    no_episode: bool,
+}
+
+#[derive(Debug, Args)]
 struct GenArgs {
     /// Output: a folder (gets telemetry.jsonl and labels.json) or - for JSON lines on stdout.
     #[arg(long, short, default_value = "-")]
@@ -145,9 +198,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(a) => run_replay(a),
-        Command::Gen(a) => run_gen(a),
+        Command::Gen(a) => match a.command {
+            Some(GenCommand::Llm(l)) => run_gen_llm(l),
+            None => run_gen(a.telemetry),
+        },
         Command::Bench(a) => match a.command {
             Some(BenchCommand::Score(s)) => run_bench_score(s),
+            Some(BenchCommand::Llm(l)) => run_bench_llm(l),
             None => run_bench(a.run),
         },
     };
@@ -482,5 +539,103 @@ fn run_bench_score(a: ScoreArgs) -> Result<(), Failure> {
         rows.push((name, score_corpus(&scored, &windows)));
     }
     print!("{}", score_table(&rows));
+    Ok(())
+}
+
+fn run_gen_llm(a: GenLlmArgs) -> Result<(), Failure> {
+    let interval_ms = parse_duration_ms(&a.interval)
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| {
+            Failure(
+                format!("--interval `{}` is not a duration such as 2s", a.interval),
+                2,
+            )
+        })?;
+    let start_ms = parse_rfc3339(&a.start)
+        .ok_or_else(|| Failure(format!("--start `{}` is not RFC 3339", a.start), 2))?;
+    let cfg = telltale_gen::llm::LlmGenConfig {
+        seed: a.seed,
+        requests: a.requests,
+        interval_ms,
+        start_ms,
+        mutants: a.mutants,
+        episode: !a.no_episode,
+    };
+    let to_stdout = a.out.as_os_str() == "-";
+    let mut out: Box<dyn Write> = if to_stdout {
+        Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()))
+    } else {
+        std::fs::create_dir_all(&a.out)?;
+        create(&a.out.join("predictions.jsonl"))?
+    };
+    let mut err: Option<io::Error> = None;
+    let labels = telltale_gen::llm::generate_llm(&cfg, |r| {
+        if err.is_some() {
+            return;
+        }
+        let line = serde_json::json!({
+            "model": r.model,
+            "task": r.task,
+            "request_id": r.request_id,
+            "timestamp": r.timestamp,
+            "labels": r.classes,
+            "probs": r.probs,
+            "mutants": r.mutants,
+            "truth": r.classes[r.truth],
+            "deployment": "prod",
+        });
+        let res = serde_json::to_writer(&mut out, &line)
+            .map_err(io::Error::other)
+            .and_then(|()| out.write_all(b"\n"));
+        if let Err(e) = res {
+            err = Some(e);
+        }
+    });
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    out.flush()?;
+    if !to_stdout {
+        let path = a.out.join("labels.json");
+        let mut f = create(&path)?;
+        serde_json::to_writer_pretty(&mut f, &labels)?;
+        f.write_all(b"\n")?;
+        f.flush()?;
+        eprintln!(
+            "telltale gen llm: {} predictions of 3 models in {}, episode labels in {}",
+            cfg.requests * 3,
+            a.out.join("predictions.jsonl").display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn run_bench_llm(a: BenchLlmArgs) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(&a.input)
+        .map_err(|e| Failure(format!("cannot read {}: {e}", a.input.display()), 2))?;
+    let mut predictions = Vec::new();
+    let mut rejected = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match telltale_engine::llm::parse_prediction(line) {
+            Some(Ok(p)) => predictions.push(p),
+            Some(Err(reason)) => {
+                rejected += 1;
+                eprintln!("line {}: rejected: {reason}", i + 1);
+            }
+            None => rejected += 1,
+        }
+    }
+    let (n, faults, results) = telltale_bench::llm::evaluate(&predictions, !a.exclude_original);
+    if n == 0 {
+        return Err(Failure("no prediction with a `truth` to score".into(), 2));
+    }
+    print!("{}", telltale_bench::llm::table(n, faults, &results));
+    if rejected > 0 {
+        eprintln!("{rejected} line(s) were not valid predictions");
+    }
     Ok(())
 }

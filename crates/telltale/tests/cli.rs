@@ -156,3 +156,110 @@ fn bundled_sample_is_what_gen_makes() {
         );
     }
 }
+
+#[test]
+fn bundled_llm_sample_is_what_gen_makes() {
+    let dir = temp("gen-llm-sample");
+    let o = bin()
+        .args(["gen", "llm", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["predictions.jsonl", "labels.json"] {
+        assert!(
+            std::fs::read(dir.join(f)).unwrap()
+                == std::fs::read(root().join("datasets/llm-predictions").join(f)).unwrap(),
+            "datasets/llm-predictions/{f} is not reproduced by `telltale gen llm`"
+        );
+    }
+}
+
+#[test]
+fn confidence_collapse_opens_during_the_episode_and_resolves_after() {
+    let o = bin()
+        .args([
+            "replay",
+            "datasets/llm-predictions",
+            "--config",
+            "configs/llm.toml",
+            "--no-progress",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("1/1 caught, 0 anomalies opened outside any fault"),
+        "{err}"
+    );
+    assert!(err.contains("0 rejects"), "{err}");
+    let events: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!events.is_empty());
+    // Episode: 00:30:00 to 00:42:00. Every event is about the degraded model; the margin's
+    // anomaly opens inside the episode and resolves after it.
+    for e in &events {
+        assert_eq!(e["series"]["labels"]["model"], "intent-clf-b", "{e}");
+    }
+    let margin: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["series"]["name"] == "llm_margin")
+        .collect();
+    assert_eq!(margin.len(), 2, "{margin:?}");
+    assert_eq!(margin[0]["state"], "open");
+    let opened = margin[0]["timestamp"].as_str().unwrap();
+    assert!(
+        ("2026-01-05T00:30:00".."2026-01-05T00:42:00").contains(&opened),
+        "{opened}"
+    );
+    assert_eq!(margin[1]["state"], "resolved");
+    assert!(
+        margin[1]["timestamp"].as_str().unwrap() > "2026-01-05T00:42:00",
+        "{}",
+        margin[1]
+    );
+}
+
+#[test]
+fn bench_llm_prints_every_scorer_side_by_side() {
+    let o = bin()
+        .args([
+            "bench",
+            "llm",
+            "--input",
+            "datasets/llm-predictions/predictions.jsonl",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.starts_with("5400 requests with truth"), "{out}");
+    for s in [
+        "margin",
+        "mucs_margin",
+        "entropy",
+        "gini",
+        "least_confidence",
+        "disagreement",
+        "APFD",
+        "ROC-AUC",
+        "TRC@5%",
+    ] {
+        assert!(out.contains(s), "{s} missing in\n{out}");
+    }
+    // On this stream, margin ranks mispredictions well above chance.
+    let auc: f64 = out
+        .lines()
+        .find(|l| l.starts_with("margin "))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(auc > 0.9, "margin ROC-AUC {auc}");
+}

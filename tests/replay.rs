@@ -286,3 +286,35 @@ fn bad_llm_predictions_are_rejected_and_good_ones_become_derived_series() {
     assert_eq!(r.report.series, 3);
     assert_eq!(r.report.points, 9);
 }
+
+#[test]
+fn per_request_low_confidence_events_are_opt_in() {
+    let sample = repo_root().join("datasets/llm-predictions");
+    let off = run(&[sample.clone()], "");
+    let names = |r: &telltale_tests::Run| -> Vec<String> {
+        r.events
+            .json_lines()
+            .iter()
+            .map(|e| e["series"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(!names(&off).iter().any(|n| n == "llm_request_margin"));
+    let on = run(
+        &[sample],
+        r#"
+[llm]
+per_request = true
+[[rule]]
+name = "low-confidence-request"
+metric = "llm_request_margin"
+detectors = [{ kind = "threshold", below = 0.2 }]
+alert = { min_points = 1, resolve_points = 1 }
+"#,
+    );
+    let requests = names(&on)
+        .iter()
+        .filter(|n| *n == "llm_request_margin")
+        .count();
+    // one open and one resolved per run of low-confidence requests: a loud stream
+    assert!(requests > 100, "{requests}");
+}

@@ -48,6 +48,7 @@ mod page_hinkley;
 pub mod params;
 mod robust;
 pub mod score;
+mod threshold;
 
 pub use combine::Combine;
 pub use cusum::{Cusum, CusumBank, CusumParams, CusumState};
@@ -55,6 +56,7 @@ pub use error::ParamError;
 pub use ewma::{Ewma, EwmaBank, EwmaParams, EwmaState};
 pub use page_hinkley::{PageHinkley, PageHinkleyBank, PageHinkleyParams, PageHinkleyState, PhMode};
 pub use robust::{RobustZ, RobustZBank, RobustZParams, SortedWindow};
+pub use threshold::{Threshold, ThresholdBank, ThresholdParams};
 
 /// What a detector says about one point: its score in [0, 1] and the value it expected
 /// (its forecast or reference level, taken before the point was learned).

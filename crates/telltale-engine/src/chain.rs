@@ -1,7 +1,9 @@
 //! A chain group: the state of every series that shares one chain (detectors, ring, alerting),
 //! in struct-of-arrays form, and the per-point path through it.
 
-use telltale_detect::{Bank, CusumBank, EwmaBank, PageHinkleyBank, RobustZBank, Scored};
+use telltale_detect::{
+    Bank, CusumBank, EwmaBank, PageHinkleyBank, RobustZBank, Scored, ThresholdBank,
+};
 
 use crate::alert::{AlertBank, Transition};
 use crate::codec::RejectReason;
@@ -14,6 +16,7 @@ enum AnyBank {
     Cusum(CusumBank),
     PageHinkley(PageHinkleyBank),
     RobustZ(RobustZBank),
+    Threshold(ThresholdBank),
 }
 
 impl AnyBank {
@@ -23,6 +26,7 @@ impl AnyBank {
             DetectorSpec::Cusum(p) => AnyBank::Cusum(CusumBank::new(*p)),
             DetectorSpec::PageHinkley(p) => AnyBank::PageHinkley(PageHinkleyBank::new(*p)),
             DetectorSpec::RobustZ(p) => AnyBank::RobustZ(RobustZBank::new(*p)),
+            DetectorSpec::Threshold(p) => AnyBank::Threshold(ThresholdBank::new(*p)),
         }
     }
 
@@ -32,6 +36,7 @@ impl AnyBank {
             AnyBank::Cusum(b) => b.add_series(),
             AnyBank::PageHinkley(b) => b.add_series(),
             AnyBank::RobustZ(b) => b.add_series(),
+            AnyBank::Threshold(b) => b.add_series(),
         }
     }
 
@@ -42,6 +47,7 @@ impl AnyBank {
             AnyBank::Cusum(b) => b.update(slot, x, evicted),
             AnyBank::PageHinkley(b) => b.update(slot, x, evicted),
             AnyBank::RobustZ(b) => b.update(slot, x, evicted),
+            AnyBank::Threshold(b) => b.update(slot, x, evicted),
         }
     }
 
@@ -58,6 +64,7 @@ impl AnyBank {
             AnyBank::Cusum(b) => keep(b, slot, x, evicted),
             AnyBank::PageHinkley(b) => keep(b, slot, x, evicted),
             AnyBank::RobustZ(b) => keep(b, slot, x, evicted),
+            AnyBank::Threshold(b) => keep(b, slot, x, evicted),
         }
     }
 
@@ -67,6 +74,7 @@ impl AnyBank {
             AnyBank::Cusum(b) => b.bytes_per_series(),
             AnyBank::PageHinkley(b) => b.bytes_per_series(),
             AnyBank::RobustZ(b) => b.bytes_per_series(),
+            AnyBank::Threshold(b) => b.bytes_per_series(),
         }
     }
 }

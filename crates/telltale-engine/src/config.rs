@@ -123,6 +123,8 @@ pub enum DetectorSpec {
     PageHinkley(PageHinkleyParams),
     /// Robust z-score over the series' ring (its `window` must equal the chain's `ring`).
     RobustZ(RobustZParams),
+    /// Static bounds: 1 outside them, 0 inside.
+    Threshold(telltale_detect::ThresholdParams),
 }
 
 impl DetectorSpec {
@@ -133,6 +135,7 @@ impl DetectorSpec {
             DetectorSpec::Cusum(_) => "cusum",
             DetectorSpec::PageHinkley(_) => "page_hinkley",
             DetectorSpec::RobustZ(_) => "robust_z",
+            DetectorSpec::Threshold(_) => "threshold",
         }
     }
 }
@@ -164,8 +167,9 @@ impl TryFrom<RawDetector> for DetectorSpec {
             "cusum" => parse(raw.rest).map(DetectorSpec::Cusum),
             "page_hinkley" => parse(raw.rest).map(DetectorSpec::PageHinkley),
             "robust_z" => parse(raw.rest).map(DetectorSpec::RobustZ),
+            "threshold" => parse(raw.rest).map(DetectorSpec::Threshold),
             other => Err(format!(
-                "{FIELD_MARK}kind{FIELD_MARK}unknown detector kind `{other}`, expected one of: ewma, cusum, page_hinkley, robust_z"
+                "{FIELD_MARK}kind{FIELD_MARK}unknown detector kind `{other}`, expected one of: ewma, cusum, page_hinkley, robust_z, threshold"
             )),
         }
     }
@@ -512,6 +516,7 @@ fn validate_chain(
                 }
                 p.validate()
             }
+            DetectorSpec::Threshold(p) => p.validate(),
             DetectorSpec::Ewma(_) | DetectorSpec::PageHinkley(_) => Ok(()),
         };
         checked.map_err(|e| err(format!("{dpath}.{}", e.name), e.to_string()))?;

@@ -48,7 +48,15 @@ pub struct LlmConfig {
     /// time (default "1m").
     #[serde(default = "default_window")]
     pub window: String,
+    /// Also emit every request's smoothed margin, unaggregated, as `llm_request_margin{…}`, so
+    /// that a rule (say a `threshold` detector with `below = 0.2`) can raise an event per
+    /// low-confidence request. Off by default: it can be loud.
+    #[serde(default)]
+    pub per_request: bool,
 }
+
+/// The per-request series (see [`LlmConfig::per_request`]).
+pub const REQUEST_MARGIN: &str = "llm_request_margin";
 
 fn default_window() -> String {
     "1m".into()
@@ -68,6 +76,7 @@ impl Default for LlmConfig {
             low_margin: default_low_margin(),
             include_original: true,
             window: default_window(),
+            per_request: false,
         }
     }
 }

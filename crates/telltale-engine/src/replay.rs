@@ -20,7 +20,9 @@ use crate::codec::{CsvLayout, PointBuf, RejectReason, parse_json_line};
 use crate::config::Plan;
 use crate::event::{Source, StreamName};
 use crate::key::{IdMap, SeriesKey, point_series_id, series_id};
-use crate::llm::{LlmConfig, Prediction, derived_points, parse_prediction, series_labels};
+use crate::llm::{
+    LlmConfig, Prediction, REQUEST_MARGIN, derived_points, parse_prediction, series_labels,
+};
 use crate::pipeline::{Outputs, Pipeline, Report};
 
 /// Bytes per chunk handed to a parser.
@@ -370,6 +372,20 @@ impl Parser {
             ts: p.timestamp,
             line,
         });
+        if self.llm.per_request {
+            self.point
+                .set(REQUEST_MARGIN, &labels, p.timestamp, values[0]);
+            let id = point_series_id(&self.point, &mut self.scratch);
+            if self.seen.insert(id, ()).is_none() {
+                out.keys.push((id, SeriesKey::from_point(&self.point)));
+            }
+            out.records.push(Record::Point {
+                id,
+                ts: p.timestamp,
+                value: values[0],
+                line,
+            });
+        }
     }
 }
 

@@ -290,7 +290,7 @@ fn bad_llm_predictions_are_rejected_and_good_ones_become_derived_series() {
 #[test]
 fn per_request_low_confidence_events_are_opt_in() {
     let sample = repo_root().join("datasets/llm-predictions");
-    let off = run(&[sample.clone()], "");
+    let off = run(std::slice::from_ref(&sample), "");
     let names = |r: &telltale_tests::Run| -> Vec<String> {
         r.events
             .json_lines()

@@ -282,7 +282,7 @@ fn bad_llm_predictions_are_rejected_and_good_ones_become_derived_series() {
         ]
     );
     // 130 requests over 130 s: three one-minute windows (0-60 s, 60-120 s, 120-130 s),
-    // each a point of llm_margin, llm_low_confidence and llm_disagreement.
+    // each a point of llm_confidence_margin, llm_confidence_low_share and llm_confidence_disagreement.
     assert_eq!(r.report.series, 3);
     assert_eq!(r.report.points, 9);
 }
@@ -298,7 +298,11 @@ fn per_request_low_confidence_events_are_opt_in() {
             .map(|e| e["series"]["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert!(!names(&off).iter().any(|n| n == "llm_request_margin"));
+    assert!(
+        !names(&off)
+            .iter()
+            .any(|n| n == "llm_confidence_request_margin")
+    );
     let on = run(
         &[sample],
         r#"
@@ -306,14 +310,14 @@ fn per_request_low_confidence_events_are_opt_in() {
 per_request = true
 [[rule]]
 name = "low-confidence-request"
-metric = "llm_request_margin"
+metric = "llm_confidence_request_margin"
 detectors = [{ kind = "threshold", below = 0.2 }]
 alert = { min_points = 1, resolve_points = 1 }
 "#,
     );
     let requests = names(&on)
         .iter()
-        .filter(|n| *n == "llm_request_margin")
+        .filter(|n| *n == "llm_confidence_request_margin")
         .count();
     // one open and one resolved per run of low-confidence requests: a loud stream
     assert!(requests > 100, "{requests}");

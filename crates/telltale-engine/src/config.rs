@@ -320,6 +320,34 @@ fn default_glob() -> String {
     "*".into()
 }
 
+/// The rule added after the user's rules (unless one of them is named `llm-confidence`): the
+/// derived LLM confidence series get a holding chain, so a confidence collapse stays open until
+/// the model is back to its earlier confidence (see docs/ARCHITECTURE.md, "LLM predictions").
+pub fn builtin_llm_rule() -> RuleConfig {
+    RuleConfig {
+        name: "llm-confidence".into(),
+        metric: "llm_confidence_*".into(),
+        labels: BTreeMap::new(),
+        detectors: Some(vec![
+            DetectorSpec::Ewma(EwmaParams {
+                warmup: Count::new(10).expect("valid"),
+                ..EwmaParams::default()
+            }),
+            DetectorSpec::Cusum(CusumParams {
+                warmup: Count::new(10).expect("valid"),
+                ..CusumParams::default()
+            }),
+        ]),
+        combine: None,
+        ring: None,
+        alert: Some(AlertConfig {
+            resolve_points: Count::new(3).expect("valid"),
+            ..AlertConfig::default()
+        }),
+        hold: Some(true),
+    }
+}
+
 /// Validated alert settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AlertParams {
@@ -598,7 +626,14 @@ impl Config {
             c.hold,
         )?];
         let mut rules = Vec::new();
-        for (i, r) in self.rules.iter().enumerate() {
+        let builtin = builtin_llm_rule();
+        let user_has_builtin_name = self.rules.iter().any(|r| r.name == builtin.name);
+        let all_rules: Vec<&RuleConfig> = self
+            .rules
+            .iter()
+            .chain((!user_has_builtin_name).then_some(&builtin))
+            .collect();
+        for (i, r) in all_rules.into_iter().enumerate() {
             let path = format!("rule[{i}]");
             if r.name.is_empty() {
                 return Err(err(format!("{path}.name"), "must not be empty"));
@@ -683,7 +718,18 @@ mod tests {
     #[test]
     fn empty_config_gives_the_built_in_default_chain() {
         let p = plan("").unwrap();
-        assert_eq!(p.chains.len(), 1);
+        assert_eq!(
+            p.chains.len(),
+            2,
+            "the default chain and the built-in llm-confidence rule"
+        );
+        assert_eq!(p.chains[1].name, "llm-confidence");
+        assert!(p.chains[1].hold);
+        assert_eq!(
+            p.chain_for(&SeriesKey::new("llm_confidence_margin", &[("model", "m")])),
+            1
+        );
+        assert_eq!(p.chain_for(&SeriesKey::new("llm_latency_p99_ms", &[])), 0);
         let kinds: Vec<_> = p.chains[0]
             .detectors
             .iter()

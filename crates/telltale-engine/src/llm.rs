@@ -4,14 +4,14 @@
 //!
 //! | series | value per request |
 //! |---|---|
-//! | `llm_margin{model, task, …}` | mean margin (top-1 − top-2) of the MuCS-smoothed probabilities |
-//! | `llm_low_confidence{…}` | share of requests whose smoothed margin is below `llm.low_margin` |
-//! | `llm_disagreement{…}` | mean share of mutants whose top class differs from the original's (only with mutants) |
+//! | `llm_confidence_margin{model, task, …}` | mean margin (top-1 − top-2) of the MuCS-smoothed probabilities |
+//! | `llm_confidence_low_share{…}` | share of requests whose smoothed margin is below `llm.low_margin` |
+//! | `llm_confidence_disagreement{…}` | mean share of mutants whose top class differs from the original's (only with mutants) |
 //!
 //! Each is a mean over a window of event time (`llm.window`, default one minute), emitted when
 //! the window closes, timestamped at its end.
 //!
-//! A confidence collapse after a rollout is a drop of `llm_margin` (and a rise of the other two)
+//! A confidence collapse after a rollout is a drop of `llm_confidence_margin` (and a rise of the other two)
 //! that the chain of those series opens an anomaly on.
 
 use serde::{Deserialize, Serialize};
@@ -24,11 +24,11 @@ use crate::codec::RejectReason;
 use crate::time::parse_rfc3339;
 
 /// Derived series names.
-pub const MARGIN: &str = "llm_margin";
+pub const MARGIN: &str = "llm_confidence_margin";
 /// See the module table.
-pub const LOW_CONFIDENCE: &str = "llm_low_confidence";
+pub const LOW_CONFIDENCE: &str = "llm_confidence_low_share";
 /// See the module table.
-pub const DISAGREEMENT: &str = "llm_disagreement";
+pub const DISAGREEMENT: &str = "llm_confidence_disagreement";
 
 /// `[llm]`: how predictions become derived series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,7 +48,7 @@ pub struct LlmConfig {
     /// time (default "1m").
     #[serde(default = "default_window")]
     pub window: String,
-    /// Also emit every request's smoothed margin, unaggregated, as `llm_request_margin{…}`, so
+    /// Also emit every request's smoothed margin, unaggregated, as `llm_confidence_request_margin{…}`, so
     /// that a rule (say a `threshold` detector with `below = 0.2`) can raise an event per
     /// low-confidence request. Off by default: it can be loud.
     #[serde(default)]
@@ -56,7 +56,7 @@ pub struct LlmConfig {
 }
 
 /// The per-request series (see [`LlmConfig::per_request`]).
-pub const REQUEST_MARGIN: &str = "llm_request_margin";
+pub const REQUEST_MARGIN: &str = "llm_confidence_request_margin";
 
 fn default_window() -> String {
     "1m".into()

@@ -154,9 +154,9 @@ pub fn generate_llm(cfg: &LlmGenConfig, mut emit: impl FnMut(&Request)) -> Label
                 id: "rollout-intent-clf-b".into(),
                 kind: "confidence_collapse".into(),
                 series: vec![
-                    series("llm_margin"),
-                    series("llm_low_confidence"),
-                    series("llm_disagreement"),
+                    series("llm_confidence_margin"),
+                    series("llm_confidence_low_share"),
+                    series("llm_confidence_disagreement"),
                 ],
                 start: format_rfc3339(cfg.start_ms + ep_start as i64 * cfg.interval_ms),
                 end: format_rfc3339(cfg.start_ms + ep_end as i64 * cfg.interval_ms),

@@ -201,14 +201,15 @@ fn confidence_collapse_opens_during_the_episode_and_resolves_after() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(!events.is_empty());
-    // Episode: 00:30:00 to 00:42:00. Every event is about the degraded model; the margin's
-    // anomaly opens inside the episode and resolves after it.
+    // No configuration: the built-in llm-confidence rule applies. Episode: 00:30:00 to
+    // 00:42:00. Every event is about the degraded model; the margin's anomaly opens inside the
+    // episode and resolves after it.
     for e in &events {
         assert_eq!(e["series"]["labels"]["model"], "intent-clf-b", "{e}");
     }
     let margin: Vec<&serde_json::Value> = events
         .iter()
-        .filter(|e| e["series"]["name"] == "llm_margin")
+        .filter(|e| e["series"]["name"] == "llm_confidence_margin")
         .collect();
     assert_eq!(margin.len(), 2, "{margin:?}");
     assert_eq!(margin[0]["state"], "open");

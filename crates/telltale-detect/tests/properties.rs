@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use serde::{Serialize, de::DeserializeOwned};
 use telltale_detect::{
-    Cusum, CusumParams, Detector, Ewma, EwmaParams, PageHinkley, PageHinkleyParams, RobustZ,
-    RobustZParams,
+    Cusum, CusumParams, Detector, Ewma, EwmaParams, Likelihood, LikelihoodParams, PageHinkley,
+    PageHinkleyParams, RobustZ, RobustZParams,
 };
 
 /// A detector run over a slice of points, returning its scores.
@@ -24,6 +24,7 @@ fn detectors() -> Vec<Run> {
         Box::new(run(Cusum::new(CusumParams::default()).unwrap())),
         Box::new(run(PageHinkley::new(PageHinkleyParams::default()))),
         Box::new(run(RobustZ::new(RobustZParams::default()).unwrap())),
+        Box::new(run(Likelihood::new(LikelihoodParams::default()))),
     ]
 }
 
@@ -75,5 +76,6 @@ proptest! {
         roundtrip_then_compare(Cusum::new(CusumParams::default()).unwrap(), head, tail);
         roundtrip_then_compare(PageHinkley::new(PageHinkleyParams::default()), head, tail);
         roundtrip_then_compare(RobustZ::new(RobustZParams::default()).unwrap(), head, tail);
+        roundtrip_then_compare(Likelihood::new(LikelihoodParams::default()), head, tail);
     }
 }

@@ -2,7 +2,7 @@
 //! in struct-of-arrays form, and the per-point path through it.
 
 use telltale_detect::{
-    Bank, CusumBank, EwmaBank, PageHinkleyBank, RobustZBank, Scored, ThresholdBank,
+    Bank, CusumBank, EwmaBank, LikelihoodBank, PageHinkleyBank, RobustZBank, Scored, ThresholdBank,
 };
 
 use crate::alert::{AlertBank, Transition};
@@ -17,6 +17,7 @@ enum AnyBank {
     PageHinkley(PageHinkleyBank),
     RobustZ(RobustZBank),
     Threshold(ThresholdBank),
+    Likelihood(LikelihoodBank),
 }
 
 impl AnyBank {
@@ -27,6 +28,7 @@ impl AnyBank {
             DetectorSpec::PageHinkley(p) => AnyBank::PageHinkley(PageHinkleyBank::new(*p)),
             DetectorSpec::RobustZ(p) => AnyBank::RobustZ(RobustZBank::new(*p)),
             DetectorSpec::Threshold(p) => AnyBank::Threshold(ThresholdBank::new(*p)),
+            DetectorSpec::Likelihood(p) => AnyBank::Likelihood(LikelihoodBank::new(*p)),
         }
     }
 
@@ -37,6 +39,7 @@ impl AnyBank {
             AnyBank::PageHinkley(b) => b.add_series(),
             AnyBank::RobustZ(b) => b.add_series(),
             AnyBank::Threshold(b) => b.add_series(),
+            AnyBank::Likelihood(b) => b.add_series(),
         }
     }
 
@@ -48,6 +51,7 @@ impl AnyBank {
             AnyBank::PageHinkley(b) => b.update(slot, x, evicted),
             AnyBank::RobustZ(b) => b.update(slot, x, evicted),
             AnyBank::Threshold(b) => b.update(slot, x, evicted),
+            AnyBank::Likelihood(b) => b.update(slot, x, evicted),
         }
     }
 
@@ -65,6 +69,7 @@ impl AnyBank {
             AnyBank::PageHinkley(b) => keep(b, slot, x, evicted),
             AnyBank::RobustZ(b) => keep(b, slot, x, evicted),
             AnyBank::Threshold(b) => keep(b, slot, x, evicted),
+            AnyBank::Likelihood(b) => keep(b, slot, x, evicted),
         }
     }
 
@@ -75,6 +80,7 @@ impl AnyBank {
             AnyBank::PageHinkley(b) => b.bytes_per_series(),
             AnyBank::RobustZ(b) => b.bytes_per_series(),
             AnyBank::Threshold(b) => b.bytes_per_series(),
+            AnyBank::Likelihood(b) => b.bytes_per_series(),
         }
     }
 }

@@ -125,6 +125,8 @@ pub enum DetectorSpec {
     RobustZ(RobustZParams),
     /// Static bounds: 1 outside them, 0 inside.
     Threshold(telltale_detect::ThresholdParams),
+    /// Anomaly likelihood of the EWMA surprise against its own history.
+    Likelihood(telltale_detect::LikelihoodParams),
 }
 
 impl DetectorSpec {
@@ -136,6 +138,7 @@ impl DetectorSpec {
             DetectorSpec::PageHinkley(_) => "page_hinkley",
             DetectorSpec::RobustZ(_) => "robust_z",
             DetectorSpec::Threshold(_) => "threshold",
+            DetectorSpec::Likelihood(_) => "likelihood",
         }
     }
 }
@@ -168,8 +171,9 @@ impl TryFrom<RawDetector> for DetectorSpec {
             "page_hinkley" => parse(raw.rest).map(DetectorSpec::PageHinkley),
             "robust_z" => parse(raw.rest).map(DetectorSpec::RobustZ),
             "threshold" => parse(raw.rest).map(DetectorSpec::Threshold),
+            "likelihood" => parse(raw.rest).map(DetectorSpec::Likelihood),
             other => Err(format!(
-                "{FIELD_MARK}kind{FIELD_MARK}unknown detector kind `{other}`, expected one of: ewma, cusum, page_hinkley, robust_z, threshold"
+                "{FIELD_MARK}kind{FIELD_MARK}unknown detector kind `{other}`, expected one of: ewma, cusum, page_hinkley, robust_z, threshold, likelihood"
             )),
         }
     }
@@ -545,7 +549,9 @@ fn validate_chain(
                 p.validate()
             }
             DetectorSpec::Threshold(p) => p.validate(),
-            DetectorSpec::Ewma(_) | DetectorSpec::PageHinkley(_) => Ok(()),
+            DetectorSpec::Ewma(_) | DetectorSpec::PageHinkley(_) | DetectorSpec::Likelihood(_) => {
+                Ok(())
+            }
         };
         checked.map_err(|e| err(format!("{dpath}.{}", e.name), e.to_string()))?;
         let json = serde_json::to_string(d).expect("params serialise");

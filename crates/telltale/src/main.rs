@@ -335,6 +335,26 @@ fn print_faults(labels: &LabelsFile, r: &Report, path: &Path) {
     }
 }
 
+/// The stream writer of `gen`: `DIR/<file>` for a folder, stdout for `-`.
+fn gen_output(out: &Path, file: &str) -> Result<Box<dyn Write>, Failure> {
+    if out.as_os_str() == "-" {
+        Ok(Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())))
+    } else {
+        std::fs::create_dir_all(out)?;
+        create(&out.join(file))
+    }
+}
+
+/// Writes `DIR/labels.json`; returns its path.
+fn write_labels(out: &Path, labels: &LabelsFile) -> Result<PathBuf, Failure> {
+    let path = out.join("labels.json");
+    let mut f = create(&path)?;
+    serde_json::to_writer_pretty(&mut f, labels)?;
+    f.write_all(b"\n")?;
+    f.flush()?;
+    Ok(path)
+}
+
 fn run_gen(a: GenArgs) -> Result<(), Failure> {
     let interval_ms = parse_duration_ms(&a.interval)
         .filter(|ms| *ms > 0)
@@ -358,12 +378,7 @@ fn run_gen(a: GenArgs) -> Result<(), Failure> {
         faults: !a.no_faults,
     };
     let to_stdout = a.out.as_os_str() == "-";
-    let mut out: Box<dyn Write> = if to_stdout {
-        Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()))
-    } else {
-        std::fs::create_dir_all(&a.out)?;
-        create(&a.out.join("telemetry.jsonl"))?
-    };
+    let mut out = gen_output(&a.out, "telemetry.jsonl")?;
     let mut err: Option<io::Error> = None;
     let mut line = Vec::with_capacity(256);
     let labels = generate(&cfg, |metric, labels, ts, value| {
@@ -396,11 +411,7 @@ fn run_gen(a: GenArgs) -> Result<(), Failure> {
     }
     out.flush()?;
     if !to_stdout {
-        let path = a.out.join("labels.json");
-        let mut f = create(&path)?;
-        serde_json::to_writer_pretty(&mut f, &labels)?;
-        f.write_all(b"\n")?;
-        f.flush()?;
+        let path = write_labels(&a.out, &labels)?;
         eprintln!(
             "telltale gen: {} points of {} series from {} to {} in {}, {} faults in {}",
             cfg.points * cfg.models * 7,
@@ -562,12 +573,7 @@ fn run_gen_llm(a: GenLlmArgs) -> Result<(), Failure> {
         episode: !a.no_episode,
     };
     let to_stdout = a.out.as_os_str() == "-";
-    let mut out: Box<dyn Write> = if to_stdout {
-        Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()))
-    } else {
-        std::fs::create_dir_all(&a.out)?;
-        create(&a.out.join("predictions.jsonl"))?
-    };
+    let mut out = gen_output(&a.out, "predictions.jsonl")?;
     let mut err: Option<io::Error> = None;
     let labels = telltale_gen::llm::generate_llm(&cfg, |r| {
         if err.is_some() {
@@ -596,11 +602,7 @@ fn run_gen_llm(a: GenLlmArgs) -> Result<(), Failure> {
     }
     out.flush()?;
     if !to_stdout {
-        let path = a.out.join("labels.json");
-        let mut f = create(&path)?;
-        serde_json::to_writer_pretty(&mut f, &labels)?;
-        f.write_all(b"\n")?;
-        f.flush()?;
+        let path = write_labels(&a.out, &labels)?;
         eprintln!(
             "telltale gen llm: {} predictions of 3 models in {}, episode labels in {}",
             cfg.requests * 3,

@@ -338,10 +338,13 @@ fn print_faults(labels: &LabelsFile, r: &Report, path: &Path) {
 /// The stream writer of `gen`: `DIR/<file>` for a folder, stdout for `-`.
 fn gen_output(out: &Path, file: &str) -> Result<Box<dyn Write>, Failure> {
     if out.as_os_str() == "-" {
-        Ok(Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())))
+        Ok(Box::new(BufWriter::with_capacity(
+            1 << 16,
+            io::stdout().lock(),
+        )))
     } else {
         std::fs::create_dir_all(out)?;
-        create(&out.join(file))
+        Ok(create(&out.join(file))?)
     }
 }
 

@@ -93,8 +93,9 @@ pub struct CusumState {
     pub lo: f64,
 }
 
-/// One step on one series' fields. Branch-free (both the warm-up and the live update are
-/// computed and one is selected), so that the dense kernel over many series vectorises.
+/// One step on one series' fields, branch-free (both the warm-up and the live update are
+/// computed and one is selected): the body of the dense kernel over many series, which then
+/// vectorises.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn step_fields(
@@ -165,20 +166,54 @@ fn step_fields(
     Scored { score, expected }
 }
 
+/// The scalar step, with branches: faster than [`step_fields`] along one series (the branches
+/// are predictable), and bit-identical to it (tested).
 #[inline(always)]
 fn step(p: &CusumParams, s: &mut CusumState, x: f64) -> Scored {
-    step_fields(
-        p.k.get(),
-        p.h.get(),
-        f64::from(p.warmup.get()),
-        p.baseline_alpha.get(),
-        &mut s.n,
-        &mut s.mean,
-        &mut s.m2,
-        &mut s.hi,
-        &mut s.lo,
-        x,
-    )
+    let warmup = f64::from(p.warmup.get());
+    if s.n < warmup {
+        // Learning the reference: Welford's update.
+        let expected = if s.n == 0.0 { f64::NAN } else { s.mean };
+        s.n += 1.0;
+        let d = x - s.mean;
+        s.mean += d / s.n;
+        s.m2 += d * (x - s.mean);
+        if s.n == warmup {
+            // Warm-up complete: from now on m2 holds the sample variance.
+            s.m2 /= warmup - 1.0;
+        }
+        return Scored {
+            score: 0.0,
+            expected,
+        };
+    }
+    let sigma = s.m2.sqrt();
+    let floor = 1e-9 * s.mean.abs() + 1e-12;
+    let u = (x - s.mean) / sigma.max(floor);
+    let k = p.k.get();
+    s.hi = (s.hi + u - k).max(0.0);
+    s.lo = (s.lo - u - k).max(0.0);
+    let stat = s.hi.max(s.lo);
+    let h = p.h.get();
+    let expected = s.mean;
+    if stat > h {
+        // Alarm: reset, and let this point open the warm-up of the new regime.
+        *s = CusumState::default();
+        s.n = 1.0;
+        s.mean = x;
+        return Scored {
+            score: 1.0,
+            expected,
+        };
+    }
+    let beta = p.baseline_alpha.get();
+    let d = x - s.mean;
+    s.mean += beta * d;
+    s.m2 = (1.0 - beta) * (s.m2 + beta * d * d);
+    Scored {
+        score: stat / h,
+        expected,
+    }
 }
 
 /// CUSUM detector for one series.

@@ -174,22 +174,44 @@ fn step_fields(
     Scored { score, expected }
 }
 
+/// The scalar step, with branches (River's code shape): faster than [`step_fields`] along one
+/// series, and bit-identical to it (tested).
 #[inline(always)]
 fn step(p: &PageHinkleyParams, s: &mut PageHinkleyState, x: f64) -> Scored {
-    let mut drift = f64::from(u8::from(s.drift));
-    let out = step_fields(
-        p,
-        &mut s.n,
-        &mut s.mean,
-        &mut s.sum_increase,
-        &mut s.sum_decrease,
-        &mut s.min_increase,
-        &mut s.max_decrease,
-        &mut drift,
-        x,
-    );
-    s.drift = drift != 0.0;
-    out
+    if s.drift {
+        *s = PageHinkleyState::default();
+    }
+    let expected = if s.n == 0.0 { f64::NAN } else { s.mean };
+    s.n += 1.0;
+    // river.stats.Mean: mean += (w / n) * (x - mean); written this way for bit-exactness.
+    s.mean += (1.0 / s.n) * (x - s.mean);
+    let dev = x - s.mean;
+    let (alpha, delta) = (p.alpha.get(), p.delta.get());
+    s.sum_increase = alpha * s.sum_increase + dev - delta;
+    s.sum_decrease = alpha * s.sum_decrease + dev + delta;
+    if s.sum_increase < s.min_increase {
+        s.min_increase = s.sum_increase;
+    }
+    if s.sum_decrease > s.max_decrease {
+        s.max_decrease = s.sum_decrease;
+    }
+    let mut score = 0.0;
+    if s.n >= f64::from(p.min_instances.get()) {
+        let threshold = p.threshold.get();
+        let (up, down) = (s.test_increase(), s.test_decrease());
+        let stat = match p.mode {
+            PhMode::Both => up.max(down),
+            PhMode::Up => up,
+            PhMode::Down => down,
+        };
+        s.drift = stat > threshold;
+        score = if s.drift {
+            1.0
+        } else {
+            (stat / threshold).max(0.0)
+        };
+    }
+    Scored { score, expected }
 }
 
 /// Page-Hinkley for one series.

@@ -160,7 +160,8 @@ fn step_fields(
     } else if alarm {
         1.0
     } else {
-        stat / h
+        // A multiplication by the reciprocal (hoisted out of loops), not a division per point.
+        stat * (1.0 / h)
     };
     let expected = if n0 == 0.0 { f64::NAN } else { mean0 };
     Scored { score, expected }
@@ -211,7 +212,7 @@ fn step(p: &CusumParams, s: &mut CusumState, x: f64) -> Scored {
     s.mean += beta * d;
     s.m2 = (1.0 - beta) * (s.m2 + beta * d * d);
     Scored {
-        score: stat / h,
+        score: stat * (1.0 / h),
         expected,
     }
 }

@@ -165,7 +165,8 @@ fn step_fields(
     let score = if fired {
         1.0
     } else if testing {
-        (stat / threshold).max(0.0)
+        // A multiplication by the reciprocal (hoisted out of loops), not a division per point.
+        (stat * (1.0 / threshold)).max(0.0)
     } else {
         0.0
     };
@@ -208,7 +209,8 @@ fn step(p: &PageHinkleyParams, s: &mut PageHinkleyState, x: f64) -> Scored {
         score = if s.drift {
             1.0
         } else {
-            (stat / threshold).max(0.0)
+            // A multiplication by the reciprocal (hoisted out of loops), not a division per point.
+            (stat * (1.0 / threshold)).max(0.0)
         };
     }
     Scored { score, expected }

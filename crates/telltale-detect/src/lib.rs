@@ -49,6 +49,7 @@ mod page_hinkley;
 pub mod params;
 mod robust;
 pub mod score;
+mod seasonal;
 mod threshold;
 
 pub use combine::Combine;
@@ -58,6 +59,7 @@ pub use ewma::{Ewma, EwmaBank, EwmaParams, EwmaState};
 pub use likelihood::{Likelihood, LikelihoodBank, LikelihoodParams, LikelihoodState};
 pub use page_hinkley::{PageHinkley, PageHinkleyBank, PageHinkleyParams, PageHinkleyState, PhMode};
 pub use robust::{RobustZ, RobustZBank, RobustZParams, SortedWindow};
+pub use seasonal::{Seasonal, SeasonalBank, SeasonalParams, SeasonalState};
 pub use threshold::{Threshold, ThresholdBank, ThresholdParams};
 
 /// What a detector says about one point: its score in [0, 1] and the value it expected

@@ -2,7 +2,8 @@
 //! in struct-of-arrays form, and the per-point path through it.
 
 use telltale_detect::{
-    Bank, CusumBank, EwmaBank, LikelihoodBank, PageHinkleyBank, RobustZBank, Scored, ThresholdBank,
+    Bank, CusumBank, EwmaBank, LikelihoodBank, PageHinkleyBank, RobustZBank, Scored, SeasonalBank,
+    ThresholdBank,
 };
 
 use crate::alert::{AlertBank, Transition};
@@ -18,6 +19,7 @@ enum AnyBank {
     RobustZ(RobustZBank),
     Threshold(ThresholdBank),
     Likelihood(LikelihoodBank),
+    Seasonal(SeasonalBank),
 }
 
 impl AnyBank {
@@ -29,6 +31,7 @@ impl AnyBank {
             DetectorSpec::RobustZ(p) => AnyBank::RobustZ(RobustZBank::new(*p)),
             DetectorSpec::Threshold(p) => AnyBank::Threshold(ThresholdBank::new(*p)),
             DetectorSpec::Likelihood(p) => AnyBank::Likelihood(LikelihoodBank::new(*p)),
+            DetectorSpec::Seasonal(p) => AnyBank::Seasonal(SeasonalBank::new(*p)),
         }
     }
 
@@ -40,12 +43,14 @@ impl AnyBank {
             AnyBank::RobustZ(b) => b.add_series(),
             AnyBank::Threshold(b) => b.add_series(),
             AnyBank::Likelihood(b) => b.add_series(),
+            AnyBank::Seasonal(b) => b.add_series(),
         }
     }
 
     #[inline]
-    fn update(&mut self, slot: usize, x: f64, evicted: Option<f64>) -> Scored {
+    fn update(&mut self, slot: usize, ts: i64, x: f64, evicted: Option<f64>) -> Scored {
         match self {
+            AnyBank::Seasonal(b) => b.update(slot, ts, x),
             AnyBank::Ewma(b) => b.update(slot, x, evicted),
             AnyBank::Cusum(b) => b.update(slot, x, evicted),
             AnyBank::PageHinkley(b) => b.update(slot, x, evicted),
@@ -56,7 +61,7 @@ impl AnyBank {
     }
 
     /// Scores `x` without learning it (the state is put back as it was).
-    fn score_only(&mut self, slot: usize, x: f64, evicted: Option<f64>) -> Scored {
+    fn score_only(&mut self, slot: usize, ts: i64, x: f64, evicted: Option<f64>) -> Scored {
         fn keep<B: Bank>(b: &mut B, slot: usize, x: f64, evicted: Option<f64>) -> Scored {
             let before = b.snapshot(slot);
             let out = b.update(slot, x, evicted);
@@ -64,6 +69,7 @@ impl AnyBank {
             out
         }
         match self {
+            AnyBank::Seasonal(b) => b.score_only(slot, ts, x),
             AnyBank::Ewma(b) => keep(b, slot, x, evicted),
             AnyBank::Cusum(b) => keep(b, slot, x, evicted),
             AnyBank::PageHinkley(b) => keep(b, slot, x, evicted),
@@ -81,6 +87,7 @@ impl AnyBank {
             AnyBank::RobustZ(b) => b.bytes_per_series(),
             AnyBank::Threshold(b) => b.bytes_per_series(),
             AnyBank::Likelihood(b) => b.bytes_per_series(),
+            AnyBank::Seasonal(b) => b.bytes_per_series(),
         }
     }
 }
@@ -256,7 +263,7 @@ impl ChainGroup {
         let mut hold = false;
         if self.plan.hold {
             for (bank, out) in self.banks.iter_mut().zip(scores.iter_mut()) {
-                let s = bank.score_only(slot, x, evicted);
+                let s = bank.score_only(slot, ts, x, evicted);
                 *out = s.score;
                 if expected.is_nan() {
                     expected = s.expected;
@@ -268,7 +275,7 @@ impl ChainGroup {
         if !hold {
             expected = f64::NAN;
             for (bank, out) in self.banks.iter_mut().zip(scores.iter_mut()) {
-                let s = bank.update(slot, x, evicted);
+                let s = bank.update(slot, ts, x, evicted);
                 *out = s.score;
                 if expected.is_nan() {
                     expected = s.expected;

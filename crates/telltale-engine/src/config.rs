@@ -127,6 +127,8 @@ pub enum DetectorSpec {
     Threshold(telltale_detect::ThresholdParams),
     /// Anomaly likelihood of the EWMA surprise against its own history.
     Likelihood(telltale_detect::LikelihoodParams),
+    /// Seasonal (time-of-period) profile plus level offset; residual z-score.
+    Seasonal(telltale_detect::SeasonalParams),
 }
 
 impl DetectorSpec {
@@ -139,6 +141,7 @@ impl DetectorSpec {
             DetectorSpec::RobustZ(_) => "robust_z",
             DetectorSpec::Threshold(_) => "threshold",
             DetectorSpec::Likelihood(_) => "likelihood",
+            DetectorSpec::Seasonal(_) => "seasonal",
         }
     }
 }
@@ -172,8 +175,9 @@ impl TryFrom<RawDetector> for DetectorSpec {
             "robust_z" => parse(raw.rest).map(DetectorSpec::RobustZ),
             "threshold" => parse(raw.rest).map(DetectorSpec::Threshold),
             "likelihood" => parse(raw.rest).map(DetectorSpec::Likelihood),
+            "seasonal" => parse(raw.rest).map(DetectorSpec::Seasonal),
             other => Err(format!(
-                "{FIELD_MARK}kind{FIELD_MARK}unknown detector kind `{other}`, expected one of: ewma, cusum, page_hinkley, robust_z, threshold, likelihood"
+                "{FIELD_MARK}kind{FIELD_MARK}unknown detector kind `{other}`, expected one of: ewma, cusum, page_hinkley, robust_z, threshold, likelihood, seasonal"
             )),
         }
     }
@@ -549,6 +553,7 @@ fn validate_chain(
                 p.validate()
             }
             DetectorSpec::Threshold(p) => p.validate(),
+            DetectorSpec::Seasonal(p) => p.validate(),
             DetectorSpec::Ewma(_) | DetectorSpec::PageHinkley(_) | DetectorSpec::Likelihood(_) => {
                 Ok(())
             }

@@ -358,17 +358,23 @@ fn write_labels(out: &Path, labels: &LabelsFile) -> Result<PathBuf, Failure> {
     Ok(path)
 }
 
-fn run_gen(a: GenArgs) -> Result<(), Failure> {
-    let interval_ms = parse_duration_ms(&a.interval)
+/// `--interval` and `--start` of the generators, in milliseconds.
+fn interval_and_start(interval: &str, start: &str) -> Result<(i64, i64), Failure> {
+    let interval_ms = parse_duration_ms(interval)
         .filter(|ms| *ms > 0)
         .ok_or_else(|| {
             Failure(
-                format!("--interval `{}` is not a duration such as 15s", a.interval),
+                format!("--interval `{interval}` is not a duration such as 15s or 2s"),
                 2,
             )
         })?;
-    let start_ms = parse_rfc3339(&a.start)
-        .ok_or_else(|| Failure(format!("--start `{}` is not RFC 3339", a.start), 2))?;
+    let start_ms = parse_rfc3339(start)
+        .ok_or_else(|| Failure(format!("--start `{start}` is not RFC 3339"), 2))?;
+    Ok((interval_ms, start_ms))
+}
+
+fn run_gen(a: GenArgs) -> Result<(), Failure> {
+    let (interval_ms, start_ms) = interval_and_start(&a.interval, &a.start)?;
     if !(1..=8).contains(&a.models) {
         return Err(Failure("--models must be 1 to 8".into(), 2));
     }
@@ -557,16 +563,7 @@ fn run_bench_score(a: ScoreArgs) -> Result<(), Failure> {
 }
 
 fn run_gen_llm(a: GenLlmArgs) -> Result<(), Failure> {
-    let interval_ms = parse_duration_ms(&a.interval)
-        .filter(|ms| *ms > 0)
-        .ok_or_else(|| {
-            Failure(
-                format!("--interval `{}` is not a duration such as 2s", a.interval),
-                2,
-            )
-        })?;
-    let start_ms = parse_rfc3339(&a.start)
-        .ok_or_else(|| Failure(format!("--start `{}` is not RFC 3339", a.start), 2))?;
+    let (interval_ms, start_ms) = interval_and_start(&a.interval, &a.start)?;
     let cfg = telltale_gen::llm::LlmGenConfig {
         seed: a.seed,
         requests: a.requests,

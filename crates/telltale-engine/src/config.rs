@@ -10,7 +10,7 @@
 //! [chain]               # the default chain: series that match no rule
 //! detectors = [{ kind = "ewma", alpha = 0.05 }, { kind = "cusum" }]
 //! combine = "max"
-//! ring = 32
+//! ring = 8             # default: the robust_z window, else 8
 //! alert = { open = 0.99999, resolve = 0.99, min_points = 2, resolve_points = 5, cooldown = "0s" }
 //!
 //! [[rule]]              # first matching rule wins
@@ -194,9 +194,9 @@ fn default_detectors() -> Vec<DetectorSpec> {
     ]
 }
 
-fn default_ring() -> usize {
-    32
-}
+/// Ring capacity of a chain without a windowed detector: enough for the out-of-order check and a
+/// glance at recent points, without paying for a window nobody reads.
+pub const SMALL_RING: usize = 8;
 
 /// `[chain]`: detectors, how their scores combine, ring capacity, alerting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,9 +211,10 @@ pub struct ChainConfig {
     /// How scores combine (default max).
     #[serde(default)]
     pub combine: Combine,
-    /// Capacity of each series' ring of recent points: a power of two in [4, 4096] (default 32).
-    #[serde(default = "default_ring")]
-    pub ring: usize,
+    /// Capacity of each series' ring of recent points: a power of two in [4, 4096] (default:
+    /// the `robust_z` window when the chain has one, else 8).
+    #[serde(default)]
+    pub ring: Option<usize>,
     /// Alert state machine settings.
     #[serde(default)]
     pub alert: AlertConfig,
@@ -234,7 +235,7 @@ impl Default for ChainConfig {
             name: default_chain_name(),
             detectors: default_detectors(),
             combine: Combine::default(),
-            ring: default_ring(),
+            ring: None,
             alert: AlertConfig::default(),
             hold: false,
         }
@@ -516,10 +517,15 @@ fn validate_chain(
     name: &str,
     detectors: &[DetectorSpec],
     combine: Combine,
-    ring: usize,
+    ring: Option<usize>,
     alert: &AlertConfig,
     hold: bool,
 ) -> Result<ChainPlan, ConfigError> {
+    let window = detectors.iter().find_map(|d| match d {
+        DetectorSpec::RobustZ(p) => Some(p.window.get() as usize),
+        _ => None,
+    });
+    let ring = ring.or(window).unwrap_or(SMALL_RING);
     if !(4..=4096).contains(&ring) || !ring.is_power_of_two() {
         return Err(err(
             format!("{path}.ring"),
@@ -655,17 +661,19 @@ impl Config {
                     format!("`{}` is already the name of another chain", r.name),
                 ));
             }
-            let ring = r.ring.unwrap_or(c.ring);
+            let ring = r.ring.or(c.ring);
             let detectors = r.detectors.clone().unwrap_or_else(|| {
-                // Inherit the default chain's detectors, resizing robust_z to this ring.
+                // Inherit the default chain's detectors, resizing robust_z to this rule's ring.
                 c.detectors
                     .iter()
-                    .map(|d| match d {
-                        DetectorSpec::RobustZ(p) => DetectorSpec::RobustZ(RobustZParams {
-                            window: Count::new(ring as u32).expect("ring >= 4"),
-                            ..*p
-                        }),
-                        other => other.clone(),
+                    .map(|d| match (d, r.ring) {
+                        (DetectorSpec::RobustZ(p), Some(ring)) => {
+                            DetectorSpec::RobustZ(RobustZParams {
+                                window: Count::new(ring as u32).unwrap_or(p.window),
+                                ..*p
+                            })
+                        }
+                        (other, _) => other.clone(),
                     })
                     .collect()
             });

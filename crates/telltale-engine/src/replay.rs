@@ -233,7 +233,8 @@ struct Parser {
     /// How predictions become derived points.
     llm: Arc<LlmConfig>,
     llm_scratch: Vec<f64>,
-    /// Series this parser has sent the key of.
+    /// Series this parser has sent the key of (CSV and derived series; JSON points use
+    /// `raw_ids`).
     seen: IdMap<()>,
     /// Hash of a series' metric and labels as written → series id.
     raw_ids: IdMap<u64>,
@@ -322,9 +323,9 @@ impl Parser {
                                     self.raw_ids.clear();
                                 }
                                 self.raw_ids.insert(raw, id);
-                                if self.seen.insert(id, ()).is_none() {
-                                    out.keys.push((id, SeriesKey::from_point(&self.point)));
-                                }
+                                // Sent on every cache miss: at least with the first point of
+                                // each series this parser sees (the router ignores repeats).
+                                out.keys.push((id, SeriesKey::from_point(&self.point)));
                                 id
                             }
                         };

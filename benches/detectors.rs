@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use telltale_benches::stream;
+use telltale_benches::{filled, stream};
 use telltale_detect::score::{score_from_z, scores_from_z_in_place};
 use telltale_detect::{
     Bank, Cusum, CusumBank, CusumParams, Detector, Ewma, EwmaBank, EwmaParams, PageHinkley,
@@ -55,10 +55,7 @@ fn many_series(c: &mut Criterion) {
     let mut g = c.benchmark_group("many_series");
     g.throughput(Throughput::Elements((SERIES * STEPS) as u64));
     g.bench_function(BenchmarkId::new("ewma_dense", SERIES), |b| {
-        let mut bank = EwmaBank::new(EwmaParams::default());
-        for _ in 0..SERIES {
-            bank.add_series();
-        }
+        let mut bank: EwmaBank = filled(EwmaParams::default(), SERIES);
         b.iter(|| {
             for x in &xs {
                 bank.update_dense(black_box(x), &mut out);
@@ -66,10 +63,7 @@ fn many_series(c: &mut Criterion) {
         })
     });
     g.bench_function(BenchmarkId::new("ewma_by_slot", SERIES), |b| {
-        let mut bank = EwmaBank::new(EwmaParams::default());
-        for _ in 0..SERIES {
-            bank.add_series();
-        }
+        let mut bank: EwmaBank = filled(EwmaParams::default(), SERIES);
         b.iter(|| {
             for x in &xs {
                 for (slot, v) in x.iter().enumerate() {
@@ -79,10 +73,7 @@ fn many_series(c: &mut Criterion) {
         })
     });
     g.bench_function(BenchmarkId::new("cusum_dense", SERIES), |b| {
-        let mut bank = CusumBank::new(CusumParams::default());
-        for _ in 0..SERIES {
-            bank.add_series();
-        }
+        let mut bank: CusumBank = filled(CusumParams::default(), SERIES);
         b.iter(|| {
             for x in &xs {
                 bank.update_dense(black_box(x), &mut out);
@@ -90,10 +81,7 @@ fn many_series(c: &mut Criterion) {
         })
     });
     g.bench_function(BenchmarkId::new("page_hinkley_dense", SERIES), |b| {
-        let mut bank = PageHinkleyBank::new(PageHinkleyParams::default());
-        for _ in 0..SERIES {
-            bank.add_series();
-        }
+        let mut bank: PageHinkleyBank = filled(PageHinkleyParams::default(), SERIES);
         b.iter(|| {
             for x in &xs {
                 bank.update_dense(black_box(x), &mut out);
@@ -101,10 +89,7 @@ fn many_series(c: &mut Criterion) {
         })
     });
     g.bench_function(BenchmarkId::new("page_hinkley_by_slot", SERIES), |b| {
-        let mut bank = PageHinkleyBank::new(PageHinkleyParams::default());
-        for _ in 0..SERIES {
-            bank.add_series();
-        }
+        let mut bank: PageHinkleyBank = filled(PageHinkleyParams::default(), SERIES);
         b.iter(|| {
             for x in &xs {
                 for (slot, v) in x.iter().enumerate() {
@@ -114,10 +99,7 @@ fn many_series(c: &mut Criterion) {
         })
     });
     g.bench_function(BenchmarkId::new("robust_z_by_slot", SERIES), |b| {
-        let mut bank = RobustZBank::new(RobustZParams::default());
-        for _ in 0..SERIES {
-            bank.add_series();
-        }
+        let bank: RobustZBank = filled(RobustZParams::default(), SERIES);
         // no eviction: the window fills over the 16 steps (within its capacity of 32)
         b.iter(|| {
             let mut bank = bank.clone();

@@ -2,6 +2,15 @@
 
 use telltale_gen::Rng;
 
+/// A bank holding `n` series in their initial state.
+pub fn filled<B: telltale_detect::Bank>(params: B::Params, n: usize) -> B {
+    let mut bank = B::new(params);
+    for _ in 0..n {
+        bank.add_series();
+    }
+    bank
+}
+
 /// `n` points of a noisy level with a step in the middle, seeded.
 pub fn stream(n: usize, seed: u64) -> Vec<f64> {
     let mut rng = Rng::new(seed);
@@ -19,17 +28,7 @@ pub fn json_lines(models: usize, points: usize) -> Vec<u8> {
     };
     let mut out = Vec::new();
     telltale_gen::generate(&cfg, |metric, labels, ts, value| {
-        let labels: Vec<String> = labels
-            .iter()
-            .map(|(k, v)| format!("\"{k}\":\"{v}\""))
-            .collect();
-        out.extend_from_slice(
-            format!(
-                "{{\"metric\":\"{metric}\",\"labels\":{{{}}},\"timestamp\":{ts},\"value\":{value}}}\n",
-                labels.join(",")
-            )
-            .as_bytes(),
-        );
+        telltale_gen::write_json_line(&mut out, metric, labels, ts, value);
     });
     out
 }

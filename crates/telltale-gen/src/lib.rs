@@ -201,6 +201,35 @@ fn plan_faults(cfg: &GenConfig) -> Vec<Injected> {
     ]
 }
 
+/// Appends one point as a line of telltale's native JSON-lines format (with its newline).
+pub fn write_json_line(
+    line: &mut Vec<u8>,
+    metric: &str,
+    labels: &[(&str, &str)],
+    ts: i64,
+    value: f64,
+) {
+    let string = |line: &mut Vec<u8>, s: &str| {
+        serde_json::to_writer(&mut *line, s).expect("writing to a Vec cannot fail");
+    };
+    line.extend_from_slice(b"{\"metric\":");
+    string(line, metric);
+    line.extend_from_slice(b",\"labels\":{");
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        string(line, k);
+        line.push(b':');
+        string(line, v);
+    }
+    line.extend_from_slice(b"},\"timestamp\":");
+    line.extend_from_slice(ts.to_string().as_bytes());
+    line.extend_from_slice(b",\"value\":");
+    serde_json::to_writer(&mut *line, &value).expect("writing to a Vec cannot fail");
+    line.extend_from_slice(b"}\n");
+}
+
 /// Labels of one series.
 fn labels(model: usize) -> [(&'static str, &'static str); 2] {
     [("model", MODELS[model]), ("region", "eu-west-1")]

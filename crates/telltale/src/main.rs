@@ -395,22 +395,7 @@ fn run_gen(a: GenArgs) -> Result<(), Failure> {
             return;
         }
         line.clear();
-        line.extend_from_slice(b"{\"metric\":");
-        serde_json::to_writer(&mut line, metric).expect("string");
-        line.extend_from_slice(b",\"labels\":{");
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                line.push(b',');
-            }
-            serde_json::to_writer(&mut line, k).expect("string");
-            line.push(b':');
-            serde_json::to_writer(&mut line, v).expect("string");
-        }
-        line.extend_from_slice(b"},\"timestamp\":");
-        line.extend_from_slice(ts.to_string().as_bytes());
-        line.extend_from_slice(b",\"value\":");
-        serde_json::to_writer(&mut line, &value).expect("number");
-        line.extend_from_slice(b"}\n");
+        telltale_gen::write_json_line(&mut line, metric, labels, ts, value);
         if let Err(e) = out.write_all(&line) {
             err = Some(e);
         }

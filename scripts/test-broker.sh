@@ -6,12 +6,14 @@
 #   scripts/test-broker.sh stop    # stop the broker this script started
 #   scripts/test-broker.sh status  # print the address if it is running
 #
-# State (pid, port, log) lives in target/test-broker/. NISSHI_ROOT overrides the install root.
+# State (pid, port, log) lives in target/test-broker/ ($TELLTALE_BROKER_STATE overrides it: a
+# second, private broker). A restart with the same state folder reuses the port when it is free.
+# NISSHI_ROOT overrides the install root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="${NISSHI_ROOT:-$HOME/.local/nisshi}"
 BIN="$ROOT/bin/nisshi"
-STATE="target/test-broker"
+STATE="${TELLTALE_BROKER_STATE:-target/test-broker}"
 mkdir -p "$STATE"
 
 running() { [ -f "$STATE/pid" ] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null; }
@@ -27,7 +29,10 @@ case "${1:-start}" in
       cargo install nisshi --version 0.7.0-pre.2 --locked --no-default-features \
         --features dynostore --root "$ROOT" >&2
     fi
-    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    free() { python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1]))); print(s.getsockname()[1])' "$1" 2>/dev/null; }
+    PORT=""
+    if [ -f "$STATE/port" ]; then PORT=$(free "$(cat "$STATE/port")" || true); fi
+    if [ -z "$PORT" ]; then PORT=$(free 0); fi
     DIR=$(mktemp -d)   # nisshi reads a .env from its working directory: start it in an empty one
     ( cd "$DIR" && exec "$BIN" broker \
         --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://127.0.0.1:$PORT" \
@@ -46,7 +51,12 @@ case "${1:-start}" in
     exit 1
     ;;
   stop)
-    if running; then kill "$(cat "$STATE/pid")" && rm -f "$STATE/pid"; fi
+    if running; then
+      PID=$(cat "$STATE/pid")
+      kill "$PID"
+      for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.05; done
+      rm -f "$STATE/pid"
+    fi
     ;;
   status)
     if running; then echo "TELLTALE_KAFKA_BROKERS=127.0.0.1:$(cat "$STATE/port")"; else echo "not running"; exit 1; fi

@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 
+pub mod broker;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

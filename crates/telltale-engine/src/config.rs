@@ -80,6 +80,164 @@ pub struct Config {
     /// How `llm_prediction` records become derived series.
     #[serde(default)]
     pub llm: crate::llm::LlmConfig,
+    /// The live engine's Kafka source and sinks (`telltale run`).
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+    /// The live engine's HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[kafka]`: where `telltale run` reads telemetry and writes anomalies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Consumer group id (default `telltale`).
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Telemetry topics; an entry starting with `^` is a regular expression (librdkafka's).
+    pub topics: Vec<String>,
+    /// Where anomaly events go, keyed by series id (default `telltale-anomalies`).
+    #[serde(default = "default_anomaly_topic")]
+    pub anomaly_topic: String,
+    /// Where undecodable messages and invalid points go, unchanged, with the reason in headers
+    /// (default `telltale-dead-letters`).
+    #[serde(default = "default_dlq")]
+    pub dead_letter_topic: String,
+    /// Most messages taken into one engine batch (default 4096).
+    #[serde(default = "default_kafka_batch")]
+    pub batch: usize,
+    /// How long a rebalance or a shutdown may wait for in-flight events to be acknowledged
+    /// before committing (default `10s`; must be below `session.timeout.ms`).
+    #[serde(default = "default_drain")]
+    pub drain_timeout: String,
+    /// Raw librdkafka properties for both clients (strings), e.g. `"client.id" = "edge-1"`.
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+    /// Raw librdkafka properties for the consumer only, e.g. `"session.timeout.ms" = "6000"`.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+    /// Raw librdkafka properties for the producer only, e.g. `"linger.ms" = "1"`.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+}
+
+fn default_group() -> String {
+    "telltale".into()
+}
+fn default_anomaly_topic() -> String {
+    "telltale-anomalies".into()
+}
+fn default_dlq() -> String {
+    "telltale-dead-letters".into()
+}
+fn default_kafka_batch() -> usize {
+    4096
+}
+fn default_drain() -> String {
+    "10s".into()
+}
+
+/// librdkafka properties `telltale run` sets itself because its guarantees depend on them.
+pub const KAFKA_RESERVED: &[&str] = &[
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "group.id",
+    "bootstrap.servers",
+];
+
+impl KafkaConfig {
+    /// Checks the section; `Ok` carries the drain timeout in milliseconds.
+    pub fn validate(&self) -> Result<u64, ConfigError> {
+        if self.brokers.trim().is_empty() {
+            return Err(err("kafka.brokers", "must not be empty"));
+        }
+        if self.group_id.is_empty() {
+            return Err(err("kafka.group_id", "must not be empty"));
+        }
+        if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
+            return Err(err("kafka.topics", "must list at least one topic (no empty names)"));
+        }
+        for (field, t) in [
+            ("anomaly_topic", &self.anomaly_topic),
+            ("dead_letter_topic", &self.dead_letter_topic),
+        ] {
+            if t.is_empty() {
+                return Err(err(format!("kafka.{field}"), "must not be empty"));
+            }
+            if self.topics.contains(t) {
+                return Err(err(
+                    format!("kafka.{field}"),
+                    format!("`{t}` is also an input topic: the engine would read its own output"),
+                ));
+            }
+        }
+        if self.batch == 0 {
+            return Err(err("kafka.batch", "must be >= 1"));
+        }
+        for (table, map) in [
+            ("librdkafka", &self.librdkafka),
+            ("consumer", &self.consumer),
+            ("producer", &self.producer),
+        ] {
+            if let Some(key) = map.keys().find(|k| KAFKA_RESERVED.contains(&k.as_str())) {
+                return Err(err(
+                    format!("kafka.{table}.\"{key}\""),
+                    "is set by telltale (use the [kafka] fields; offsets are stored only after \
+                     events are acknowledged)",
+                ));
+            }
+        }
+        let drain = parse_duration_ms(&self.drain_timeout)
+            .filter(|d| *d > 0)
+            .ok_or_else(|| err("kafka.drain_timeout", "expected a duration such as `10s`"))?;
+        let session = match (
+            self.consumer.get("session.timeout.ms"),
+            self.librdkafka.get("session.timeout.ms"),
+        ) {
+            (None, None) => 45_000,
+            (Some(v), _) | (None, Some(v)) => v.parse::<i64>().map_err(|_| {
+                err(
+                    "kafka.consumer.\"session.timeout.ms\"",
+                    "expected milliseconds",
+                )
+            })?,
+        };
+        if drain >= session {
+            return Err(err(
+                "kafka.drain_timeout",
+                format!(
+                    "{} ms is not below session.timeout.ms ({session} ms): a rebalance would \
+                     time out before the drain ends",
+                    drain
+                ),
+            ));
+        }
+        Ok(drain as u64)
+    }
+}
+
+/// `[http]`: the live engine's endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on (default `127.0.0.1:9464`; empty disables the endpoint).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
 }
 
 /// `[engine]`.
@@ -612,6 +770,17 @@ impl Config {
 
     /// Validates cross-field constraints and compiles rules.
     pub fn plan(&self) -> Result<Plan, ConfigError> {
+        if let Some(k) = &self.kafka {
+            k.validate()?;
+        }
+        if !self.http.listen.is_empty()
+            && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(err(
+                "http.listen",
+                format!("`{}` is not an address such as 127.0.0.1:9464", self.http.listen),
+            ));
+        }
         if self.engine.batch == 0 {
             return Err(err("engine.batch", "must be >= 1"));
         }

@@ -23,6 +23,47 @@ pub enum StreamName {
     },
 }
 
+/// The engine's table of input streams, indexed by [`Source::stream`].
+///
+/// Replay knows its files up front; a Kafka source appends topic partitions as it first sees
+/// them. The lock is taken to append a stream (once per partition) and to render an event's or a
+/// reject's source (rare); never per point.
+#[derive(Debug, Default)]
+pub struct Streams(std::sync::RwLock<Vec<StreamName>>);
+
+impl Streams {
+    /// A table holding `names`.
+    pub fn new(names: Vec<StreamName>) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self(std::sync::RwLock::new(names)))
+    }
+
+    /// Appends a stream and returns its index.
+    pub fn push(&self, name: StreamName) -> u32 {
+        let mut v = self.0.write().unwrap_or_else(|e| e.into_inner());
+        v.push(name);
+        (v.len() - 1) as u32
+    }
+
+    /// Calls `f` with the stream at `index` (a placeholder file name if there is none).
+    pub fn with<R>(&self, index: u32, f: impl FnOnce(&StreamName) -> R) -> R {
+        let v = self.0.read().unwrap_or_else(|e| e.into_inner());
+        match v.get(index as usize) {
+            Some(s) => f(s),
+            None => f(&StreamName::File(String::from("?"))),
+        }
+    }
+
+    /// Streams in the table.
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Position of one input record: index of its stream plus offset in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Source {

@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::alert::{EventState, Severity};
 use crate::codec::{PointBuf, RejectReason};
 use crate::config::Plan;
-use crate::event::{Source, SourceJson, StreamName};
+use crate::event::{Source, SourceJson, Streams};
 use crate::key::{IdMap, SeriesKey, point_series_id};
 use crate::shard::{Emitted, Item, Rejected, Shard, ShardBatch, ShardOutput};
 
@@ -72,6 +72,25 @@ impl Report {
     }
 }
 
+/// Where the merger hands events and rejects, in input order.
+///
+/// [`Outputs`] writes JSON lines; the Kafka sink produces them to topics. `batch_done` tells the
+/// sink that every event and reject of pipeline batch `no` (see [`Pipeline::flush`]) has been
+/// handed to it, which is what at-least-once offset tracking waits for.
+pub trait Sink: Send {
+    /// One event (`e.json` is its JSON, no newline).
+    fn event(&mut self, e: &Emitted) -> io::Result<()>;
+    /// One rejected record; `streams` names its source.
+    fn reject(&mut self, r: &Rejected, streams: &Streams) -> io::Result<()>;
+    /// Every output of batch `no` has been passed to [`Sink::event`] / [`Sink::reject`].
+    fn batch_done(&mut self, no: u64) -> io::Result<()> {
+        let _ = no;
+        Ok(())
+    }
+    /// The pipeline is finishing: write out anything buffered.
+    fn flush(&mut self) -> io::Result<()>;
+}
+
 /// Where the pipeline writes.
 pub struct Outputs {
     /// Anomaly events, one JSON object per line.
@@ -114,22 +133,36 @@ struct MergeResult {
     summaries: Vec<EventSummary>,
 }
 
-fn write_reject(w: &mut dyn Write, streams: &[StreamName], r: &Rejected) -> io::Result<()> {
-    let detail = r.reason.to_string();
-    let line = serde_json::json!({
-        "source": SourceJson(&streams[r.source.stream as usize], r.source.offset),
-        "reason": r.reason.code(),
-        "detail": detail,
-        "record": r.record,
-    });
-    serde_json::to_writer(&mut *w, &line)?;
-    w.write_all(b"\n")
+impl Sink for Outputs {
+    fn event(&mut self, e: &Emitted) -> io::Result<()> {
+        self.events.write_all(&e.json)?;
+        self.events.write_all(b"\n")
+    }
+
+    fn reject(&mut self, r: &Rejected, streams: &Streams) -> io::Result<()> {
+        let detail = r.reason.to_string();
+        let line = streams.with(r.source.stream, |s| {
+            serde_json::json!({
+                "source": SourceJson(s, r.source.offset),
+                "reason": r.reason.code(),
+                "detail": detail,
+                "record": r.record,
+            })
+        });
+        serde_json::to_writer(&mut *self.rejects, &line)?;
+        self.rejects.write_all(b"\n")
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.events.flush()?;
+        self.rejects.flush()
+    }
 }
 
 fn merge(
     from_shards: Vec<Receiver<ShardOutput>>,
-    mut outputs: Outputs,
-    streams: Arc<[StreamName]>,
+    mut sink: Box<dyn Sink>,
+    streams: Arc<Streams>,
 ) -> io::Result<MergeResult> {
     let mut res = MergeResult {
         points: 0,
@@ -139,7 +172,7 @@ fn merge(
     };
     let mut events: Vec<Emitted> = Vec::new();
     let mut rejects: Vec<Rejected> = Vec::new();
-    'batches: loop {
+    'batches: for no in 0u64.. {
         for rx in &from_shards {
             let Ok(mut out) = rx.recv() else {
                 break 'batches;
@@ -151,8 +184,7 @@ fn merge(
         events.sort_unstable_by_key(|e| e.seq);
         rejects.sort_unstable_by_key(|r| r.seq);
         for e in events.drain(..) {
-            outputs.events.write_all(&e.json)?;
-            outputs.events.write_all(b"\n")?;
+            sink.event(&e)?;
             res.events[match e.state {
                 EventState::Open => 0,
                 EventState::Update => 1,
@@ -168,17 +200,18 @@ fn merge(
         }
         for r in rejects.drain(..) {
             *res.rejects.entry(r.reason.code()).or_default() += 1;
-            write_reject(&mut *outputs.rejects, &streams, &r)?;
+            sink.reject(&r, &streams)?;
         }
+        sink.batch_done(no)?;
     }
-    outputs.events.flush()?;
-    outputs.rejects.flush()?;
+    sink.flush()?;
     Ok(res)
 }
 
 impl Pipeline {
-    /// Starts `plan.shards` shard workers and the merger.
-    pub fn start(plan: Plan, streams: Arc<[StreamName]>, outputs: Outputs) -> Self {
+    /// Starts `plan.shards` shard workers and the merger, which hands outputs to `sink`.
+    pub fn start(plan: Plan, streams: Arc<Streams>, sink: impl Sink + 'static) -> Self {
+        let sink: Box<dyn Sink> = Box::new(sink);
         let plan = Arc::new(plan);
         let n = plan.shards;
         let (recycle_tx, recycled) = unbounded();
@@ -210,7 +243,7 @@ impl Pipeline {
         }
         let merger = std::thread::Builder::new()
             .name("telltale-merge".into())
-            .spawn(move || merge(from_shards, outputs, streams))
+            .spawn(move || merge(from_shards, sink, streams))
             .expect("spawn merger thread");
         let batch = plan.batch;
         Self {
@@ -316,8 +349,14 @@ impl Pipeline {
         }
     }
 
-    /// Sends the pending batch to the shards.
-    pub fn flush(&mut self) {
+    /// Number of the batch being filled: the next [`Pipeline::flush`] sends it.
+    pub fn open_batch(&self) -> u64 {
+        self.batch_no
+    }
+
+    /// Sends the pending batch to the shards and returns its number (batches are numbered from 0
+    /// in the order they are sent; every point pushed so far is in this batch or an earlier one).
+    pub fn flush(&mut self) -> u64 {
         for (i, tx) in self.to_shards.iter().enumerate() {
             let fresh = self
                 .recycled
@@ -338,6 +377,7 @@ impl Pipeline {
         }
         self.batch_no += 1;
         self.pending_count = 0;
+        self.batch_no - 1
     }
 
     /// Records routed so far (points and rejects).
@@ -363,7 +403,7 @@ impl Pipeline {
             .expect("merger")
             .join()
             .map_err(|_| io::Error::other("the merger panicked"))??;
-        let probe = Shard::new(&self.plan, Arc::from(Vec::new()));
+        let probe = Shard::new(&self.plan, Streams::new(Vec::new()));
         Ok(Report {
             points: merged.points,
             records: self.seq,

@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::codec::{CsvLayout, PointBuf, RejectReason, parse_json_line};
 use crate::config::Plan;
-use crate::event::{Source, StreamName};
+use crate::event::{Source, StreamName, Streams};
 use crate::key::{IdMap, SeriesKey, point_series_id, series_id};
 use crate::llm::{
     LlmConfig, Prediction, REQUEST_MARGIN, derived_points, parse_prediction, series_labels,
@@ -573,10 +573,12 @@ pub fn replay(
     outputs: Outputs,
     progress: bool,
 ) -> io::Result<Report> {
-    let streams: Arc<[StreamName]> = inputs
-        .iter()
-        .map(|i| StreamName::File(i.path.display().to_string()))
-        .collect();
+    let streams = Streams::new(
+        inputs
+            .iter()
+            .map(|i| StreamName::File(i.path.display().to_string()))
+            .collect(),
+    );
     let parsers = plan.parsers.max(1);
     let llm = Arc::new(plan.llm.clone());
     let window_ms = plan.llm_window_ms;

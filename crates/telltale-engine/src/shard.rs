@@ -9,7 +9,7 @@ use crate::alert::{EventState, Severity};
 use crate::chain::ChainGroup;
 use crate::codec::RejectReason;
 use crate::config::Plan;
-use crate::event::{DetectorScore, Event, Source, SourceJson, StreamName};
+use crate::event::{DetectorScore, Event, Source, SourceJson, Streams};
 use crate::key::SeriesKey;
 
 /// One entry of a batch sent to a shard.
@@ -68,6 +68,8 @@ pub struct ShardBatch {
 pub struct Emitted {
     /// Sequence number of the point that caused it.
     pub seq: u64,
+    /// Its series id.
+    pub id: u64,
     /// The event as one line of JSON (no newline).
     pub json: Vec<u8>,
     /// Its state.
@@ -108,12 +110,12 @@ struct SlotInfo {
 pub struct Shard {
     groups: Vec<ChainGroup>,
     slots: Vec<SlotInfo>,
-    streams: Arc<[StreamName]>,
+    streams: Arc<Streams>,
 }
 
 impl Shard {
     /// An empty shard for `plan`; `streams` names the sources that `Source::stream` indexes.
-    pub fn new(plan: &Plan, streams: Arc<[StreamName]>) -> Self {
+    pub fn new(plan: &Plan, streams: Arc<Streams>) -> Self {
         Self {
             groups: plan.chains.iter().map(ChainGroup::new).collect(),
             slots: Vec::new(),
@@ -169,7 +171,8 @@ impl Shard {
                                         score: *s,
                                     })
                                     .collect();
-                                let event = Event::build(
+                                let json = self.streams.with(source.stream, |stream| {
+                                    let event = Event::build(
                                     tr.state,
                                     tr.severity,
                                     &info.key,
@@ -181,14 +184,13 @@ impl Shard {
                                     o.expected,
                                     o.score,
                                     detectors,
-                                    SourceJson(
-                                        &self.streams[source.stream as usize],
-                                        source.offset,
-                                    ),
+                                    SourceJson(stream, source.offset),
                                 );
-                                let json = serde_json::to_vec(&event).expect("event serialises");
+                                    serde_json::to_vec(&event).expect("event serialises")
+                                });
                                 out.events.push(Emitted {
                                     seq,
+                                    id: info.id,
                                     json,
                                     state: tr.state,
                                     severity: tr.severity,

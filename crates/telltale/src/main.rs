@@ -19,6 +19,8 @@ use telltale_engine::time::{format_rfc3339, parse_duration_ms, parse_rfc3339};
 use telltale_engine::{Config, Outputs, Report};
 use telltale_gen::{GenConfig, generate};
 
+mod kafka;
+
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
@@ -39,6 +41,12 @@ enum Command {
     Gen(GenCommandArgs),
     /// Benchmark detector chains on a NAB-layout corpus, or score others' per-row scores.
     Bench(BenchArgs),
+    /// Run the live engine: consume telemetry from Kafka, produce anomaly events to Kafka.
+    Run(kafka::RunArgs),
+    /// Replay recorded telemetry (JSON lines) into a Kafka topic, keyed by series.
+    Produce(kafka::ProduceArgs),
+    /// Print the anomaly events of a Kafka topic.
+    Tail(kafka::TailArgs),
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +215,9 @@ fn main() -> ExitCode {
             Some(BenchCommand::Llm(l)) => run_bench_llm(l),
             None => run_bench(a.run),
         },
+        Command::Run(a) => kafka::run(a),
+        Command::Produce(a) => kafka::run_produce(a),
+        Command::Tail(a) => kafka::run_tail(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,250 @@
+//! The CLI's Kafka clients: `telltale produce` and `telltale tail`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use telltale_engine::codec::{PointBuf, parse_json_line};
+use telltale_engine::key::point_series_id;
+
+use crate::Error;
+use crate::run::apply;
+
+/// Counts delivery reports.
+#[derive(Debug, Default)]
+struct Count {
+    acked: AtomicU64,
+    failed: AtomicU64,
+    first_error: std::sync::OnceLock<String>,
+}
+
+#[derive(Debug, Default)]
+struct CountCtx(Arc<Count>);
+
+impl ClientContext for CountCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::log_rdkafka("produce", level, fac, log_message);
+    }
+}
+
+impl ProducerContext for CountCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(_) => self.0.acked.fetch_add(1, Ordering::Relaxed),
+            Err((e, _)) => {
+                let _ = self.0.first_error.set(e.to_string());
+                self.0.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// What `produce` did.
+#[derive(Debug, Clone, Copy)]
+pub struct Produced {
+    /// Lines sent.
+    pub sent: u64,
+    /// Lines the broker acknowledged.
+    pub acked: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Sends every non-blank line of `input` as one message to `topic`, keyed by its series id
+/// (16 hex digits, the engine's id; lines that are not points are sent without a key), at most
+/// `rate` messages per second if given. Waits for every acknowledgement.
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    input: &mut dyn BufRead,
+    rate: Option<f64>,
+    overrides: &BTreeMap<String, String>,
+) -> Result<Produced, Error> {
+    let count = Arc::new(Count::default());
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("client.id", "telltale-produce");
+    apply(&mut cfg, &[overrides]);
+    let producer: ThreadedProducer<CountCtx> = cfg.create_with_context(CountCtx(count.clone()))?;
+    let started = Instant::now();
+    let mut point = PointBuf::default();
+    let mut scratch = Vec::new();
+    let mut key = String::new();
+    let mut line = String::new();
+    let mut sent = 0u64;
+    loop {
+        line.clear();
+        if input.read_line(&mut line)? == 0 {
+            break;
+        }
+        let text = line.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            continue;
+        }
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(sent as f64 / rate);
+            let now = started.elapsed();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        key.clear();
+        if parse_json_line(text, &mut point).is_ok() {
+            use std::fmt::Write as _;
+            let _ = write!(key, "{:016x}", point_series_id(&point, &mut scratch));
+        }
+        let mut record: BaseRecord<'_, str, str> = BaseRecord::to(topic).payload(text);
+        if !key.is_empty() {
+            record = record.key(key.as_str());
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        sent += 1;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let failed = count.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(Error::Delivery(format!(
+            "{failed} of {sent} messages not acknowledged; first error: {}",
+            count.first_error.get().map_or("?", String::as_str)
+        )));
+    }
+    Ok(Produced {
+        sent,
+        acked: count.acked.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// How `tail` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailFormat {
+    /// One line per event: time, state, severity, series, value, expected, score, id.
+    Human,
+    /// The event JSON as it is on the topic.
+    Json,
+}
+
+/// Options of `tail`.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// Start at the beginning of the topic (else at its end).
+    pub from_beginning: bool,
+    /// Stop after this many events.
+    pub max: Option<u64>,
+    /// Stop when no event arrived for this long.
+    pub idle_exit: Option<Duration>,
+    /// Output format.
+    pub format: TailFormat,
+}
+
+/// Prints the events of `topic` to `out` (every partition, no consumer group, nothing committed).
+/// Returns how many were printed.
+pub fn tail(
+    brokers: &str,
+    topic: &str,
+    opts: &TailOptions,
+    overrides: &BTreeMap<String, String>,
+    out: &mut dyn Write,
+) -> Result<u64, Error> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
+        .set("group.id", "telltale-tail")
+        .set("enable.auto.commit", "false")
+        .set("client.id", "telltale-tail");
+    apply(&mut cfg, &[overrides]);
+    let consumer: BaseConsumer = cfg.create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .ok_or_else(|| Error::Kafka(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopic)))?;
+    let mut tpl = TopicPartitionList::new();
+    let start = if opts.from_beginning {
+        Offset::Beginning
+    } else {
+        Offset::End
+    };
+    for p in t.partitions() {
+        tpl.add_partition_offset(topic, p.id(), start)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut printed = 0u64;
+    let mut last = Instant::now();
+    while opts.max.is_none_or(|m| printed < m) {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {
+                if opts.idle_exit.is_some_and(|d| last.elapsed() >= d) {
+                    break;
+                }
+            }
+            Some(Err(e)) => tracing::warn!(target: "telltale::kafka", "tail: {e}"),
+            Some(Ok(m)) => {
+                last = Instant::now();
+                let payload = m.payload().unwrap_or(&[]);
+                match opts.format {
+                    TailFormat::Json => {
+                        out.write_all(payload)?;
+                        out.write_all(b"\n")?;
+                    }
+                    TailFormat::Human => writeln!(out, "{}", human(payload))?,
+                }
+                out.flush()?;
+                printed += 1;
+            }
+        }
+    }
+    Ok(printed)
+}
+
+/// One event as a line a person reads.
+pub fn human(payload: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return String::from_utf8_lossy(payload).into_owned();
+    };
+    let s = |k: &str| v[k].as_str().unwrap_or("?").to_owned();
+    let labels = v["series"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let num = |k: &str| v[k].as_f64().map_or("-".to_owned(), |x| format!("{x:.4}"));
+    format!(
+        "{} {:<8} {:<8} {}{{{}}} value={} expected={} score={} chain={} id={}",
+        s("timestamp"),
+        s("state").to_uppercase(),
+        s("severity"),
+        v["series"]["metric"].as_str().unwrap_or("?"),
+        labels,
+        num("value"),
+        num("expected"),
+        num("score"),
+        s("chain"),
+        s("id"),
+    )
+}

@@ -1,0 +1,670 @@
+//! `telltale run`: the live engine between a consumer group and the anomaly topic.
+//!
+//! One consumer thread polls messages in bursts (up to `kafka.batch`), decodes them with the
+//! engine's JSON codec and routes their points to the shards; each burst ends with a pipeline
+//! flush and becomes a *group* remembering, per partition, the next offset to store. A group's
+//! offsets are stored (for librdkafka's auto-commit) only when every batch up to its last one is
+//! confirmed by [`Acks`]: handed to the producer by the merger and acknowledged by the broker.
+//! Hence at-least-once: a crash loses nothing that was not committed, and a committed offset
+//! never runs ahead of an unacknowledged event.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message};
+use rdkafka::producer::BaseRecord;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, TopicPartitionList};
+use telltale_engine::codec::{PointBuf, RejectReason, parse_json_line};
+use telltale_engine::config::KafkaConfig;
+use telltale_engine::event::{Source, StreamName, Streams};
+use telltale_engine::llm::parse_prediction;
+use telltale_engine::{Config, Pipeline, Report};
+
+use crate::Error;
+use crate::acks::{Acks, RING};
+use crate::metrics::{Metrics, now_ms};
+use crate::sink::{
+    DeliveryCtx, KafkaSink, Producer, Stamps, dead_letter_headers, dlq_opaque, send_blocking,
+};
+
+/// What a run did, once it stopped.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// The pipeline's report (points, events, series).
+    pub report: Report,
+    /// Messages consumed.
+    pub messages: u64,
+    /// Messages sent to the dead-letter topic.
+    pub dead_letters: u64,
+}
+
+/// A burst of messages: the last pipeline batch holding its points, and per partition (stream
+/// index) the offset of its last message, stored once that batch is confirmed (librdkafka's
+/// `rd_kafka_offset_store` then commits that offset + 1, the next one to read).
+#[derive(Debug)]
+struct Group {
+    last_batch: u64,
+    offsets: Vec<(u32, i64)>,
+}
+
+/// Offset bookkeeping shared by the poll loop and the rebalance callback (both run on the
+/// consumer thread; the mutex is taken once per burst).
+#[derive(Debug, Default)]
+struct Tracker {
+    confirmed: u64,
+    groups: VecDeque<Group>,
+    /// Stream index → (topic, partition).
+    names: Vec<(String, i32)>,
+}
+
+impl Tracker {
+    /// Stores the offsets of every confirmed group, oldest first.
+    fn store_confirmed<C: ConsumerContext>(
+        &mut self,
+        acks: &Acks,
+        consumer: &BaseConsumer<C>,
+        metrics: &Metrics,
+    ) {
+        acks.advance(&mut self.confirmed);
+        while self
+            .groups
+            .front()
+            .is_some_and(|g| g.last_batch < self.confirmed)
+        {
+            let g = self.groups.pop_front().expect("front exists");
+            for (stream, offset) in g.offsets {
+                let (topic, partition) = &self.names[stream as usize];
+                match consumer.store_offset(topic, *partition, offset) {
+                    Ok(()) => {
+                        metrics.offsets_stored.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // The partition was revoked since: its new owner reprocesses from the last
+                    // commit (at-least-once).
+                    Err(e) => tracing::debug!(
+                        target: "telltale::kafka",
+                        "offset {offset} of {topic}/{partition} not stored: {e}"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Whether an unconfirmed group holds an offset of one of `parts`.
+    fn waits_on(&self, parts: &[(String, i32)]) -> bool {
+        self.groups.iter().any(|g| {
+            g.offsets
+                .iter()
+                .any(|(s, _)| parts.contains(&self.names[*s as usize]))
+        })
+    }
+}
+
+/// Consumer context: drains on revocation, tracks the assignment and librdkafka statistics.
+#[derive(Debug)]
+struct SourceCtx {
+    tracker: Mutex<Tracker>,
+    acks: Arc<Acks>,
+    metrics: Arc<Metrics>,
+    drain: Duration,
+}
+
+impl SourceCtx {
+    /// Waits (up to the drain timeout) until no unconfirmed group holds an offset of `parts`,
+    /// storing offsets as groups complete; returns whether it finished in time.
+    fn drain(&self, consumer: &BaseConsumer<Self>, parts: Option<&[(String, i32)]>) -> bool {
+        let deadline = Instant::now() + self.drain;
+        loop {
+            let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            t.store_confirmed(&self.acks, consumer, &self.metrics);
+            let waiting = match parts {
+                Some(p) => t.waits_on(p),
+                None => !t.groups.is_empty(),
+            };
+            drop(t);
+            if !waiting {
+                return true;
+            }
+            if self.acks.failure().is_some() || Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Logs librdkafka's own log lines through `tracing`.
+pub(crate) fn log_rdkafka(client: &str, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "telltale::kafka", "{client} librdkafka {fac}: {msg}")
+        }
+        RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "telltale::kafka", "{client} librdkafka {fac}: {msg}")
+        }
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "telltale::kafka", "{client} librdkafka {fac}: {msg}")
+        }
+        RDKafkaLogLevel::Debug => {
+            tracing::debug!(target: "telltale::kafka", "{client} librdkafka {fac}: {msg}")
+        }
+    }
+}
+
+impl ClientContext for SourceCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_rdkafka("consumer", level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "telltale::kafka", "consumer: {error}: {reason}");
+    }
+
+    fn stats(&self, s: Statistics) {
+        let mut lag = Vec::new();
+        for (topic, t) in &s.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 && part.fetch_state != "none" {
+                    lag.push((topic.clone(), *p, part.consumer_lag));
+                }
+            }
+        }
+        lag.sort();
+        *self.metrics.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+impl ConsumerContext for SourceCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.metrics.rebalances.fetch_add(1, Ordering::Relaxed);
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.metrics.ready.store(false, Ordering::Relaxed);
+            let parts = partitions(tpl);
+            let started = Instant::now();
+            let in_time = self.drain(consumer, Some(&parts));
+            if !in_time {
+                tracing::warn!(
+                    target: "telltale::kafka",
+                    "revoke: drain timeout ({:?}) passed with events unacknowledged; their \
+                     messages will be consumed again by the partitions' next owner",
+                    self.drain
+                );
+            }
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => {}
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => tracing::warn!(target: "telltale::kafka", "revoke: commit failed: {e}"),
+            }
+            let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            let names = std::mem::take(&mut t.names);
+            for g in &mut t.groups {
+                g.offsets.retain(|(s, _)| !parts.contains(&names[*s as usize]));
+            }
+            t.names = names;
+            tracing::info!(
+                target: "telltale::kafka",
+                "revoked {} partition(s); drained and committed in {:?}",
+                parts.len(),
+                started.elapsed()
+            );
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let owned = consumer.assignment().map_or(0, |a| a.count());
+        self.metrics.assigned.store(owned as i64, Ordering::Relaxed);
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(
+                    target: "telltale::kafka",
+                    "assigned {} partition(s); {owned} owned",
+                    tpl.count()
+                );
+                self.metrics.ready.store(true, Ordering::Relaxed);
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => {
+                tracing::warn!(target: "telltale::kafka", "rebalance error: {e}")
+            }
+        }
+    }
+}
+
+/// Applies `maps` in order (later wins) on top of `cfg`.
+pub(crate) fn apply(cfg: &mut ClientConfig, maps: &[&std::collections::BTreeMap<String, String>]) {
+    for m in maps {
+        for (k, v) in m.iter() {
+            cfg.set(k, v);
+        }
+    }
+}
+
+/// The engine's producer, configured from `[kafka]`.
+fn producer(k: &KafkaConfig, ctx: DeliveryCtx) -> Result<Producer, Error> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &k.brokers)
+        .set("linger.ms", "5")
+        .set("client.id", "telltale-engine");
+    apply(&mut cfg, &[&k.librdkafka, &k.producer]);
+    cfg.set("enable.idempotence", "true");
+    Ok(cfg.create_with_context(ctx)?)
+}
+
+fn consumer(k: &KafkaConfig, ctx: SourceCtx) -> Result<BaseConsumer<SourceCtx>, Error> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &k.brokers)
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000")
+        .set("client.id", "telltale-engine");
+    apply(&mut cfg, &[&k.librdkafka, &k.consumer]);
+    cfg.set("group.id", &k.group_id)
+        .set("enable.auto.offset.store", "false");
+    Ok(cfg.create_with_context(ctx)?)
+}
+
+/// Decodes one message and routes its points; a message with any bad record goes to the
+/// dead-letter topic whole and none of its points are scored.
+struct Decoder {
+    point: PointBuf,
+    points: u64,
+}
+
+enum Verdict {
+    Routed,
+    Dead(&'static str, String),
+}
+
+impl Decoder {
+    fn check(&mut self, line: &str) -> Result<(), RejectReason> {
+        match parse_json_line(line, &mut self.point) {
+            Ok(()) => Ok(()),
+            Err(reason) => Err(reason),
+        }
+    }
+
+    fn decode(&mut self, payload: Option<&[u8]>, pipe: &mut Pipeline, source: Source) -> Verdict {
+        let Some(bytes) = payload.filter(|b| !b.iter().all(u8::is_ascii_whitespace)) else {
+            return Verdict::Dead("empty_message", "message has no payload".into());
+        };
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return Verdict::Dead("not_utf8", RejectReason::NotUtf8.to_string());
+        };
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let first = lines.next().unwrap_or("");
+        let single = lines.next().is_none();
+        if single {
+            return match self.check(first) {
+                Ok(()) => {
+                    pipe.push(&self.point, source);
+                    self.points += 1;
+                    Verdict::Routed
+                }
+                Err(reason) => self.dead(first, reason),
+            };
+        }
+        // Several records: all must be valid before any is scored.
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if let Err(reason) = self.check(line) {
+                return self.dead(line, reason);
+            }
+        }
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if parse_json_line(line, &mut self.point).is_ok() {
+                pipe.push(&self.point, source);
+                self.points += 1;
+            }
+        }
+        Verdict::Routed
+    }
+
+    fn dead(&self, line: &str, reason: RejectReason) -> Verdict {
+        if parse_prediction(line).is_some() {
+            return Verdict::Dead(
+                "unsupported_record",
+                "llm_prediction records are scored by `telltale replay`; `telltale run` takes \
+                 points (send the derived confidence series as points)"
+                    .into(),
+            );
+        }
+        Verdict::Dead(reason.code(), reason.to_string())
+    }
+}
+
+/// Runs the live engine until `shutdown` is set (then drains, commits and returns).
+///
+/// When the broker stops acknowledging (a delivery fails after librdkafka's own retries, e.g.
+/// `message.timeout.ms`, or the idempotent producer hits a fatal error, as when a broker lost its
+/// producer state), the session is torn down without committing anything unacknowledged and a
+/// new one starts from the committed offsets: new producer, new consumer, fresh models. So the
+/// engine outlives broker restarts and never skips a message; it may repeat events
+/// (at-least-once). Configuration errors and failures to create clients end the run.
+pub fn run(
+    config: &Config,
+    shutdown: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) -> Result<RunSummary, Error> {
+    loop {
+        match session(config, shutdown.clone(), metrics.clone()) {
+            Err(Error::Delivery(why)) if !shutdown.load(Ordering::Relaxed) => {
+                metrics.restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    target: "telltale::kafka",
+                    "delivery failed ({why}); restarting the Kafka session from the committed \
+                     offsets in 1 s"
+                );
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => {
+                metrics.fatal.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+            ok => return ok,
+        }
+    }
+}
+
+/// One Kafka session: clients, pipeline and models, from the committed offsets on.
+fn session(
+    config: &Config,
+    shutdown: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) -> Result<RunSummary, Error> {
+    let k = config.kafka.as_ref().ok_or(Error::NoKafka)?;
+    let drain = Duration::from_millis(k.validate()?);
+    let plan = config.plan()?;
+    // Output topics are created when missing (as many partitions as the first input topic has,
+    // else 8); input topics belong to whoever produces them.
+    let partitions = input_partitions(k).unwrap_or(8);
+    crate::admin::ensure_topics(
+        &k.brokers,
+        &[
+            (&k.anomaly_topic, partitions),
+            (&k.dead_letter_topic, partitions),
+        ],
+    )?;
+    let acks = Arc::new(Acks::default());
+    let producer = Arc::new(producer(
+        k,
+        DeliveryCtx {
+            acks: acks.clone(),
+            metrics: metrics.clone(),
+        },
+    )?);
+    let consumer = consumer(
+        k,
+        SourceCtx {
+            tracker: Mutex::new(Tracker::default()),
+            acks: acks.clone(),
+            metrics: metrics.clone(),
+            drain,
+        },
+    )?;
+    let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(
+        target: "telltale::kafka",
+        "consuming {:?} as group `{}` from {}; anomalies to `{}`, dead letters to `{}`",
+        k.topics, k.group_id, k.brokers, k.anomaly_topic, k.dead_letter_topic
+    );
+
+    let streams = Streams::new(Vec::new());
+    let (stamps_tx, stamps_rx): (Sender<Stamps>, Receiver<Stamps>) = unbounded();
+    let (recycle_tx, recycle_rx) = unbounded::<Vec<i64>>();
+    let mut pipe = Pipeline::start(
+        plan,
+        streams.clone(),
+        KafkaSink {
+            producer: producer.clone(),
+            acks: acks.clone(),
+            metrics: metrics.clone(),
+            topic: k.anomaly_topic.clone(),
+            dlq: k.dead_letter_topic.clone(),
+            batch: 0,
+            stamps: stamps_rx,
+            recycle: recycle_tx,
+            waiting: None,
+            key: String::new(),
+        },
+    );
+
+    // (topic → partition → stream index), filled as partitions first deliver.
+    let mut index: HashMap<String, Vec<u32>> = HashMap::new();
+    let mut dec = Decoder {
+        point: PointBuf::default(),
+        points: 0,
+    };
+    let mut slot_of_stream: Vec<u32> = Vec::new();
+    let mut messages = 0u64;
+    let mut dead = 0u64;
+    let ctx = consumer.context();
+    let mut fatal = None;
+    let mut stamps: Vec<i64> = Vec::new();
+
+    while !shutdown.load(Ordering::Relaxed) {
+        metrics.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        if let Some(f) = acks.failure() {
+            fatal = Some(Error::Delivery(f.to_owned()));
+            break;
+        }
+        {
+            let mut t = ctx.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            t.store_confirmed(&acks, &consumer, &metrics);
+            if pipe.open_batch() - t.confirmed >= RING / 2 {
+                drop(t);
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+        }
+        let mut offsets: Vec<(u32, i64)> = Vec::new();
+        let mut n = 0usize;
+        let points_before = dec.points;
+        while n < k.batch {
+            let timeout = if n == 0 {
+                Duration::from_millis(100)
+            } else {
+                Duration::ZERO
+            };
+            let m = match consumer.poll(timeout) {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(target: "telltale::kafka", "consumer: {e}");
+                    break;
+                }
+                Some(Ok(m)) => m,
+            };
+            n += 1;
+            let stream = stream_index(&mut index, &streams, ctx, &m);
+            let s = stream as usize;
+            if slot_of_stream.len() <= s {
+                slot_of_stream.resize(s + 1, u32::MAX);
+            }
+            match slot_of_stream[s] {
+                u32::MAX => {
+                    slot_of_stream[s] = offsets.len() as u32;
+                    offsets.push((stream, m.offset()));
+                }
+                i => offsets[i as usize].1 = m.offset(),
+            }
+            if let Some(ts) = m.timestamp().to_millis() {
+                stamps.push(ts);
+            }
+            let source = Source {
+                stream,
+                offset: m.offset() as u64,
+            };
+            if let Verdict::Dead(code, detail) = dec.decode(m.payload(), &mut pipe, source) {
+                dead += 1;
+                if let Err(e) = dead_letter(&producer, &acks, &metrics, k, &pipe, &m, code, &detail) {
+                    fatal = Some(Error::Kafka(e));
+                    break;
+                }
+            }
+        }
+        if n == 0 {
+            continue;
+        }
+        messages += n as u64;
+        metrics.messages_in.fetch_add(n as u64, Ordering::Relaxed);
+        metrics
+            .points_in
+            .fetch_add(dec.points - points_before, Ordering::Relaxed);
+        for (stream, _) in &offsets {
+            slot_of_stream[*stream as usize] = u32::MAX;
+        }
+        let last_batch = pipe.flush();
+        let full = std::mem::replace(&mut stamps, recycle_rx.try_recv().unwrap_or_default());
+        let _ = stamps_tx.send((last_batch, full));
+        ctx.tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .groups
+            .push_back(Group {
+                last_batch,
+                offsets,
+            });
+        if fatal.is_some() {
+            break;
+        }
+    }
+
+    metrics.ready.store(false, Ordering::Relaxed);
+    if let Some(e) = fatal.or_else(|| acks.failure().map(|f| Error::Delivery(f.to_owned()))) {
+        // Nothing unacknowledged is committed: the pipeline and producer are dropped without
+        // a drain (their threads wind down on their own; the producer's queue is purged).
+        let e = match e {
+            Error::Kafka(k) => Error::Delivery(k.to_string()),
+            other => other,
+        };
+        return Err(e);
+    }
+    tracing::info!(target: "telltale::kafka", "shutting down: draining in-flight events");
+    let started = Instant::now();
+    let drained = ctx.drain(&consumer, None);
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(target: "telltale::kafka", "final commit failed: {e}"),
+    }
+    if !drained {
+        tracing::warn!(
+            target: "telltale::kafka",
+            "drain timeout ({drain:?}) passed with events unacknowledged; their messages will be \
+             consumed again"
+        );
+    }
+    tracing::info!(
+        target: "telltale::kafka",
+        "drained and committed in {:?}",
+        started.elapsed()
+    );
+    drop(stamps_tx);
+    let report = pipe.finish()?;
+    consumer.unsubscribe();
+    drop(consumer);
+    Ok(RunSummary {
+        report,
+        messages,
+        dead_letters: dead,
+    })
+}
+
+/// Partitions of the first listed (non-regex) input topic, if it exists.
+fn input_partitions(k: &KafkaConfig) -> Option<i32> {
+    let topic = k.topics.iter().find(|t| !t.starts_with('^'))?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &k.brokers)
+        .create()
+        .ok()?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()?;
+    let n = md.topics().first()?.partitions().len() as i32;
+    (n > 0).then_some(n)
+}
+
+/// The stream index of a message's partition, registering it on first sight.
+fn stream_index(
+    index: &mut HashMap<String, Vec<u32>>,
+    streams: &Streams,
+    ctx: &SourceCtx,
+    m: &BorrowedMessage<'_>,
+) -> u32 {
+    let p = m.partition().max(0) as usize;
+    if let Some(v) = index.get(m.topic())
+        && let Some(&s) = v.get(p)
+        && s != u32::MAX
+    {
+        return s;
+    }
+    let s = streams.push(StreamName::Kafka {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+    });
+    ctx.tracker
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .names
+        .push((m.topic().to_owned(), m.partition()));
+    let v = index.entry(m.topic().to_owned()).or_default();
+    if v.len() <= p {
+        v.resize(p + 1, u32::MAX);
+    }
+    v[p] = s;
+    s
+}
+
+/// Sends a message, unchanged, to the dead-letter topic with the reason in its headers.
+#[allow(clippy::too_many_arguments)]
+fn dead_letter(
+    producer: &Producer,
+    acks: &Acks,
+    metrics: &Metrics,
+    k: &KafkaConfig,
+    pipe: &Pipeline,
+    m: &BorrowedMessage<'_>,
+    code: &'static str,
+    detail: &str,
+) -> KafkaResult<()> {
+    metrics.reject(code);
+    tracing::debug!(
+        target: "telltale::kafka",
+        "dead letter {}/{}@{}: {code}: {detail}",
+        m.topic(),
+        m.partition(),
+        m.offset()
+    );
+    let mut headers = dead_letter_headers(code, detail, m.topic(), m.partition(), m.offset());
+    if let Some(h) = m.headers() {
+        for i in 0..h.count() {
+            let header = h.get(i);
+            headers = headers.insert(header);
+        }
+    }
+    let no = pipe.open_batch();
+    acks.sent(no);
+    let mut record = BaseRecord::with_opaque_to(&k.dead_letter_topic, dlq_opaque(no))
+        .payload(m.payload().unwrap_or(&[]))
+        .headers(headers);
+    if let Some(key) = m.key() {
+        record = record.key(key);
+    }
+    if let Some(ts) = m.timestamp().to_millis() {
+        record = record.timestamp(ts);
+    }
+    send_blocking(producer, metrics, record).inspect_err(|_| acks.failed(no, "dead letter".into()))
+}

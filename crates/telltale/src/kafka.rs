@@ -1,0 +1,191 @@
+//! `telltale run`, `telltale produce` and `telltale tail`: the Kafka side of the CLI.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use clap::Args;
+use telltale_engine::Config;
+use telltale_engine::time::parse_duration_ms;
+use telltale_kafka::client::{TailFormat, TailOptions, produce, tail};
+use telltale_kafka::metrics::{Metrics, serve};
+
+use crate::Failure;
+
+/// Where the brokers are when no flag says: `$TELLTALE_KAFKA_BROKERS`, else 127.0.0.1:9092.
+fn default_brokers() -> String {
+    std::env::var("TELLTALE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// TOML configuration with a [kafka] section (brokers, topics, anomaly and dead-letter topics).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Serve /metrics, /healthz and /readyz here (overrides [http] listen; "" disables).
+    #[arg(long)]
+    http: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProduceArgs {
+    /// JSON-lines file of points (or - for stdin); one message per line, keyed by series id.
+    input: PathBuf,
+    /// Topic to write to.
+    #[arg(long, short)]
+    topic: String,
+    /// Bootstrap servers (default: $TELLTALE_KAFKA_BROKERS, else 127.0.0.1:9092).
+    #[arg(long, short)]
+    brokers: Option<String>,
+    /// Messages per second (default: as fast as the broker takes them).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Extra librdkafka properties, `key=value` (repeatable).
+    #[arg(long = "set", short = 'X', value_parser = key_value)]
+    set: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    /// Topic of anomaly events.
+    #[arg(long, short, default_value = "telltale-anomalies")]
+    topic: String,
+    /// Bootstrap servers (default: $TELLTALE_KAFKA_BROKERS, else 127.0.0.1:9092).
+    #[arg(long, short)]
+    brokers: Option<String>,
+    /// Print each event's JSON as it is on the topic.
+    #[arg(long)]
+    json: bool,
+    /// Start from the beginning of the topic (default: only new events).
+    #[arg(long)]
+    from_beginning: bool,
+    /// Stop after this many events.
+    #[arg(long)]
+    max: Option<u64>,
+    /// Stop when no event arrived for this long (e.g. 5s).
+    #[arg(long)]
+    idle_exit: Option<String>,
+    /// Extra librdkafka properties, `key=value` (repeatable).
+    #[arg(long = "set", short = 'X', value_parser = key_value)]
+    set: Vec<(String, String)>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{s}` is not key=value"))
+}
+
+/// Logs to stderr; the level comes from $TELLTALE_LOG (error, warn, info, debug, trace;
+/// default info).
+fn init_logging() {
+    let level = std::env::var("TELLTALE_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+pub(crate) fn run(a: RunArgs) -> Result<(), Failure> {
+    init_logging();
+    let mut config = Config::from_file(&a.config).map_err(|e| Failure(e.to_string(), 2))?;
+    if let Some(h) = a.http {
+        config.http.listen = h;
+    }
+    // Validate everything (the [kafka] section included) before touching the network.
+    config.plan().map_err(|e| Failure(e.to_string(), 2))?;
+    if config.kafka.is_none() {
+        return Err(Failure(telltale_kafka::Error::NoKafka.to_string(), 2));
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while draining exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, shutdown.clone())?;
+        signal_hook::flag::register(sig, shutdown.clone())?;
+    }
+    let metrics = Arc::new(Metrics::default());
+    if !config.http.listen.is_empty() {
+        let addr = config
+            .http
+            .listen
+            .parse()
+            .map_err(|e| Failure(format!("http.listen: {e}"), 2))?;
+        let bound = serve(addr, metrics.clone())
+            .map_err(|e| Failure(format!("cannot listen on {addr}: {e}"), 1))?;
+        tracing::info!("serving /metrics, /healthz, /readyz on http://{bound}");
+    }
+    let summary = telltale_kafka::run::run(&config, shutdown, metrics)?;
+    tracing::info!(
+        "stopped: {} messages, {} points, {} series, {} events, {} dead letters",
+        summary.messages,
+        summary.report.points,
+        summary.report.series,
+        summary.report.total_events(),
+        summary.dead_letters
+    );
+    Ok(())
+}
+
+pub(crate) fn run_produce(a: ProduceArgs) -> Result<(), Failure> {
+    init_logging();
+    if a.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(Failure("--rate must be a positive number".into(), 2));
+    }
+    let mut input: Box<dyn io::BufRead> = if a.input.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        let f = File::open(&a.input)
+            .map_err(|e| Failure(format!("cannot open {}: {e}", a.input.display()), 2))?;
+        Box::new(BufReader::with_capacity(1 << 16, f))
+    };
+    let overrides: BTreeMap<String, String> = a.set.into_iter().collect();
+    let brokers = a.brokers.unwrap_or_else(default_brokers);
+    let p = produce(&brokers, &a.topic, &mut input, a.rate, &overrides)?;
+    eprintln!(
+        "produced {} messages to {} in {:.2} s ({:.0} msg/s), {} acknowledged",
+        p.sent,
+        a.topic,
+        p.elapsed.as_secs_f64(),
+        p.sent as f64 / p.elapsed.as_secs_f64().max(1e-9),
+        p.acked
+    );
+    Ok(())
+}
+
+pub(crate) fn run_tail(a: TailArgs) -> Result<(), Failure> {
+    init_logging();
+    let idle_exit = a
+        .idle_exit
+        .as_deref()
+        .map(|s| {
+            parse_duration_ms(s)
+                .filter(|d| *d > 0)
+                .map(|d| Duration::from_millis(d as u64))
+                .ok_or_else(|| Failure(format!("--idle-exit: `{s}` is not a duration"), 2))
+        })
+        .transpose()?;
+    let opts = TailOptions {
+        from_beginning: a.from_beginning,
+        max: a.max,
+        idle_exit,
+        format: if a.json {
+            TailFormat::Json
+        } else {
+            TailFormat::Human
+        },
+    };
+    let overrides: BTreeMap<String, String> = a.set.into_iter().collect();
+    let brokers = a.brokers.unwrap_or_else(default_brokers);
+    let mut out = io::stdout().lock();
+    tail(&brokers, &a.topic, &opts, &overrides, &mut out)?;
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! `telltale run` against a real Kafka-compatible broker (nisshi, started by
+//! `scripts/test-broker.sh`): consumer groups, at-least-once delivery, dead letters.
+//!
+//! Input series carry spikes far above a static bound (the `spikes` chain), so every anomaly's
+//! event id depends only on its own points: whichever instance scores it, before or after a
+//! restart, it gets the same id. Assertions are on sets of distinct ids or (partition, offset)
+//! pairs, so a duplicate can never hide a loss.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use telltale_tests::broker::*;
+
+const EVERY: usize = 50;
+
+fn all_expected(series: usize, range: std::ops::Range<usize>) -> BTreeSet<String> {
+    (0..series)
+        .flat_map(|i| expected_ids(i, range.clone(), EVERY))
+        .collect()
+}
+
+/// Reads the anomaly topic until every id in `want` is there (or 90 s pass).
+fn read_events(s: &EngineSetup, want: &BTreeSet<String>) -> Vec<Msg> {
+    read_until(&s.brokers, &s.anomalies, Duration::from_secs(90), |m| {
+        event_ids(m).is_superset(want)
+    })
+}
+
+fn assert_all_present(got: &[Msg], want: &BTreeSet<String>, engine_log: &str) {
+    let ids = event_ids(got);
+    let missing: Vec<_> = want.difference(&ids).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} expected anomalies missing (e.g. {:?}); engine log:\n{engine_log}",
+        missing.len(),
+        want.len(),
+        &missing[..missing.len().min(3)]
+    );
+}
+
+#[test]
+fn consumes_every_partition() {
+    let s = EngineSetup::new("every-partition", 8);
+    let (series, points) = (16, 200);
+    produce_points(&s.brokers, &s.input, series, 8, 0..points, EVERY);
+    let engine = Engine::start("every-partition", &s.config());
+    let want = all_expected(series, 0..points);
+    assert_eq!(want.len(), 16 * 4);
+    let got = read_events(&s, &want);
+    assert_all_present(&got, &want, &engine.log_text());
+    // Every input partition fed events, and events are keyed by their series id.
+    let partitions: BTreeSet<i64> = got
+        .iter()
+        .map(|m| m.json()["source"]["partition"].as_i64().expect("partition"))
+        .collect();
+    assert_eq!(partitions, (0..8).collect::<BTreeSet<i64>>());
+    for m in &got {
+        let v = m.json();
+        assert_eq!(
+            m.key.as_deref(),
+            Some(v["series_id"].as_str().expect("series_id").as_bytes())
+        );
+    }
+    // Nothing else was opened: the only anomalies are the spikes.
+    assert_eq!(event_ids(&got), want);
+    // The endpoint reports what happened.
+    engine.wait_for("all points counted", Duration::from_secs(30), |e| {
+        e.metric("telltale_points_in_total") == Some((series * points) as f64)
+    });
+    let (status, _) = engine.get("/healthz");
+    assert!(status.contains("200"), "{status}");
+    let (status, _) = engine.get("/readyz");
+    assert!(status.contains("200"), "{status}");
+    let (_, body) = engine.get("/metrics");
+    assert!(body.contains("telltale_consumer_lag{topic=") || body.contains("telltale_consumer_lag"));
+    assert!(body.contains("telltale_verdict_latency_seconds_count"));
+}
+
+#[test]
+fn resumes_from_committed_offsets_after_restart() {
+    let s = EngineSetup::new("resume", 4);
+    let series = 8;
+    let first = produce_points(&s.brokers, &s.input, series, 4, 0..100, EVERY);
+    let mut engine = Engine::start("resume-1", &s.config());
+    let want1 = all_expected(series, 0..100);
+    let got = read_events(&s, &want1);
+    assert_all_present(&got, &want1, &engine.log_text());
+    engine.wait_for("first part consumed", Duration::from_secs(30), |e| {
+        e.metric("telltale_messages_in_total") == Some(first as f64)
+    });
+    engine.terminate();
+    assert!(engine.wait(Duration::from_secs(30)).success());
+    // Two series per partition, 100 points each: offsets 0..200 read, 200 committed.
+    assert_eq!(committed(&s.brokers, &s.group, &s.input, 4), vec![200; 4]);
+
+    // A restart consumes only what came after the committed offsets.
+    let second = produce_points(&s.brokers, &s.input, series, 4, 100..200, EVERY);
+    let engine = Engine::start("resume-2", &s.config());
+    let want2 = all_expected(series, 100..200);
+    let got = read_events(&s, &want1.union(&want2).cloned().collect());
+    assert_all_present(&got, &want2, &engine.log_text());
+    engine.wait_for("second part consumed", Duration::from_secs(30), |e| {
+        e.metric("telltale_messages_in_total") == Some(second as f64)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        engine.metric("telltale_messages_in_total"),
+        Some(second as f64),
+        "the restarted engine read messages before its committed offsets"
+    );
+}
+
+#[test]
+fn no_anomaly_lost_when_killed_mid_stream() {
+    let s = EngineSetup::new("kill", 4);
+    let (series, points) = (16, 3000);
+    let n = produce_points(&s.brokers, &s.input, series, 4, 0..points, EVERY);
+    let mut engine = Engine::start("kill-1", &s.config());
+    // Kill it once it has committed something but not everything.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = committed(&s.brokers, &s.group, &s.input, 4)
+            .iter()
+            .map(|o| o.max(&0))
+            .sum();
+        if done > 0 {
+            assert!(
+                (done as usize) < n,
+                "the engine finished before it could be killed; make the input longer"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing committed:\n{}", engine.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    engine.kill();
+    let _engine = Engine::start("kill-2", &s.config());
+    let want = all_expected(series, 0..points);
+    let got = read_events(&s, &want);
+    assert_all_present(&got, &want, &_engine.log_text());
+}
+
+#[test]
+fn drains_and_commits_on_sigterm() {
+    let s = EngineSetup::new("sigterm", 4);
+    let (series, points) = (16, 3000);
+    produce_points(&s.brokers, &s.input, series, 4, 0..points, EVERY);
+    let mut engine = Engine::start("sigterm", &s.config());
+    engine.wait_for("consuming", Duration::from_secs(60), |e| {
+        e.metric("telltale_messages_in_total").unwrap_or(0.0) > 1000.0
+    });
+    // Mid-stream: it stops, drains what is in flight, commits, and exits 0.
+    engine.terminate();
+    let status = engine.wait(Duration::from_secs(30));
+    let log = engine.log_text();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert!(log.contains("drained and committed"), "{log}");
+    // (The broker serves partitions one after another, so some may not be started yet: -1.)
+    let committed = committed(&s.brokers, &s.group, &s.input, 4);
+    assert!(committed.iter().any(|o| *o > 0), "{committed:?}");
+    // Every anomaly whose spike lies below its partition's committed offset is on the topic:
+    // series i is on partition i % 4; it holds series i, i+4, ... in time order, so point j of
+    // series i is at offset j * (series / 4) + i / 4.
+    let per_partition = series / 4;
+    let want: BTreeSet<String> = (0..series)
+        .flat_map(|i| {
+            let limit = committed[i % 4].max(0) as usize;
+            let below = (0..points)
+                .take_while(|j| j * per_partition + i / 4 < limit)
+                .count();
+            expected_ids(i, 0..below, EVERY)
+        })
+        .collect();
+    assert!(!want.is_empty());
+    let got = read_until(&s.brokers, &s.anomalies, Duration::from_secs(20), |m| {
+        event_ids(m).is_superset(&want)
+    });
+    assert_all_present(&got, &want, &log);
+}
+
+#[test]
+fn rebalances_between_two_instances() {
+    let s = EngineSetup::new("rebalance", 8);
+    let series = 16;
+    let a = Engine::start("rebalance-a", &s.config());
+    let mut b = Engine::start("rebalance-b", &s.config());
+    let owned = |e: &Engine| e.metric("telltale_assigned_partitions").unwrap_or(0.0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(owned(&a) > 0.0 && owned(&b) > 0.0 && owned(&a) + owned(&b) == 8.0) {
+        assert!(
+            Instant::now() < deadline,
+            "partitions not split: a={} b={}\n{}\n{}",
+            owned(&a),
+            owned(&b),
+            a.log_text(),
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    produce_points(&s.brokers, &s.input, series, 8, 0..100, EVERY);
+    let want1 = all_expected(series, 0..100);
+    let got = read_events(&s, &want1);
+    assert_all_present(&got, &want1, &a.log_text());
+    let (ma, mb) = (
+        a.metric("telltale_messages_in_total").unwrap_or(0.0),
+        b.metric("telltale_messages_in_total").unwrap_or(0.0),
+    );
+    assert!(ma > 0.0 && mb > 0.0, "both instances consume: a={ma} b={mb}");
+
+    // One leaves; the other takes over every partition and goes on.
+    b.terminate();
+    assert!(b.wait(Duration::from_secs(30)).success());
+    a.wait_for("a owns all 8 partitions", Duration::from_secs(60), |e| {
+        owned(e) == 8.0
+    });
+    produce_points(&s.brokers, &s.input, series, 8, 100..200, EVERY);
+    let want = all_expected(series, 0..200);
+    let got = read_events(&s, &want);
+    assert_all_present(&got, &want, &a.log_text());
+}
+
+#[test]
+fn poison_message_goes_to_dlq_and_partition_advances() {
+    let s = EngineSetup::new("poison", 1);
+    let p = producer(&s.brokers);
+    let send = |payload: &[u8], key: Option<&str>| {
+        let mut r = rdkafka::producer::BaseRecord::<str, [u8]>::to(&s.input).payload(payload);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        rdkafka::producer::Producer::flush(&p, Duration::ZERO).ok();
+        p.send(r).map_err(|(e, _)| e).expect("send");
+    };
+    for j in 0..10 {
+        send(point_line(0, j, EVERY).as_bytes(), None);
+    }
+    let poison: Vec<(&[u8], &str)> = vec![
+        (b"this is not json", "malformed"),
+        (
+            br#"{"metric":"tt_test_latency","labels":{"series":"0"},"timestamp":1700000010000,"value":"abc"}"#,
+            "non_finite_value",
+        ),
+        (b"\xff\xfe\x00garbage", "not_utf8"),
+        (br#"{"labels":{},"timestamp":1,"value":1}"#, "missing_field"),
+    ];
+    for (payload, _) in &poison {
+        send(payload, Some("poison-key"));
+    }
+    // After the poison: a spike the engine must still see.
+    for j in 10..40 {
+        send(point_line(0, j, EVERY).as_bytes(), None);
+    }
+    rdkafka::producer::Producer::flush(&p, Duration::from_secs(10)).expect("flush");
+    let engine = Engine::start("poison", &s.config());
+    let want = expected_ids(0, 0..40, EVERY);
+    assert_eq!(want.len(), 1);
+    let got = read_events(&s, &want);
+    assert_all_present(&got, &want, &engine.log_text());
+
+    let dead = read_until(&s.brokers, &s.dlq, Duration::from_secs(30), |m| {
+        m.len() >= poison.len()
+    });
+    assert_eq!(dead.len(), poison.len(), "{}", engine.log_text());
+    let mut offsets = BTreeSet::new();
+    for (m, (payload, reason)) in dead.iter().zip(&poison) {
+        assert_eq!(&m.payload[..], *payload, "payload unchanged");
+        assert_eq!(m.key.as_deref(), Some(&b"poison-key"[..]));
+        assert_eq!(m.header("telltale.reason").as_deref(), Some(*reason));
+        assert_eq!(m.header("telltale.source.topic"), Some(s.input.clone()));
+        assert_eq!(m.header("telltale.source.partition").as_deref(), Some("0"));
+        offsets.insert(m.header("telltale.source.offset").expect("offset"));
+        assert!(m.header("telltale.detail").is_some_and(|d| !d.is_empty()));
+    }
+    assert_eq!(
+        offsets,
+        ["10", "11", "12", "13"].map(String::from).into_iter().collect()
+    );
+    // The partition moved on: everything is committed, and the rejects are counted.
+    engine.wait_for("offsets committed to the end", Duration::from_secs(30), |_| {
+        committed(&s.brokers, &s.group, &s.input, 1) == vec![44]
+    });
+    assert_eq!(engine.metric("telltale_dead_letters_total"), Some(4.0));
+    assert_eq!(
+        engine.metric("telltale_rejects_total{reason=\"malformed\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn survives_broker_restart() {
+    // A private broker: restarting the shared one would disturb the other tests.
+    let state = crate_temp("broker-restart");
+    let brokers = start_broker(Some(&state));
+    let s = EngineSetup::on(brokers.clone(), "restart", 2);
+    let series = 4;
+    produce_points(&s.brokers, &s.input, series, 2, 0..100, EVERY);
+    let engine = Engine::start("restart", &s.config());
+    let want1 = all_expected(series, 0..100);
+    let got = read_events(&s, &want1);
+    assert_all_present(&got, &want1, &engine.log_text());
+
+    // The broker goes away and comes back on the same port, empty (memory storage): the
+    // topics are created again, as an operator would.
+    stop_broker(&state);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(start_broker(Some(&state)), brokers);
+    create_topic(&brokers, &s.input, 2);
+    create_topic(&brokers, &s.anomalies, 2);
+    create_topic(&brokers, &s.dlq, 2);
+    produce_points(&s.brokers, &s.input, series, 2, 100..200, EVERY);
+    let want2 = all_expected(series, 100..200);
+    let got = read_events(&s, &want2);
+    let log = engine.log_text();
+    stop_broker(&state);
+    assert_all_present(&got, &want2, &log);
+}
+
+#[test]
+fn kcat_produces_telemetry_and_reads_anomalies() {
+    // Debian's kcat, with the librdkafka our build compiled (Debian's 2.0.2 cannot talk to the
+    // test broker: its ApiVersion request fails).
+    let lib = built_librdkafka_dir().expect("librdkafka.so.1 from the rdkafka-sys build");
+    let s = EngineSetup::new("kcat", 2);
+    let dir = telltale_tests::temp_dir(&unique("kcat"));
+    let input = dir.join("points.jsonl");
+    // `key<TAB>point` lines: kcat keys each message by its series id, so a series stays on one
+    // partition, in order.
+    let key = format!("{:016x}", series_key(3).id());
+    let lines: Vec<String> = (0..100)
+        .map(|j| format!("{key}\t{}", point_line(3, j, EVERY)))
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write");
+    let kcat = |args: &[&str]| {
+        Command::new("kcat")
+            .env("LD_LIBRARY_PATH", &lib)
+            .arg("-b")
+            .arg(&s.brokers)
+            .args(args)
+            .output()
+            .expect("kcat (Debian package `kcat`) must be installed: scripts/test.sh installs it")
+    };
+    let out = kcat(&["-t", &s.input, "-P", "-K", "\t", "-l", input.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let engine = Engine::start("kcat", &s.config());
+    let want = expected_ids(3, 0..100, EVERY);
+    assert_eq!(want.len(), 2);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = kcat(&["-t", &s.anomalies, "-C", "-e", "-o", "beginning", "-q"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ids: BTreeSet<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["id"].as_str().map(str::to_owned))
+            .collect();
+        if ids.is_superset(&want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kcat read {ids:?}, want {want:?}; stderr: {}\nengine log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            engine.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn crate_temp(name: &str) -> std::path::PathBuf {
+    telltale_tests::temp_dir(&unique(name))
+}

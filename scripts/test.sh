@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need when it is missing, then runs every test.
-#   - Chromium (Debian package) for the report rendering test.
+# The test command: installs what the tests need when it is missing, starts it, runs every test.
+#   - Chromium (Debian package) for the report rendering test;
+#   - kcat (Debian package), the outside Kafka client of one broker test;
+#   - a Kafka-compatible broker (nisshi, scripts/test-broker.sh) on a free loopback port, stopped
+#     again at the end unless it was already running.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "== installing chromium (Debian package) for the report test"
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]} (Debian packages) for the tests"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ -z "${TELLTALE_KAFKA_BROKERS:-}" ]; then
+  already=0
+  scripts/test-broker.sh status >/dev/null 2>&1 && already=1
+  echo "== starting the test broker"
+  eval "export $(scripts/test-broker.sh start | tail -n 1)"
+  echo "   TELLTALE_KAFKA_BROKERS=$TELLTALE_KAFKA_BROKERS"
+  if [ "$already" = 0 ]; then trap 'scripts/test-broker.sh stop' EXIT; fi
 fi
 
 cargo test --workspace --locked "$@"

@@ -370,7 +370,10 @@ pub fn telltale_bin() -> PathBuf {
             .to_path_buf();
         let ok = Command::new(env!("CARGO"))
             .args(["build", "--quiet", "-p", "telltale", "--bin", "telltale"])
-            .env("CARGO_TARGET_DIR", profile_dir.parent().expect("target dir"))
+            .env(
+                "CARGO_TARGET_DIR",
+                profile_dir.parent().expect("target dir"),
+            )
             .current_dir(repo_root())
             .status()
             .expect("cargo build")
@@ -484,7 +487,10 @@ impl Engine {
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
-                panic!("engine did not exit in {timeout:?}; log:\n{}", self.log_text());
+                panic!(
+                    "engine did not exit in {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -502,7 +508,11 @@ impl Drop for Engine {
 pub fn http_get(addr: &str, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut text = String::new();
     s.read_to_string(&mut text).expect("read");
     let status = text.lines().next().unwrap_or("").to_owned();

@@ -73,7 +73,9 @@ fn consumes_every_partition() {
     let (status, _) = engine.get("/readyz");
     assert!(status.contains("200"), "{status}");
     let (_, body) = engine.get("/metrics");
-    assert!(body.contains("telltale_consumer_lag{topic=") || body.contains("telltale_consumer_lag"));
+    assert!(
+        body.contains("telltale_consumer_lag{topic=") || body.contains("telltale_consumer_lag")
+    );
     assert!(body.contains("telltale_verdict_latency_seconds_count"));
 }
 
@@ -131,7 +133,11 @@ fn no_anomaly_lost_when_killed_mid_stream() {
             );
             break;
         }
-        assert!(Instant::now() < deadline, "nothing committed:\n{}", engine.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "nothing committed:\n{}",
+            engine.log_text()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     engine.kill();
@@ -206,7 +212,10 @@ fn rebalances_between_two_instances() {
         a.metric("telltale_messages_in_total").unwrap_or(0.0),
         b.metric("telltale_messages_in_total").unwrap_or(0.0),
     );
-    assert!(ma > 0.0 && mb > 0.0, "both instances consume: a={ma} b={mb}");
+    assert!(
+        ma > 0.0 && mb > 0.0,
+        "both instances consume: a={ma} b={mb}"
+    );
 
     // One leaves; the other takes over every partition and goes on.
     b.terminate();
@@ -274,12 +283,17 @@ fn poison_message_goes_to_dlq_and_partition_advances() {
     }
     assert_eq!(
         offsets,
-        ["10", "11", "12", "13"].map(String::from).into_iter().collect()
+        ["10", "11", "12", "13"]
+            .map(String::from)
+            .into_iter()
+            .collect()
     );
     // The partition moved on: everything is committed, and the rejects are counted.
-    engine.wait_for("offsets committed to the end", Duration::from_secs(30), |_| {
-        committed(&s.brokers, &s.group, &s.input, 1) == vec![44]
-    });
+    engine.wait_for(
+        "offsets committed to the end",
+        Duration::from_secs(30),
+        |_| committed(&s.brokers, &s.group, &s.input, 1) == vec![44],
+    );
     assert_eq!(engine.metric("telltale_dead_letters_total"), Some(4.0));
     assert_eq!(
         engine.metric("telltale_rejects_total{reason=\"malformed\"}"),
@@ -340,8 +354,20 @@ fn kcat_produces_telemetry_and_reads_anomalies() {
             .output()
             .expect("kcat (Debian package `kcat`) must be installed: scripts/test.sh installs it")
     };
-    let out = kcat(&["-t", &s.input, "-P", "-K", "\t", "-l", input.to_str().expect("path")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kcat(&[
+        "-t",
+        &s.input,
+        "-P",
+        "-K",
+        "\t",
+        "-l",
+        input.to_str().expect("path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let engine = Engine::start("kcat", &s.config());
     let want = expected_ids(3, 0..100, EVERY);
     assert_eq!(want.len(), 2);

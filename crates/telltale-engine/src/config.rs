@@ -158,7 +158,10 @@ impl KafkaConfig {
             return Err(err("kafka.group_id", "must not be empty"));
         }
         if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
-            return Err(err("kafka.topics", "must list at least one topic (no empty names)"));
+            return Err(err(
+                "kafka.topics",
+                "must list at least one topic (no empty names)",
+            ));
         }
         for (field, t) in [
             ("anomaly_topic", &self.anomaly_topic),
@@ -773,12 +776,14 @@ impl Config {
         if let Some(k) = &self.kafka {
             k.validate()?;
         }
-        if !self.http.listen.is_empty()
-            && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
         {
             return Err(err(
                 "http.listen",
-                format!("`{}` is not an address such as 127.0.0.1:9464", self.http.listen),
+                format!(
+                    "`{}` is not an address such as 127.0.0.1:9464",
+                    self.http.listen
+                ),
             ));
         }
         if self.engine.batch == 0 {
@@ -1010,5 +1015,68 @@ detectors = [{ kind = "page_hinkley" }]
         assert!(Glob::new("*").matches(""));
         assert!(Glob::new("x").matches("x"));
         assert!(!Glob::new("x").matches("xy"));
+    }
+
+    fn kafka(extra: &str) -> Result<Plan, ConfigError> {
+        Config::from_toml(&format!(
+            "[kafka]\nbrokers = \"127.0.0.1:9092\"\ntopics = [\"telemetry\"]\n{extra}"
+        ))?
+        .plan()
+    }
+
+    #[test]
+    fn kafka_section_has_sane_defaults() {
+        let c = Config::from_toml("[kafka]\nbrokers = \"b:9092\"\ntopics = [\"t\"]").unwrap();
+        let k = c.kafka.as_ref().unwrap();
+        assert_eq!(k.group_id, "telltale");
+        assert_eq!(k.anomaly_topic, "telltale-anomalies");
+        assert_eq!(k.dead_letter_topic, "telltale-dead-letters");
+        assert_eq!(k.validate().unwrap(), 10_000);
+        assert_eq!(c.http.listen, "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn drain_timeout_must_be_below_the_session_timeout() {
+        let e =
+            kafka("drain_timeout = \"10s\"\n[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"")
+                .unwrap_err();
+        assert_eq!(e.path, "kafka.drain_timeout");
+        assert!(e.message.contains("6000"), "{e}");
+        assert!(
+            kafka("drain_timeout = \"2s\"\n[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"")
+                .is_ok()
+        );
+        let e = kafka("drain_timeout = \"soon\"").unwrap_err();
+        assert_eq!(e.path, "kafka.drain_timeout");
+    }
+
+    #[test]
+    fn kafka_settings_that_guarantees_depend_on_cannot_be_overridden() {
+        let e = kafka("[kafka.consumer]\n\"enable.auto.offset.store\" = \"true\"").unwrap_err();
+        assert_eq!(e.path, "kafka.consumer.\"enable.auto.offset.store\"");
+        let e = kafka("[kafka.producer]\n\"enable.idempotence\" = \"false\"").unwrap_err();
+        assert_eq!(e.path, "kafka.producer.\"enable.idempotence\"");
+    }
+
+    #[test]
+    fn kafka_output_topics_must_differ_from_inputs() {
+        let e = kafka("anomaly_topic = \"telemetry\"").unwrap_err();
+        assert_eq!(e.path, "kafka.anomaly_topic");
+        let e = Config::from_toml("[kafka]\nbrokers = \"b\"\ntopics = []")
+            .unwrap()
+            .plan()
+            .unwrap_err();
+        assert_eq!(e.path, "kafka.topics");
+    }
+
+    #[test]
+    fn unknown_kafka_fields_are_named() {
+        let e = kafka("brokerz = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("brokerz"), "{e}");
+        let e = Config::from_toml("[http]\nlisten = \"nowhere\"")
+            .unwrap()
+            .plan()
+            .unwrap_err();
+        assert_eq!(e.path, "http.listen");
     }
 }

@@ -173,19 +173,19 @@ impl Shard {
                                     .collect();
                                 let json = self.streams.with(source.stream, |stream| {
                                     let event = Event::build(
-                                    tr.state,
-                                    tr.severity,
-                                    &info.key,
-                                    info.id,
-                                    &plan.name,
-                                    ts,
-                                    tr.onset,
-                                    value,
-                                    o.expected,
-                                    o.score,
-                                    detectors,
-                                    SourceJson(stream, source.offset),
-                                );
+                                        tr.state,
+                                        tr.severity,
+                                        &info.key,
+                                        info.id,
+                                        &plan.name,
+                                        ts,
+                                        tr.onset,
+                                        value,
+                                        o.expected,
+                                        o.score,
+                                        detectors,
+                                        SourceJson(stream, source.offset),
+                                    );
                                     serde_json::to_vec(&event).expect("event serialises")
                                 });
                                 out.events.push(Emitted {

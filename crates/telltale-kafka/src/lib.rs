@@ -23,7 +23,9 @@ pub(crate) use run::log_rdkafka;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The configuration has no `[kafka]` section.
-    #[error("the configuration has no [kafka] section (brokers, topics, ...): `telltale run` needs one")]
+    #[error(
+        "the configuration has no [kafka] section (brokers, topics, ...): `telltale run` needs one"
+    )]
     NoKafka,
     /// The configuration is invalid.
     #[error(transparent)]

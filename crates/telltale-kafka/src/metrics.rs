@@ -330,7 +330,11 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
             if metrics.ready.load(Ordering::Relaxed) && metrics.healthy() {
                 ("200 OK", "text/plain", "ready\n".into())
             } else {
-                ("503 Service Unavailable", "text/plain", "not ready\n".into())
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "not ready\n".into(),
+                )
             }
         }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),

@@ -198,7 +198,13 @@ impl ConsumerContext for SourceCtx {
             let parts = partitions(tpl);
             let started = Instant::now();
             let in_time = self.drain(consumer, Some(&parts));
-            if !in_time {
+            if let Some(f) = self.acks.failure() {
+                tracing::warn!(
+                    target: "telltale::kafka",
+                    "revoke: not draining, a delivery failed ({f}); unacknowledged messages will \
+                     be consumed again"
+                );
+            } else if !in_time {
                 tracing::warn!(
                     target: "telltale::kafka",
                     "revoke: drain timeout ({:?}) passed with events unacknowledged; their \
@@ -214,7 +220,8 @@ impl ConsumerContext for SourceCtx {
             let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
             let names = std::mem::take(&mut t.names);
             for g in &mut t.groups {
-                g.offsets.retain(|(s, _)| !parts.contains(&names[*s as usize]));
+                g.offsets
+                    .retain(|(s, _)| !parts.contains(&names[*s as usize]));
             }
             t.names = names;
             tracing::info!(
@@ -510,7 +517,8 @@ fn session(
             };
             if let Verdict::Dead(code, detail) = dec.decode(m.payload(), &mut pipe, source) {
                 dead += 1;
-                if let Err(e) = dead_letter(&producer, &acks, &metrics, k, &pipe, &m, code, &detail) {
+                if let Err(e) = dead_letter(&producer, &acks, &metrics, k, &pipe, &m, code, &detail)
+                {
                     fatal = Some(Error::Kafka(e));
                     break;
                 }

@@ -9,7 +9,9 @@ use crossbeam_channel::{Receiver, Sender};
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use telltale_engine::alert::EventState;
 use telltale_engine::event::{StreamName, Streams};
 use telltale_engine::pipeline::Sink;
@@ -54,7 +56,9 @@ impl ProducerContext for DeliveryCtx {
             }
             Err((e, _)) => {
                 // Never decremented: the batch stays unconfirmed and its offsets uncommitted.
-                tracing::error!(target: "telltale::kafka", "delivery failed, stopping: {e}");
+                if self.acks.failure().is_none() {
+                    tracing::error!(target: "telltale::kafka", "delivery failed: {e}");
+                }
                 self.acks.failed(no, e.to_string());
             }
         }
@@ -229,7 +233,8 @@ impl Sink for KafkaSink {
     fn flush(&mut self) -> std::io::Result<()> {
         if self.acks.failure().is_some() {
             // The session is being torn down: what is queued will be consumed again.
-            self.producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+            self.producer
+                .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
             return Ok(());
         }
         self.producer

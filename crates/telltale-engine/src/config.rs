@@ -109,6 +109,11 @@ pub struct KafkaConfig {
     /// Most messages taken into one engine batch (default 4096).
     #[serde(default = "default_kafka_batch")]
     pub batch: usize,
+    /// How long a batch keeps collecting messages after its first one before it is handed to
+    /// the shards (default `2ms`; `0s` hands over whatever librdkafka has queued at once).
+    /// Larger batches cost fewer thread hand-offs per message; this bounds the latency added.
+    #[serde(default = "default_linger")]
+    pub linger: String,
     /// How long a rebalance or a shutdown may wait for in-flight events to be acknowledged
     /// before committing (default `10s`; must be below `session.timeout.ms`).
     #[serde(default = "default_drain")]
@@ -135,6 +140,9 @@ fn default_dlq() -> String {
 }
 fn default_kafka_batch() -> usize {
     4096
+}
+fn default_linger() -> String {
+    "2ms".into()
 }
 fn default_drain() -> String {
     "10s".into()
@@ -179,6 +187,12 @@ impl KafkaConfig {
         }
         if self.batch == 0 {
             return Err(err("kafka.batch", "must be >= 1"));
+        }
+        if parse_duration_ms(&self.linger).is_none_or(|l| !(0..=1000).contains(&l)) {
+            return Err(err(
+                "kafka.linger",
+                "expected a duration from `0s` to `1s`, such as `2ms`",
+            ));
         }
         for (table, map) in [
             ("librdkafka", &self.librdkafka),

@@ -12,6 +12,7 @@
 
 pub mod acks;
 pub mod admin;
+pub mod bench;
 pub mod client;
 pub mod metrics;
 pub mod run;

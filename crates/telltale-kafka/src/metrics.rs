@@ -48,6 +48,9 @@ pub struct Metrics {
     pub messages_in: AtomicU64,
     /// Points decoded and routed.
     pub points_in: AtomicU64,
+    /// Messages fully handled: scored, their events and dead letters acknowledged, their
+    /// offsets stored for commit.
+    pub messages_done: AtomicU64,
     /// Events handed to the producer: open, update, resolved.
     pub events_out: [AtomicU64; 3],
     /// Events the broker acknowledged.
@@ -84,6 +87,7 @@ impl Default for Metrics {
         Self {
             messages_in: AtomicU64::new(0),
             points_in: AtomicU64::new(0),
+            messages_done: AtomicU64::new(0),
             events_out: Default::default(),
             events_acked: AtomicU64::new(0),
             rejects: REJECT_CODES.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -159,6 +163,12 @@ impl Metrics {
             "telltale_points_in_total",
             "Points decoded and scored.",
             r(&self.points_in),
+        );
+        counter(
+            &mut s,
+            "telltale_messages_done_total",
+            "Messages fully handled: scored, events acknowledged, offsets stored.",
+            r(&self.messages_done),
         );
         counter(
             &mut s,

@@ -74,6 +74,91 @@ pub(crate) struct TailArgs {
     set: Vec<(String, String)>,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct BenchKafkaArgs {
+    /// Bootstrap servers (default: $TELLTALE_KAFKA_BROKERS, else 127.0.0.1:9092).
+    #[arg(long, short)]
+    brokers: Option<String>,
+    /// Messages in the pre-filled topic.
+    #[arg(long, default_value_t = 500_000)]
+    messages: usize,
+    /// Series they belong to.
+    #[arg(long, default_value_t = 1000)]
+    series: usize,
+    /// Partitions of the bench topics.
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+    /// Seconds of live traffic at half the engine's rate for the latency phase (0 skips it).
+    #[arg(long, default_value_t = 10.0)]
+    latency_seconds: f64,
+    /// Alternating bare/engine reads of the filled topic; the best of each is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Chains to run (default: the built-in default chain); its [kafka] section is ignored.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+pub(crate) fn run_bench(a: BenchKafkaArgs) -> Result<(), Failure> {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::ERROR)
+        .with_writer(io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let config = match &a.config {
+        Some(p) => Config::from_file(p).map_err(|e| Failure(e.to_string(), 2))?,
+        None => Config::default(),
+    };
+    if a.messages == 0 || a.series == 0 || a.partitions <= 0 {
+        return Err(Failure(
+            "--messages, --series and --partitions must be positive".into(),
+            2,
+        ));
+    }
+    let opts = telltale_kafka::bench::BenchOptions {
+        brokers: a.brokers.unwrap_or_else(default_brokers),
+        messages: a.messages,
+        series: a.series,
+        partitions: a.partitions,
+        latency_secs: a.latency_seconds,
+        rounds: a.rounds,
+    };
+    let r = telltale_kafka::bench::bench(&opts, &config)?;
+    println!(
+        "Kafka consume ({} messages, {} series, {} partitions, broker {}; best of {} rounds)",
+        opts.messages, opts.series, opts.partitions, opts.brokers, opts.rounds
+    );
+    println!("  fill (produce)             {:>10.0} msg/s", r.fill_rate);
+    println!(
+        "  bare rdkafka consumer      {:>10.0} msg/s   (baseline)",
+        r.bare_rate
+    );
+    println!(
+        "  telltale run (handled)     {:>10.0} msg/s   ratio {:.2}   ({} events)",
+        r.engine_rate,
+        r.engine_rate / r.bare_rate,
+        r.engine_events
+    );
+    if r.latency_rate > 0.0 {
+        let f = |v: [f64; 4]| {
+            format!(
+                "p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms  max {:.1} ms",
+                v[0], v[1], v[2], v[3]
+            )
+        };
+        println!(
+            "Latency at {:.0} msg/s (half the engine's rate)",
+            r.latency_rate
+        );
+        println!(
+            "  produce -> verdict (telltale)   {}",
+            f(r.engine_latency_ms)
+        );
+        println!("  produce -> receive (bare)       {}", f(r.bare_latency_ms));
+    }
+    Ok(())
+}
+
 fn key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))

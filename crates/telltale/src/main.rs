@@ -64,6 +64,8 @@ enum BenchCommand {
     Score(ScoreArgs),
     /// Rank LLM predictions by each confidence scorer against their truth (TRC, APFD, ROC-AUC).
     Llm(BenchLlmArgs),
+    /// The live engine against a bare rdkafka consumer on the same broker: rates and latency.
+    Kafka(kafka::BenchKafkaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +215,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => match a.command {
             Some(BenchCommand::Score(s)) => run_bench_score(s),
             Some(BenchCommand::Llm(l)) => run_bench_llm(l),
+            Some(BenchCommand::Kafka(k)) => kafka::run_bench(k),
             None => run_bench(a.run),
         },
         Command::Run(a) => kafka::run(a),

@@ -322,3 +322,21 @@ alert = { min_points = 1, resolve_points = 1 }
     // one open and one resolved per run of low-confidence requests: a loud stream
     assert!(requests > 100, "{requests}");
 }
+
+#[test]
+fn every_committed_configuration_is_valid() {
+    let dir = repo_root().join("configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("configs/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let config = telltale_engine::Config::from_file(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            config
+                .plan()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "found {n} configurations");
+}

@@ -264,3 +264,34 @@ fn bench_llm_prints_every_scorer_side_by_side() {
         .unwrap();
     assert!(auc > 0.9, "margin ROC-AUC {auc}");
 }
+
+#[test]
+fn run_refuses_a_bad_kafka_config_before_connecting() {
+    let d = temp("run-bad-config");
+    let cases = [
+        // No [kafka] section at all.
+        ("", "[kafka] section"),
+        // A drain that would outlast the session timeout.
+        (
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\ntopics = [\"t\"]\ndrain_timeout = \"60s\"\n",
+            "kafka.drain_timeout",
+        ),
+        // A setting the at-least-once guarantee depends on.
+        (
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\ntopics = [\"t\"]\n[kafka.consumer]\n\"enable.auto.offset.store\" = \"true\"\n",
+            "enable.auto.offset.store",
+        ),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let cfg = d.join(format!("c{i}.toml"));
+        std::fs::write(&cfg, text).unwrap();
+        let o = bin()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{}", stderr(&o));
+    }
+}

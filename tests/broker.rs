@@ -455,7 +455,8 @@ impl Engine {
         while !f(self) {
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {what}; engine log:\n{}",
+                "timed out waiting for {what}; metrics:\n{}\nengine log:\n{}",
+                self.get("/metrics").1,
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(100));

@@ -27,6 +27,10 @@ pub struct Acks {
     failed: OnceLock<String>,
 }
 
+/// Set when librdkafka reports that every broker is down (consumer or producer side).
+#[derive(Debug, Default)]
+pub struct BrokersLost(pub std::sync::atomic::AtomicBool);
+
 impl Default for Acks {
     fn default() -> Self {
         Self {

@@ -117,6 +117,7 @@ struct SourceCtx {
     acks: Arc<Acks>,
     metrics: Arc<Metrics>,
     drain: Duration,
+    lost: Arc<crate::acks::BrokersLost>,
 }
 
 impl SourceCtx {
@@ -170,6 +171,9 @@ impl ClientContext for SourceCtx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.lost.0.store(true, Ordering::Relaxed);
+        }
         tracing::warn!(target: "telltale::kafka", "consumer: {error}: {reason}");
     }
 
@@ -365,25 +369,42 @@ impl Decoder {
 ///
 /// When the broker stops acknowledging (a delivery fails after librdkafka's own retries, e.g.
 /// `message.timeout.ms`, or the idempotent producer hits a fatal error, as when a broker lost its
-/// producer state), the session is torn down without committing anything unacknowledged and a
-/// new one starts from the committed offsets: new producer, new consumer, fresh models. So the
-/// engine outlives broker restarts and never skips a message; it may repeat events
-/// (at-least-once). Configuration errors and failures to create clients end the run.
+/// producer state), or every broker is lost at once, the session is torn down without
+/// committing anything unacknowledged and a new one starts from the committed offsets (after
+/// 1 s, doubling up to 30 s while sessions keep failing): new producer, new consumer, fresh
+/// models. So the engine outlives broker restarts and never skips a message; it may repeat
+/// events (at-least-once). Configuration errors, and a first session that cannot start, end the
+/// run.
 pub fn run(
     config: &Config,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) -> Result<RunSummary, Error> {
+    let mut started = false;
+    let mut backoff = Duration::from_secs(1);
     loop {
-        match session(config, shutdown.clone(), metrics.clone()) {
-            Err(Error::Delivery(why)) if !shutdown.load(Ordering::Relaxed) => {
+        let began = Instant::now();
+        let result = session(config, shutdown.clone(), metrics.clone(), &mut started);
+        if began.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
+        }
+        match result {
+            // A session that ran ended on a delivery failure or lost brokers; or a later
+            // session could not set up (brokers still away): try again from the committed
+            // offsets. A first session that cannot start is a start-up error.
+            Err(e @ (Error::Delivery(_) | Error::Kafka(_)))
+                if started && !shutdown.load(Ordering::Relaxed) =>
+            {
                 metrics.restarts.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     target: "telltale::kafka",
-                    "delivery failed ({why}); restarting the Kafka session from the committed \
-                     offsets in 1 s"
+                    "session ended ({e}); starting a new one from the committed offsets in {backoff:?}"
                 );
-                std::thread::sleep(Duration::from_secs(1));
+                let deadline = Instant::now() + backoff;
+                while Instant::now() < deadline && !shutdown.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => {
                 metrics.fatal.store(true, Ordering::Relaxed);
@@ -399,6 +420,7 @@ fn session(
     config: &Config,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    started: &mut bool,
 ) -> Result<RunSummary, Error> {
     let k = config.kafka.as_ref().ok_or(Error::NoKafka)?;
     let drain = Duration::from_millis(k.validate()?);
@@ -417,11 +439,13 @@ fn session(
         ],
     )?;
     let acks = Arc::new(Acks::default());
+    let lost = Arc::new(crate::acks::BrokersLost::default());
     let producer = Arc::new(producer(
         k,
         DeliveryCtx {
             acks: acks.clone(),
             metrics: metrics.clone(),
+            lost: lost.clone(),
         },
     )?);
     let consumer = consumer(
@@ -431,10 +455,12 @@ fn session(
             acks: acks.clone(),
             metrics: metrics.clone(),
             drain,
+            lost: lost.clone(),
         },
     )?;
     let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
+    *started = true;
     tracing::info!(
         target: "telltale::kafka",
         "consuming {:?} as group `{}` from {}; anomalies to `{}`, dead letters to `{}`",
@@ -478,6 +504,14 @@ fn session(
         metrics.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         if let Some(f) = acks.failure() {
             fatal = Some(Error::Delivery(f.to_owned()));
+            break;
+        }
+        if lost.0.load(Ordering::Relaxed) {
+            // Every broker went away. Whatever comes back may have lost data, groups and the
+            // idempotent producer's state (a broker without persistent storage, a rebuilt
+            // cluster); a consumer that did not notice could sit at a stale position for good.
+            // A new session from the committed offsets is the safe way on.
+            fatal = Some(Error::Delivery("lost every broker".into()));
             break;
         }
         {

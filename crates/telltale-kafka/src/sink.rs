@@ -29,6 +29,7 @@ const DLQ_BIT: usize = 1 << (usize::BITS - 1);
 pub struct DeliveryCtx {
     pub(crate) acks: Arc<Acks>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) lost: Arc<crate::acks::BrokersLost>,
 }
 
 impl ClientContext for DeliveryCtx {
@@ -36,6 +37,9 @@ impl ClientContext for DeliveryCtx {
         crate::log_rdkafka("producer", level, fac, log_message);
     }
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.lost.0.store(true, Ordering::Relaxed);
+        }
         tracing::warn!(target: "telltale::kafka", "producer: {error}: {reason}");
     }
 }

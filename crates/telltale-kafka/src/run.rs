@@ -8,7 +8,7 @@
 //! Hence at-least-once: a crash loses nothing that was not committed, and a committed offset
 //! never runs ahead of an unacknowledged event.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use telltale_engine::codec::{PointBuf, RejectReason, parse_json_line};
 use telltale_engine::config::KafkaConfig;
 use telltale_engine::event::{Source, StreamName, Streams};
+use telltale_engine::key::{IdMap, SeriesKey, point_series_id};
 use telltale_engine::llm::parse_prediction;
 use telltale_engine::{Config, Pipeline, Report};
 
@@ -302,7 +303,14 @@ fn consumer(k: &KafkaConfig, ctx: SourceCtx) -> Result<BaseConsumer<SourceCtx>, 
 struct Decoder {
     point: PointBuf,
     points: u64,
+    /// Hash of a series' metric and labels as written → series id (skips building the
+    /// canonical key for every point, as replay's parsers do).
+    raw_ids: IdMap<u64>,
+    scratch: Vec<u8>,
 }
+
+/// Entries of the raw-form cache before it is cleared (bounds its memory).
+const RAW_CACHE_MAX: usize = 1 << 22;
 
 enum Verdict {
     Routed,
@@ -310,6 +318,31 @@ enum Verdict {
 }
 
 impl Decoder {
+    /// Routes the point in `self.point`.
+    fn route(&mut self, pipe: &mut Pipeline, source: Source) {
+        let raw = self.point.raw_series_hash();
+        let id = match self.raw_ids.get(&raw) {
+            Some(id) => *id,
+            None => {
+                let id = point_series_id(&self.point, &mut self.scratch);
+                if self.raw_ids.len() >= RAW_CACHE_MAX {
+                    self.raw_ids.clear();
+                }
+                self.raw_ids.insert(raw, id);
+                id
+            }
+        };
+        let point = &self.point;
+        pipe.push_id(
+            id,
+            || SeriesKey::from_point(point),
+            point.timestamp,
+            point.value,
+            source,
+        );
+        self.points += 1;
+    }
+
     fn check(&mut self, line: &str) -> Result<(), RejectReason> {
         match parse_json_line(line, &mut self.point) {
             Ok(()) => Ok(()),
@@ -330,8 +363,7 @@ impl Decoder {
         if single {
             return match self.check(first) {
                 Ok(()) => {
-                    pipe.push(&self.point, source);
-                    self.points += 1;
+                    self.route(pipe, source);
                     Verdict::Routed
                 }
                 Err(reason) => self.dead(first, reason),
@@ -345,8 +377,7 @@ impl Decoder {
         }
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             if parse_json_line(line, &mut self.point).is_ok() {
-                pipe.push(&self.point, source);
-                self.points += 1;
+                self.route(pipe, source);
             }
         }
         Verdict::Routed
@@ -488,10 +519,12 @@ fn session(
     );
 
     // (topic → partition → stream index), filled as partitions first deliver.
-    let mut index: HashMap<String, Vec<u32>> = HashMap::new();
+    let mut index: Vec<(String, Vec<u32>)> = Vec::new();
     let mut dec = Decoder {
         point: PointBuf::default(),
         points: 0,
+        raw_ids: IdMap::default(),
+        scratch: Vec::new(),
     };
     let mut slot_of_stream: Vec<u32> = Vec::new();
     let mut messages = 0u64;
@@ -669,13 +702,15 @@ fn input_partitions(k: &KafkaConfig) -> Option<i32> {
 
 /// The stream index of a message's partition, registering it on first sight.
 fn stream_index(
-    index: &mut HashMap<String, Vec<u32>>,
+    index: &mut Vec<(String, Vec<u32>)>,
     streams: &Streams,
     ctx: &SourceCtx,
     m: &BorrowedMessage<'_>,
 ) -> u32 {
     let p = m.partition().max(0) as usize;
-    if let Some(v) = index.get(m.topic())
+    let topic = m.topic();
+    // A consumer reads a handful of topics: a scan beats hashing the name per message.
+    if let Some((_, v)) = index.iter().find(|(t, _)| t == topic)
         && let Some(&s) = v.get(p)
         && s != u32::MAX
     {
@@ -690,7 +725,14 @@ fn stream_index(
         .unwrap_or_else(|e| e.into_inner())
         .names
         .push((m.topic().to_owned(), m.partition()));
-    let v = index.entry(m.topic().to_owned()).or_default();
+    let i = match index.iter().position(|(t, _)| t == topic) {
+        Some(i) => i,
+        None => {
+            index.push((topic.to_owned(), Vec::new()));
+            index.len() - 1
+        }
+    };
+    let v = &mut index[i].1;
     if v.len() <= p {
         v.resize(p + 1, u32::MAX);
     }

@@ -6,6 +6,7 @@ pub mod llm;
 pub mod report;
 pub mod run;
 pub mod scorer;
+pub mod throughput;
 
 /// Errors reading a corpus, labels or results.
 #[derive(Debug, thiserror::Error)]

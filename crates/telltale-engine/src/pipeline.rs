@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
@@ -59,6 +62,40 @@ pub struct Report {
     pub key_bytes_per_series: usize,
     /// Shards used.
     pub shards: usize,
+    /// Per-point latency inside the engine, in microseconds: from the moment the first point of
+    /// a batch entered the router to the merger holding the verdicts of the whole batch, counted
+    /// once per point of the batch (an upper bound for every point but the first).
+    pub latency: LatencySummary,
+}
+
+/// Percentiles of a latency histogram, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LatencySummary {
+    /// Samples (points).
+    pub samples: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+impl LatencySummary {
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            samples: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
 }
 
 impl Report {
@@ -119,6 +156,9 @@ pub struct Pipeline {
     pending: Vec<Vec<Item>>,
     pending_rejects: Vec<Rejected>,
     pending_count: usize,
+    /// When the first record of the pending batch arrived.
+    batch_started: Option<Instant>,
+    clocks: Sender<BatchClock>,
     batch_no: u64,
     seq: u64,
     scratch: Vec<u8>,
@@ -131,7 +171,11 @@ struct MergeResult {
     events: [u64; 3],
     rejects: BTreeMap<&'static str, u64>,
     summaries: Vec<EventSummary>,
+    latency: LatencySummary,
 }
+
+/// When a batch's first record entered the router, and how many records it holds.
+type BatchClock = (Instant, u64);
 
 impl Sink for Outputs {
     fn event(&mut self, e: &Emitted) -> io::Result<()> {
@@ -163,13 +207,18 @@ fn merge(
     from_shards: Vec<Receiver<ShardOutput>>,
     mut sink: Box<dyn Sink>,
     streams: Arc<Streams>,
+    clocks: Receiver<BatchClock>,
 ) -> io::Result<MergeResult> {
     let mut res = MergeResult {
         points: 0,
         events: [0; 3],
         rejects: BTreeMap::new(),
         summaries: Vec::new(),
+        latency: LatencySummary::default(),
     };
+    // 1 µs .. 1 h, 3 significant digits.
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
     let mut events: Vec<Emitted> = Vec::new();
     let mut rejects: Vec<Rejected> = Vec::new();
     'batches: for no in 0u64.. {
@@ -203,8 +252,16 @@ fn merge(
             sink.reject(&r, &streams)?;
         }
         sink.batch_done(no)?;
+        // The router sends a batch's clock before the batch itself.
+        if let Ok((started, n)) = clocks.try_recv()
+            && n > 0
+        {
+            let us = started.elapsed().as_micros().max(1) as u64;
+            let _ = latency.record_n(us, n);
+        }
     }
     sink.flush()?;
+    res.latency = LatencySummary::of(&latency);
     Ok(res)
 }
 
@@ -241,9 +298,10 @@ impl Pipeline {
             from_shards.push(orx);
             workers.push(handle);
         }
+        let (clocks, clocks_rx) = unbounded();
         let merger = std::thread::Builder::new()
             .name("telltale-merge".into())
-            .spawn(move || merge(from_shards, sink, streams))
+            .spawn(move || merge(from_shards, sink, streams, clocks_rx))
             .expect("spawn merger thread");
         let batch = plan.batch;
         Self {
@@ -256,6 +314,8 @@ impl Pipeline {
             pending: (0..n).map(|_| Vec::with_capacity(batch)).collect(),
             pending_rejects: Vec::new(),
             pending_count: 0,
+            batch_started: None,
+            clocks,
             batch_no: 0,
             seq: 0,
             scratch: Vec::new(),
@@ -297,6 +357,9 @@ impl Pipeline {
             Some(v) => *v,
             None => self.register(id, key()),
         };
+        if self.pending_count == 0 {
+            self.batch_started = Some(Instant::now());
+        }
         self.pending[shard as usize].push(Item::Point {
             slot,
             ts,
@@ -336,6 +399,9 @@ impl Pipeline {
         while !record.is_char_boundary(end) {
             end -= 1;
         }
+        if self.pending_count == 0 {
+            self.batch_started = Some(Instant::now());
+        }
         self.pending_rejects.push(Rejected {
             seq: self.seq,
             source,
@@ -357,6 +423,9 @@ impl Pipeline {
     /// Sends the pending batch to the shards and returns its number (batches are numbered from 0
     /// in the order they are sent; every point pushed so far is in this batch or an earlier one).
     pub fn flush(&mut self) -> u64 {
+        let started = self.batch_started.take().unwrap_or_else(Instant::now);
+        // Sent before the batch, so the merger finds it when the batch is merged.
+        let _ = self.clocks.send((started, self.pending_count as u64));
         for (i, tx) in self.to_shards.iter().enumerate() {
             let fresh = self
                 .recycled
@@ -418,6 +487,7 @@ impl Pipeline {
                 + 2 * size_of::<usize>(),
             key_bytes_per_series: self.key_bytes / series.max(1),
             shards: self.plan.shards,
+            latency: merged.latency,
         })
     }
 }

@@ -295,3 +295,24 @@ fn run_refuses_a_bad_kafka_config_before_connecting() {
         assert!(stderr(&o).contains(needle), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn bench_throughput_reports_engine_and_baseline_rates() {
+    let o = bin()
+        .args(["bench", "throughput", "--series", "50", "--points", "40"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("= 2000 points"), "{out}");
+    assert!(out.contains("parse-only baseline"), "{out}");
+    assert!(out.contains("x the baseline"), "{out}");
+    assert!(out.contains("latency per point"), "{out}");
+    assert!(out.contains("peak RSS"), "{out}");
+    let o = bin()
+        .args(["bench", "throughput", "--format", "arrow"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not implemented"), "{}", stderr(&o));
+}

@@ -116,7 +116,7 @@ impl PageHinkleyState {
 /// arithmetic, so that the dense kernel vectorises and stays bit-identical to River.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn step_fields(
+fn step_fields<const MODE: u8>(
     p: &PageHinkleyParams,
     n: &mut f64,
     mean: &mut f64,
@@ -146,10 +146,11 @@ fn step_fields(
     let mi = if si < mi0 { si } else { mi0 };
     let md = if sd > md0 { sd } else { md0 };
     let (up, down) = (si - mi, md - sd);
-    let stat = match p.mode {
-        PhMode::Both => up.max(down),
-        PhMode::Up => up,
-        PhMode::Down => down,
+    // The mode is a constant of the loop (see `dense`), so the loop body has no switch.
+    let stat = match MODE {
+        MODE_BOTH => up.max(down),
+        MODE_UP => up,
+        _ => down,
     };
     let threshold = p.threshold.get();
     let testing = n1 >= f64::from(p.min_instances.get());
@@ -174,6 +175,10 @@ fn step_fields(
         (n1, mean1, si, sd, mi, md, drift1);
     Scored { score, expected }
 }
+
+const MODE_BOTH: u8 = 0;
+const MODE_UP: u8 = 1;
+const MODE_DOWN: u8 = 2;
 
 /// The scalar step, with branches (River's code shape): faster than [`step_fields`] along one
 /// series, and bit-identical to it (tested).
@@ -376,12 +381,21 @@ simd_dispatch! {
             &mut drift[..len],
             &mut out[..len],
         );
-        for i in 0..len {
-            out[i] = step_fields(
-                p, &mut n[i], &mut mean[i], &mut si[i], &mut sd[i], &mut mi[i], &mut md[i],
-                &mut drift[i], xs[i],
-            )
-            .score;
+        macro_rules! run {
+            ($mode:expr) => {
+                for i in 0..len {
+                    out[i] = step_fields::<{ $mode }>(
+                        p, &mut n[i], &mut mean[i], &mut si[i], &mut sd[i], &mut mi[i],
+                        &mut md[i], &mut drift[i], xs[i],
+                    )
+                    .score;
+                }
+            };
+        }
+        match p.mode {
+            PhMode::Both => run!(MODE_BOTH),
+            PhMode::Up => run!(MODE_UP),
+            PhMode::Down => run!(MODE_DOWN),
         }
     }
 }

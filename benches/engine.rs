@@ -42,16 +42,12 @@ fn parse(c: &mut Criterion) {
     g.bench_function("json_line_and_cached_series_id", |b| {
         // What a replay parser does: the raw-form cache hit skips building the canonical key.
         let mut p = PointBuf::default();
-        let mut scratch = Vec::new();
-        let mut cache = std::collections::HashMap::new();
+        let mut cache = telltale_engine::key::RawIdCache::default();
         b.iter(|| {
             let mut acc = 0u64;
             for l in &lines {
                 parse_json_line(black_box(l), &mut p).unwrap();
-                let raw = p.raw_series_hash();
-                acc ^= *cache
-                    .entry(raw)
-                    .or_insert_with(|| point_series_id(&p, &mut scratch));
+                acc ^= cache.id(&p).0;
             }
             acc
         })

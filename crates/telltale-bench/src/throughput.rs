@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use telltale_engine::codec::{PointBuf, parse_json_line};
-use telltale_engine::key::{IdMap, point_series_id};
+use telltale_engine::key::RawIdCache;
 
 /// A deterministic stream of JSON-lines points: `series` series (metric `bench_latency_ms`,
 /// labels `host` and `region`), `points` points each, interleaved in time order (one point of
@@ -52,16 +52,12 @@ pub fn parse_baseline(input: &[u8]) -> Baseline {
     let started = Instant::now();
     let text = std::str::from_utf8(input).unwrap_or("");
     let mut point = PointBuf::default();
-    let mut ids: IdMap<u64> = IdMap::default();
-    let mut scratch = Vec::new();
+    let mut ids = RawIdCache::default();
     let mut points = 0u64;
     let mut check = 0u64;
     for line in text.lines() {
         if parse_json_line(line, &mut point).is_ok() {
-            let raw = point.raw_series_hash();
-            let id = *ids
-                .entry(raw)
-                .or_insert_with(|| point_series_id(&point, &mut scratch));
+            let (id, _) = ids.id(&point);
             check ^= id ^ point.value.to_bits();
             points += 1;
         }

@@ -148,6 +148,36 @@ pub fn point_series_id(p: &PointBuf, scratch: &mut Vec<u8>) -> u64 {
     )
 }
 
+/// Series ids of parsed points, cached by the raw form of their metric and labels (as written,
+/// before unescaping and sorting): producers write a series the same way every time, so a hit
+/// skips building the canonical key. Bounded: cleared when it reaches [`RawIdCache::MAX`].
+#[derive(Debug, Default)]
+pub struct RawIdCache {
+    ids: IdMap<u64>,
+    scratch: Vec<u8>,
+}
+
+impl RawIdCache {
+    /// Entries before the cache is cleared.
+    pub const MAX: usize = 1 << 22;
+
+    /// The series id of `p` (labels sorted, as the parser leaves them), and whether this
+    /// spelling was not cached (then the caller may need the series' key).
+    #[inline]
+    pub fn id(&mut self, p: &PointBuf) -> (u64, bool) {
+        let raw = p.raw_series_hash();
+        if let Some(id) = self.ids.get(&raw) {
+            return (*id, false);
+        }
+        let id = point_series_id(p, &mut self.scratch);
+        if self.ids.len() >= Self::MAX {
+            self.ids.clear();
+        }
+        self.ids.insert(raw, id);
+        (id, true)
+    }
+}
+
 /// A hasher for keys that are already well-mixed 64-bit hashes: passes them through.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct IdHasher(u64);

@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::codec::{CsvLayout, PointBuf, RejectReason, parse_json_line};
 use crate::config::Plan;
 use crate::event::{Source, StreamName, Streams};
-use crate::key::{IdMap, SeriesKey, point_series_id, series_id};
+use crate::key::{IdMap, RawIdCache, SeriesKey, point_series_id, series_id};
 use crate::llm::{
     LlmConfig, Prediction, REQUEST_MARGIN, derived_points, parse_prediction, series_labels,
 };
@@ -224,9 +224,6 @@ struct Parsed {
     data: Vec<u8>,
 }
 
-/// Entries of a parser's raw-form cache before it is cleared (bounds its memory).
-const RAW_CACHE_MAX: usize = 1 << 22;
-
 /// Per-thread parser state.
 #[derive(Debug, Default)]
 struct Parser {
@@ -236,8 +233,8 @@ struct Parser {
     /// Series this parser has sent the key of (CSV and derived series; JSON points use
     /// `raw_ids`).
     seen: IdMap<()>,
-    /// Hash of a series' metric and labels as written → series id.
-    raw_ids: IdMap<u64>,
+    /// Series ids of JSON points by their raw form.
+    raw_ids: RawIdCache,
     point: PointBuf,
     scratch: Vec<u8>,
 }
@@ -314,21 +311,12 @@ impl Parser {
                         }
                     }
                     r.map(|()| {
-                        let raw = self.point.raw_series_hash();
-                        let id = match self.raw_ids.get(&raw) {
-                            Some(id) => *id,
-                            None => {
-                                let id = point_series_id(&self.point, &mut self.scratch);
-                                if self.raw_ids.len() >= RAW_CACHE_MAX {
-                                    self.raw_ids.clear();
-                                }
-                                self.raw_ids.insert(raw, id);
-                                // Sent on every cache miss: at least with the first point of
-                                // each series this parser sees (the router ignores repeats).
-                                out.keys.push((id, SeriesKey::from_point(&self.point)));
-                                id
-                            }
-                        };
+                        let (id, miss) = self.raw_ids.id(&self.point);
+                        if miss {
+                            // Sent on every cache miss: at least with the first point of each
+                            // series this parser sees (the router ignores repeats).
+                            out.keys.push((id, SeriesKey::from_point(&self.point)));
+                        }
                         (id, self.point.timestamp, self.point.value)
                     })
                 }

@@ -24,7 +24,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use telltale_engine::codec::{PointBuf, RejectReason, parse_json_line};
 use telltale_engine::config::KafkaConfig;
 use telltale_engine::event::{Source, StreamName, Streams};
-use telltale_engine::key::{IdMap, SeriesKey, point_series_id};
+use telltale_engine::key::{RawIdCache, SeriesKey};
 use telltale_engine::llm::parse_prediction;
 use telltale_engine::{Config, Pipeline, Report};
 
@@ -303,14 +303,9 @@ fn consumer(k: &KafkaConfig, ctx: SourceCtx) -> Result<BaseConsumer<SourceCtx>, 
 struct Decoder {
     point: PointBuf,
     points: u64,
-    /// Hash of a series' metric and labels as written → series id (skips building the
-    /// canonical key for every point, as replay's parsers do).
-    raw_ids: IdMap<u64>,
-    scratch: Vec<u8>,
+    /// Series ids by the raw form of their name and labels (as replay's parsers do).
+    ids: RawIdCache,
 }
-
-/// Entries of the raw-form cache before it is cleared (bounds its memory).
-const RAW_CACHE_MAX: usize = 1 << 22;
 
 enum Verdict {
     Routed,
@@ -320,18 +315,7 @@ enum Verdict {
 impl Decoder {
     /// Routes the point in `self.point`.
     fn route(&mut self, pipe: &mut Pipeline, source: Source) {
-        let raw = self.point.raw_series_hash();
-        let id = match self.raw_ids.get(&raw) {
-            Some(id) => *id,
-            None => {
-                let id = point_series_id(&self.point, &mut self.scratch);
-                if self.raw_ids.len() >= RAW_CACHE_MAX {
-                    self.raw_ids.clear();
-                }
-                self.raw_ids.insert(raw, id);
-                id
-            }
-        };
+        let (id, _) = self.ids.id(&self.point);
         let point = &self.point;
         pipe.push_id(
             id,
@@ -523,8 +507,7 @@ fn session(
     let mut dec = Decoder {
         point: PointBuf::default(),
         points: 0,
-        raw_ids: IdMap::default(),
-        scratch: Vec::new(),
+        ids: RawIdCache::default(),
     };
     let mut slot_of_stream: Vec<u32> = Vec::new();
     let mut messages = 0u64;

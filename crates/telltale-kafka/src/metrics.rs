@@ -149,63 +149,60 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(4096);
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counter = |s: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter(
-            &mut s,
-            "telltale_messages_in_total",
-            "Kafka messages consumed.",
-            r(&self.messages_in),
-        );
-        counter(
-            &mut s,
-            "telltale_points_in_total",
-            "Points decoded and scored.",
-            r(&self.points_in),
-        );
-        counter(
-            &mut s,
-            "telltale_messages_done_total",
-            "Messages fully handled: scored, events acknowledged, offsets stored.",
-            r(&self.messages_done),
-        );
-        counter(
-            &mut s,
-            "telltale_events_acked_total",
-            "Anomaly events acknowledged by the broker.",
-            r(&self.events_acked),
-        );
-        counter(
-            &mut s,
-            "telltale_dead_letters_total",
-            "Messages acknowledged on the dead-letter topic.",
-            r(&self.dead_letters),
-        );
-        counter(
-            &mut s,
-            "telltale_offsets_stored_total",
-            "Offsets stored for commit after their events were acknowledged.",
-            r(&self.offsets_stored),
-        );
-        counter(
-            &mut s,
-            "telltale_rebalances_total",
-            "Partition assignments and revocations.",
-            r(&self.rebalances),
-        );
-        counter(
-            &mut s,
-            "telltale_producer_queue_full_total",
-            "Times the producer queue was full and the engine waited (backpressure).",
-            r(&self.queue_full),
-        );
-        counter(
-            &mut s,
-            "telltale_session_restarts_total",
-            "Kafka sessions restarted from the committed offsets after a delivery failure.",
-            r(&self.restarts),
-        );
+        let counters: [(&str, &str, &AtomicU64); 9] = [
+            (
+                "telltale_messages_in_total",
+                "Kafka messages consumed.",
+                &self.messages_in,
+            ),
+            (
+                "telltale_points_in_total",
+                "Points decoded and scored.",
+                &self.points_in,
+            ),
+            (
+                "telltale_messages_done_total",
+                "Messages fully handled: scored, events acknowledged, offsets stored.",
+                &self.messages_done,
+            ),
+            (
+                "telltale_events_acked_total",
+                "Anomaly events acknowledged by the broker.",
+                &self.events_acked,
+            ),
+            (
+                "telltale_dead_letters_total",
+                "Messages acknowledged on the dead-letter topic.",
+                &self.dead_letters,
+            ),
+            (
+                "telltale_offsets_stored_total",
+                "Offsets stored for commit after their events were acknowledged.",
+                &self.offsets_stored,
+            ),
+            (
+                "telltale_rebalances_total",
+                "Partition assignments and revocations.",
+                &self.rebalances,
+            ),
+            (
+                "telltale_producer_queue_full_total",
+                "Times the producer queue was full and the engine waited (backpressure).",
+                &self.queue_full,
+            ),
+            (
+                "telltale_session_restarts_total",
+                "Kafka sessions restarted from the committed offsets (delivery failure, brokers lost).",
+                &self.restarts,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                r(v)
+            );
+        }
         let _ = writeln!(
             s,
             "# HELP telltale_events_out_total Anomaly events handed to the producer.\n\

@@ -239,7 +239,7 @@ pub fn human(payload: &[u8]) -> String {
         s("timestamp"),
         s("state").to_uppercase(),
         s("severity"),
-        v["series"]["metric"].as_str().unwrap_or("?"),
+        v["series"]["name"].as_str().unwrap_or("?"),
         labels,
         num("value"),
         num("expected"),

@@ -1,7 +1,6 @@
 //! Helpers for tests against the real broker (nisshi, started by `scripts/test-broker.sh`).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -537,9 +536,4 @@ pub fn built_librdkafka_dir() -> Option<PathBuf> {
         .collect();
     found.sort();
     found.pop()
-}
-
-/// Lines of a child's output, for debugging.
-pub fn lines_of(r: impl std::io::Read) -> Vec<String> {
-    BufReader::new(r).lines().map_while(Result::ok).collect()
 }

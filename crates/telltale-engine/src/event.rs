@@ -52,16 +52,6 @@ impl Streams {
             None => f(&StreamName::File(String::from("?"))),
         }
     }
-
-    /// Streams in the table.
-    pub fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Position of one input record: index of its stream plus offset in it.

@@ -22,6 +22,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use telltale_engine::Config;
 use telltale_engine::config::KafkaConfig;
+use telltale_engine::pipeline::LatencySummary;
 
 use crate::Error;
 use crate::client::produce;
@@ -57,10 +58,10 @@ pub struct BenchResult {
     pub engine_events: u64,
     /// Live rate of the latency phase (messages per second).
     pub latency_rate: f64,
-    /// Engine produce→verdict latency percentiles (ms): p50, p99, p99.9, max.
-    pub engine_latency_ms: [f64; 4],
-    /// Bare consumer produce→receive latency percentiles (ms): p50, p99, p99.9, max.
-    pub bare_latency_ms: [f64; 4],
+    /// Engine produce→verdict latency percentiles.
+    pub engine_latency: LatencySummary,
+    /// Bare consumer produce→receive latency percentiles.
+    pub bare_latency: LatencySummary,
 }
 
 /// Consumer settings both sides get: quick group joins on the test broker, short fetch waits,
@@ -124,18 +125,6 @@ fn bare_rate(brokers: &str, topic: &str, n: usize) -> Result<f64, Error> {
     }
     let secs = first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
     Ok(count as f64 / secs)
-}
-
-fn percentiles(h: &Histogram<u64>) -> [f64; 4] {
-    if h.is_empty() {
-        return [f64::NAN; 4];
-    }
-    [
-        h.value_at_quantile(0.5) as f64 / 1000.0,
-        h.value_at_quantile(0.99) as f64 / 1000.0,
-        h.value_at_quantile(0.999) as f64 / 1000.0,
-        h.max() as f64 / 1000.0,
-    ]
 }
 
 /// A running engine on `topic`, stopped (drained) on drop.
@@ -270,8 +259,8 @@ pub fn bench(opts: &BenchOptions, config: &Config) -> Result<BenchResult, Error>
         engine_rate,
         engine_events,
         latency_rate: 0.0,
-        engine_latency_ms: [f64::NAN; 4],
-        bare_latency_ms: [f64::NAN; 4],
+        engine_latency: LatencySummary::default(),
+        bare_latency: LatencySummary::default(),
     };
     if opts.latency_secs <= 0.0 {
         return Ok(result);
@@ -300,7 +289,7 @@ pub fn bench(opts: &BenchOptions, config: &Config) -> Result<BenchResult, Error>
     {
         std::thread::sleep(Duration::from_millis(10));
     }
-    result.engine_latency_ms = percentiles(
+    result.engine_latency = LatencySummary::of(
         &engine
             .metrics
             .latency
@@ -344,7 +333,7 @@ pub fn bench(opts: &BenchOptions, config: &Config) -> Result<BenchResult, Error>
     producer
         .join()
         .map_err(|_| Error::Delivery("the producer thread panicked".into()))??;
-    result.bare_latency_ms = percentiles(&h);
+    result.bare_latency = LatencySummary::of(&h);
     Ok(result)
 }
 

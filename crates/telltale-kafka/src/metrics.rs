@@ -135,16 +135,6 @@ impl Metrics {
             && now_ms() - self.heartbeat_ms.load(Ordering::Relaxed) < 30_000
     }
 
-    /// Latency percentile in milliseconds (NaN when nothing was recorded).
-    pub fn latency_ms(&self, q: f64) -> f64 {
-        let h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        if h.is_empty() {
-            f64::NAN
-        } else {
-            h.value_at_quantile(q) as f64 / 1000.0
-        }
-    }
-
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(4096);

@@ -327,13 +327,6 @@ impl Decoder {
         self.points += 1;
     }
 
-    fn check(&mut self, line: &str) -> Result<(), RejectReason> {
-        match parse_json_line(line, &mut self.point) {
-            Ok(()) => Ok(()),
-            Err(reason) => Err(reason),
-        }
-    }
-
     fn decode(&mut self, payload: Option<&[u8]>, pipe: &mut Pipeline, source: Source) -> Verdict {
         let Some(bytes) = payload.filter(|b| !b.iter().all(u8::is_ascii_whitespace)) else {
             return Verdict::Dead("empty_message", "message has no payload".into());
@@ -345,7 +338,7 @@ impl Decoder {
         let first = lines.next().unwrap_or("");
         let single = lines.next().is_none();
         if single {
-            return match self.check(first) {
+            return match parse_json_line(first, &mut self.point) {
                 Ok(()) => {
                     self.route(pipe, source);
                     Verdict::Routed
@@ -355,7 +348,7 @@ impl Decoder {
         }
         // Several records: all must be valid before any is scored.
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            if let Err(reason) = self.check(line) {
+            if let Err(reason) = parse_json_line(line, &mut self.point) {
                 return self.dead(line, reason);
             }
         }

@@ -140,21 +140,22 @@ pub(crate) fn run_bench(a: BenchKafkaArgs) -> Result<(), Failure> {
         r.engine_events
     );
     if r.latency_rate > 0.0 {
-        let f = |v: [f64; 4]| {
+        let f = |l: telltale_engine::pipeline::LatencySummary| {
+            let ms = |us: u64| us as f64 / 1000.0;
             format!(
                 "p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms  max {:.1} ms",
-                v[0], v[1], v[2], v[3]
+                ms(l.p50_us),
+                ms(l.p99_us),
+                ms(l.p999_us),
+                ms(l.max_us)
             )
         };
         println!(
             "Latency at {:.0} msg/s (half the engine's rate)",
             r.latency_rate
         );
-        println!(
-            "  produce -> verdict (telltale)   {}",
-            f(r.engine_latency_ms)
-        );
-        println!("  produce -> receive (bare)       {}", f(r.bare_latency_ms));
+        println!("  produce -> verdict (telltale)   {}", f(r.engine_latency));
+        println!("  produce -> receive (bare)       {}", f(r.bare_latency));
     }
     Ok(())
 }

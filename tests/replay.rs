@@ -340,3 +340,61 @@ fn every_committed_configuration_is_valid() {
     }
     assert!(n >= 4, "found {n} configurations");
 }
+
+/// The bundled sample converted to Arrow IPC and Parquet (by the same writer `telltale gen`
+/// uses) replays to the same events as its JSON lines: same ids, states, scores; only the
+/// source differs (file name, and row number for line).
+#[test]
+fn arrow_and_parquet_replay_to_the_same_events_as_json_lines() {
+    use telltale_engine::columnar::{ColumnarWriter, WriteAs};
+    let dir = temp_dir("columnar-same-events");
+    let json = run(&[sample()], "");
+    let text = std::fs::read_to_string(sample().join("telemetry.jsonl")).unwrap();
+    let strip = |events: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        events
+            .into_iter()
+            .map(|mut e| {
+                e.as_object_mut().unwrap().remove("source");
+                e
+            })
+            .collect()
+    };
+    let expected = strip(json.events.json_lines());
+    assert!(!expected.is_empty());
+    for (how, file) in [
+        (WriteAs::IpcFile, "t.arrow"),
+        (WriteAs::IpcStream, "t.arrows"),
+        (WriteAs::Parquet, "t.parquet"),
+    ] {
+        let path = dir.join(file);
+        let out = Box::new(std::fs::File::create(&path).unwrap());
+        let mut w = ColumnarWriter::new(out, how, &["model", "region"]).unwrap();
+        for line in text.lines() {
+            let p: serde_json::Value = serde_json::from_str(line).unwrap();
+            let labels: Vec<(&str, &str)> = p["labels"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+                .collect();
+            w.push(
+                p["metric"].as_str().unwrap(),
+                &labels,
+                p["timestamp"].as_i64().unwrap(),
+                p["value"].as_f64().unwrap(),
+            )
+            .unwrap();
+        }
+        w.finish().unwrap();
+        let r = run(std::slice::from_ref(&path), "[engine]\nparsers = 3");
+        assert_eq!(r.report.points, json.report.points, "{file}");
+        assert_eq!(r.report.total_rejects(), 0, "{file}");
+        let events = r.events.json_lines();
+        assert_eq!(
+            events[0]["source"]["file"],
+            path.display().to_string(),
+            "{file}"
+        );
+        assert_eq!(strip(events), expected, "{file}");
+    }
+}

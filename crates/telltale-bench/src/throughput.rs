@@ -1,18 +1,27 @@
 //! `telltale bench throughput`: the whole engine on a generated stream, beside a parse-only
 //! baseline of the same bytes measured in the same run.
 
+use std::io;
+use std::path::Path;
 use std::time::Instant;
 
 use telltale_engine::codec::{PointBuf, parse_json_line};
+use telltale_engine::columnar::{
+    ColumnarFormat, ColumnarReader, ColumnarWriter, Decoder, Row, WriteAs,
+};
 use telltale_engine::key::RawIdCache;
 
-/// A deterministic stream of JSON-lines points: `series` series (metric `bench_latency_ms`,
-/// labels `host` and `region`), `points` points each, interleaved in time order (one point of
-/// every series per 15 s step), values around 100 with noise and a rare spike.
-pub fn generate_json(series: usize, points: usize) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut out = Vec::with_capacity(series * points * 110);
+/// Label names of the generated stream.
+pub const LABEL_NAMES: [&str; 2] = ["host", "region"];
+
+/// A deterministic stream: `series` series (metric `bench_latency_ms`, labels `host` and
+/// `region`), `points` points each, interleaved in time order (one point of every series per
+/// 15 s step), values around 100 with noise and a rare spike. Calls `emit(host, region, ts,
+/// value)` per point.
+pub fn generate(series: usize, points: usize, mut emit: impl FnMut(&str, &str, i64, f64)) {
     let t0: i64 = 1_700_000_000_000;
+    let hosts: Vec<String> = (0..series).map(|i| format!("h{i:06}")).collect();
+    let regions: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
     for j in 0..points {
         for i in 0..series {
             // Cheap deterministic noise (an LCG step of the pair).
@@ -25,16 +34,79 @@ pub fn generate_json(series: usize, points: usize) -> Vec<u8> {
             } else {
                 0.0
             };
-            let _ = writeln!(
-                out,
-                r#"{{"metric":"bench_latency_ms","labels":{{"host":"h{i:06}","region":"r{}"}},"timestamp":{},"value":{}}}"#,
-                i % 8,
+            emit(
+                &hosts[i],
+                &regions[i % 8],
                 t0 + j as i64 * 15_000,
-                100.0 + noise + spike
+                100.0 + noise + spike,
             );
         }
     }
+}
+
+/// The stream of [`generate`] as JSON lines.
+pub fn generate_json(series: usize, points: usize) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(series * points * 110);
+    generate(series, points, |host, region, ts, value| {
+        let _ = writeln!(
+            out,
+            r#"{{"metric":"bench_latency_ms","labels":{{"host":"{host}","region":"{region}"}},"timestamp":{ts},"value":{value}}}"#,
+        );
+    });
     out
+}
+
+/// Writes the stream of [`generate`] to `path` as Arrow IPC or Parquet (dictionary-encoded
+/// metric and labels, as `telltale gen` writes them); returns the file's size.
+pub fn write_columnar(series: usize, points: usize, path: &Path, how: WriteAs) -> io::Result<u64> {
+    let file = std::fs::File::create(path)?;
+    let out = Box::new(io::BufWriter::with_capacity(1 << 20, file));
+    let mut w = ColumnarWriter::new(out, how, &LABEL_NAMES)?;
+    let mut err = None;
+    generate(series, points, |host, region, ts, value| {
+        if err.is_none()
+            && let Err(e) = w.push(
+                "bench_latency_ms",
+                &[("host", host), ("region", region)],
+                ts,
+                value,
+            )
+        {
+            err = Some(e);
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    w.finish()?;
+    Ok(std::fs::metadata(path)?.len())
+}
+
+/// Reads a columnar file on this thread into points and series ids (the decoder the replay
+/// parsers use), doing nothing else: the floor under the engine for columnar input.
+pub fn decode_baseline(path: &Path, format: ColumnarFormat) -> io::Result<Baseline> {
+    let started = Instant::now();
+    let mut decoder = Decoder::default();
+    let mut points = 0u64;
+    let mut check = 0u64;
+    for chunk in ColumnarReader::open(path, format, "series")? {
+        decoder.decode(
+            &chunk?,
+            |_, _| {},
+            |_, row| {
+                if let Row::Point { id, value, .. } = row {
+                    check ^= id ^ value.to_bits();
+                    points += 1;
+                }
+            },
+        );
+    }
+    std::hint::black_box(check);
+    Ok(Baseline {
+        points,
+        secs: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// What the baseline did.
@@ -99,6 +171,21 @@ mod tests {
         assert_eq!(a, generate_json(10, 20));
         let b = parse_baseline(&a);
         assert_eq!(b.points, 200);
+    }
+
+    #[test]
+    fn columnar_stream_decodes_to_the_json_streams_points() {
+        let dir = std::env::temp_dir().join(format!("telltale-tp-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (how, format, file) in [
+            (WriteAs::IpcFile, ColumnarFormat::ArrowIpc, "s.arrow"),
+            (WriteAs::Parquet, ColumnarFormat::Parquet, "s.parquet"),
+        ] {
+            let path = dir.join(file);
+            write_columnar(10, 20, &path, how).unwrap();
+            assert_eq!(decode_baseline(&path, format).unwrap().points, 200);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

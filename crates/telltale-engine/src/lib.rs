@@ -3,6 +3,7 @@
 pub mod alert;
 pub mod chain;
 pub mod codec;
+pub mod columnar;
 pub mod config;
 pub mod event;
 pub mod key;

@@ -17,6 +17,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::codec::{CsvLayout, PointBuf, RejectReason, parse_json_line};
+use crate::columnar::{self, ColumnChunk, ColumnarFormat, ColumnarReader, Row};
 use crate::config::Plan;
 use crate::event::{Source, StreamName, Streams};
 use crate::key::{IdMap, RawIdCache, SeriesKey, point_series_id, series_id};
@@ -37,6 +38,8 @@ pub enum Format {
     JsonLines,
     /// `timestamp,value` CSV with a header; the series is named after the file.
     Csv,
+    /// Arrow IPC or Parquet (see [`crate::columnar`]).
+    Columnar(ColumnarFormat),
 }
 
 /// One input to replay.
@@ -56,7 +59,7 @@ fn format_of(path: &Path) -> Option<Format> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("jsonl" | "ndjson") => Some(Format::JsonLines),
         Some("csv") => Some(Format::Csv),
-        _ => None,
+        _ => ColumnarFormat::of(path).map(Format::Columnar),
     }
 }
 
@@ -75,8 +78,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
-/// Expands the given paths: a folder contributes every `*.jsonl`, `*.ndjson` and `*.csv` below
-/// it, in path order; a file is taken as it is (JSON lines unless it ends in `.csv`).
+/// Expands the given paths: a folder contributes every `*.jsonl`, `*.ndjson`, `*.csv`, Arrow IPC
+/// (`*.arrow`, `*.arrows`, `*.ipc`, `*.feather`) and `*.parquet` file below it, in path order; a
+/// file is taken as it is (JSON lines unless its extension names another format).
 pub fn discover(paths: &[PathBuf]) -> io::Result<Vec<Input>> {
     let mut inputs = Vec::new();
     for p in paths {
@@ -93,7 +97,10 @@ pub fn discover(paths: &[PathBuf]) -> io::Result<Vec<Input>> {
             if files.is_empty() {
                 return Err(io::Error::new(
                     io::ErrorKind::NotFound,
-                    format!("{} holds no .jsonl, .ndjson or .csv file", p.display()),
+                    format!(
+                        "{} holds no .jsonl, .ndjson, .csv, .arrow or .parquet file",
+                        p.display()
+                    ),
                 ));
             }
             for f in files {
@@ -189,6 +196,9 @@ struct Chunk {
     csv: Option<Arc<CsvInfo>>,
     /// The first line is a CSV header: skip it (rejecting it if it was not a valid header).
     header: Option<Option<RejectReason>>,
+    /// Rows of a columnar input (then `data` is empty and `first_line` is the first row's
+    /// number).
+    columns: Option<ColumnChunk>,
 }
 
 /// One parsed record.
@@ -237,11 +247,39 @@ struct Parser {
     raw_ids: RawIdCache,
     point: PointBuf,
     scratch: Vec<u8>,
+    /// Decoder of columnar inputs (with its own series-id cache).
+    columns: columnar::Decoder,
 }
 
 impl Parser {
     fn parse(&mut self, mut chunk: Chunk, out: &mut Parsed) {
         out.stream = chunk.stream;
+        if let Some(columns) = chunk.columns.take() {
+            let first = chunk.first_line;
+            let (records, keys) = (&mut out.records, &mut out.keys);
+            self.columns.decode(
+                &columns,
+                |id, key| keys.push((id, key)),
+                |i, row| {
+                    let line = first + i as u64;
+                    records.push(match row {
+                        Row::Point { id, ts, value } => Record::Point {
+                            id,
+                            ts,
+                            value,
+                            line,
+                        },
+                        Row::Reject(reason) => Record::Reject {
+                            line,
+                            reason,
+                            text: columnar::row_json(&columns, i),
+                        },
+                    });
+                },
+            );
+            out.data = std::mem::take(&mut chunk.data);
+            return;
+        }
         let mut line = chunk.first_line;
         let mut data = &chunk.data[..];
         if let Some(header) = chunk.header {
@@ -644,7 +682,33 @@ fn read_inputs(
     let mut k = 0usize;
     let mut bytes_done = 0u64;
     for (stream, input) in inputs.iter().enumerate() {
-        let mut reader: Box<dyn Read> = if input.path.as_os_str() == "-" {
+        let stdin = input.path.as_os_str() == "-";
+        let columnar = match input.format {
+            Some(Format::Columnar(f)) => {
+                Some(ColumnarReader::open(&input.path, f, &input.csv_name)?)
+            }
+            None if stdin => {
+                // An Arrow IPC stream on standard input is recognised by its first bytes.
+                let arrow =
+                    columnar::looks_like_arrow(io::BufRead::fill_buf(&mut io::stdin().lock())?);
+                if arrow {
+                    Some(ColumnarReader::ipc_stream(io::stdin(), &input.csv_name)?)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        if let Some(reader) = columnar {
+            let size = input.size;
+            read_columnar(reader, stream as u32, to_parsers, &mut k, |done| {
+                tick(bytes_done + done.map_or(0, |f| (f * size as f64) as u64));
+            })
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", input.path.display())))?;
+            bytes_done += size;
+            continue;
+        }
+        let mut reader: Box<dyn Read> = if stdin {
             Box::new(io::stdin().lock())
         } else {
             Box::new(File::open(&input.path).map_err(|e| {
@@ -730,6 +794,7 @@ fn read_inputs(
                 data: buf,
                 csv: csv.clone(),
                 header,
+                columns: None,
             };
             line += lines + u64::from(eof && chunk.data.last() != Some(&b'\n'));
             if to_parsers[k % to_parsers.len()].send(chunk).is_err() {
@@ -738,6 +803,48 @@ fn read_inputs(
             k += 1;
             tick(bytes_done);
         }
+    }
+    Ok(())
+}
+
+/// Deals the batches of a columnar input to the parsers round-robin (batches larger than
+/// [`columnar::MAX_ROWS`] are sliced, without copying); `tick` gets the fraction read when the
+/// format knows its row count.
+fn read_columnar(
+    reader: ColumnarReader,
+    stream: u32,
+    to_parsers: &[Sender<Chunk>],
+    k: &mut usize,
+    mut tick: impl FnMut(Option<f64>),
+) -> io::Result<()> {
+    let total = reader.total_rows;
+    let mut row = 1u64;
+    for chunk in reader {
+        let chunk = chunk.map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot read the batch at row {row}: {e}"))
+        })?;
+        let rows = chunk.batch.num_rows();
+        let mut at = 0;
+        while at < rows {
+            let len = (rows - at).min(columnar::MAX_ROWS);
+            let piece = ColumnChunk {
+                batch: chunk.batch.slice(at, len),
+                layout: chunk.layout.clone(),
+            };
+            let sent = to_parsers[*k % to_parsers.len()].send(Chunk {
+                stream,
+                first_line: row,
+                columns: Some(piece),
+                ..Chunk::default()
+            });
+            if sent.is_err() {
+                return Err(io::Error::other("a parser thread stopped early"));
+            }
+            *k += 1;
+            at += len;
+            row += len as u64;
+        }
+        tick(total.map(|t| (row - 1) as f64 / t.max(1) as f64));
     }
     Ok(())
 }

@@ -230,9 +230,15 @@ pub fn write_json_line(
     line.extend_from_slice(b"}\n");
 }
 
+/// The label names every generated series carries.
+pub const LABEL_NAMES: [&str; 2] = ["model", "region"];
+
 /// Labels of one series.
 fn labels(model: usize) -> [(&'static str, &'static str); 2] {
-    [("model", MODELS[model]), ("region", "eu-west-1")]
+    [
+        (LABEL_NAMES[0], MODELS[model]),
+        (LABEL_NAMES[1], "eu-west-1"),
+    ]
 }
 
 /// Generates the stream in time order, calling `emit(metric, labels, timestamp_ms, value)` for

@@ -13,6 +13,7 @@ use telltale_bench::corpus::{Corpus, read_tree, read_windows};
 use telltale_bench::report::{SCOREBOARD, chain_table, score_table};
 use telltale_bench::run::run_chain;
 use telltale_bench::scorer::score_corpus;
+use telltale_engine::columnar::{ColumnarWriter, WriteAs};
 use telltale_engine::labels::LabelsFile;
 use telltale_engine::replay::{discover, replay};
 use telltale_engine::time::{format_rfc3339, parse_duration_ms, parse_rfc3339};
@@ -70,6 +71,18 @@ enum BenchCommand {
     Throughput(ThroughputArgs),
 }
 
+/// The input format `telltale bench throughput` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ThroughputFormat {
+    /// JSON lines.
+    Json,
+    /// Arrow IPC file (columnar, dictionary-encoded series columns).
+    #[value(alias = "binary")]
+    Arrow,
+    /// Parquet (columnar, Snappy).
+    Parquet,
+}
+
 #[derive(Debug, Args)]
 struct ThroughputArgs {
     /// Series in the generated stream.
@@ -78,9 +91,9 @@ struct ThroughputArgs {
     /// Points per series (interleaved in time order).
     #[arg(long, default_value_t = 100)]
     points: usize,
-    /// Input format: json (JSON lines). Columnar input (Arrow IPC) is not implemented yet.
-    #[arg(long, default_value = "json")]
-    format: String,
+    /// Input format.
+    #[arg(long, value_enum, default_value_t = ThroughputFormat::Json)]
+    format: ThroughputFormat,
     /// Chains to run (default: the built-in default chain).
     #[arg(long, short)]
     config: Option<PathBuf>,
@@ -188,11 +201,25 @@ struct GenLlmArgs {
     no_episode: bool,
 }
 
+/// A file format `telltale gen` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GenFormat {
+    /// JSON lines (telemetry.jsonl).
+    Jsonl,
+    /// Arrow IPC: a file (telemetry.arrow) in a folder, a stream on stdout.
+    Arrow,
+    /// Parquet, Snappy-compressed (telemetry.parquet; not on stdout).
+    Parquet,
+}
+
 #[derive(Debug, Args)]
 struct GenArgs {
-    /// Output: a folder (gets telemetry.jsonl and labels.json) or - for JSON lines on stdout.
+    /// Output: a folder (gets telemetry.<format> and labels.json) or - for stdout.
     #[arg(long, short, default_value = "-")]
     out: PathBuf,
+    /// File format; columnar files have columns timestamp, value, metric, model, region.
+    #[arg(long, value_enum, default_value_t = GenFormat::Jsonl)]
+    format: GenFormat,
     /// Random seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -345,16 +372,10 @@ fn print_summary(r: &Report, secs: f64, rejects_on_stderr: bool) {
 }
 
 fn run_bench_throughput(a: ThroughputArgs) -> Result<(), Failure> {
-    use telltale_bench::throughput::{generate_json, parse_baseline, peak_rss, reset_peak_rss};
-    if a.format != "json" {
-        return Err(Failure(
-            format!(
-                "--format {}: only json is implemented (columnar Arrow IPC input is not implemented yet)",
-                a.format
-            ),
-            2,
-        ));
-    }
+    use telltale_bench::throughput::{
+        decode_baseline, generate_json, parse_baseline, peak_rss, reset_peak_rss, write_columnar,
+    };
+    use telltale_engine::columnar::ColumnarFormat;
     if a.series == 0 || a.points == 0 {
         return Err(Failure("--series and --points must be positive".into(), 2));
     }
@@ -363,14 +384,33 @@ fn run_bench_throughput(a: ThroughputArgs) -> Result<(), Failure> {
         None => Config::default(),
     };
     let plan = config.plan().map_err(|e| Failure(e.to_string(), 2))?;
-    let input = generate_json(a.series, a.points);
-    let bytes = input.len();
-    let base = parse_baseline(&input);
+    let ext = match a.format {
+        ThroughputFormat::Json => "jsonl",
+        ThroughputFormat::Arrow => "arrow",
+        ThroughputFormat::Parquet => "parquet",
+    };
     let path =
-        std::env::temp_dir().join(format!("telltale-throughput-{}.jsonl", std::process::id()));
-    std::fs::write(&path, &input)
-        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display()), 1))?;
-    drop(input);
+        std::env::temp_dir().join(format!("telltale-throughput-{}.{ext}", std::process::id()));
+    let cannot_write = |e: io::Error| Failure(format!("cannot write {}: {e}", path.display()), 1);
+    let (bytes, base, what, base_what) = match a.format {
+        ThroughputFormat::Json => {
+            let input = generate_json(a.series, a.points);
+            let base = parse_baseline(&input);
+            std::fs::write(&path, &input).map_err(cannot_write)?;
+            (input.len() as u64, base, "JSON lines", "parse + series id")
+        }
+        ThroughputFormat::Arrow | ThroughputFormat::Parquet => {
+            let (how, format, what) = if a.format == ThroughputFormat::Arrow {
+                (WriteAs::IpcFile, ColumnarFormat::ArrowIpc, "Arrow IPC")
+            } else {
+                (WriteAs::Parquet, ColumnarFormat::Parquet, "Parquet")
+            };
+            let bytes = write_columnar(a.series, a.points, &path, how).map_err(cannot_write)?;
+            let base = decode_baseline(&path, format)
+                .map_err(|e| Failure(format!("cannot read {}: {e}", path.display()), 1))?;
+            (bytes, base, what, "read + series id")
+        }
+    };
     let inputs = discover(std::slice::from_ref(&path)).map_err(|e| Failure(e.to_string(), 1))?;
     let reset = reset_peak_rss();
     let before = peak_rss().unwrap_or(0);
@@ -391,7 +431,7 @@ fn run_bench_throughput(a: ThroughputArgs) -> Result<(), Failure> {
     let base_rate = base.points as f64 / base.secs;
     let rate = report.points as f64 / secs;
     println!(
-        "throughput: {} series x {} points = {} points, JSON lines ({:.1} MB), {} shards",
+        "throughput: {} series x {} points = {} points, {what} ({:.1} MB), {} shards",
         a.series,
         a.points,
         report.points,
@@ -399,7 +439,7 @@ fn run_bench_throughput(a: ThroughputArgs) -> Result<(), Failure> {
         report.shards
     );
     println!(
-        "  parse-only baseline (one thread, parse + series id)  {:>7.2} M points/s",
+        "  decode-only baseline (one thread, {base_what:<17})  {:>7.2} M points/s",
         base_rate / 1e6
     );
     println!(
@@ -457,12 +497,9 @@ fn print_faults(labels: &LabelsFile, r: &Report, path: &Path) {
 }
 
 /// The stream writer of `gen`: `DIR/<file>` for a folder, stdout for `-`.
-fn gen_output(out: &Path, file: &str) -> Result<Box<dyn Write>, Failure> {
+fn gen_output(out: &Path, file: &str) -> Result<Box<dyn Write + Send>, Failure> {
     if out.as_os_str() == "-" {
-        Ok(Box::new(BufWriter::with_capacity(
-            1 << 16,
-            io::stdout().lock(),
-        )))
+        Ok(Box::new(BufWriter::with_capacity(1 << 16, io::stdout())))
     } else {
         std::fs::create_dir_all(out)?;
         Ok(create(&out.join(file))?)
@@ -508,23 +545,61 @@ fn run_gen(a: GenArgs) -> Result<(), Failure> {
         faults: !a.no_faults,
     };
     let to_stdout = a.out.as_os_str() == "-";
-    let mut out = gen_output(&a.out, "telemetry.jsonl")?;
+    let file = match a.format {
+        GenFormat::Jsonl => "telemetry.jsonl",
+        GenFormat::Arrow => "telemetry.arrow",
+        GenFormat::Parquet if to_stdout => {
+            return Err(Failure(
+                "--format parquet needs a folder (--out DIR): Parquet cannot be streamed; use --format arrow for a stream on stdout".into(),
+                2,
+            ));
+        }
+        GenFormat::Parquet => "telemetry.parquet",
+    };
+    let out = gen_output(&a.out, file)?;
     let mut err: Option<io::Error> = None;
-    let mut line = Vec::with_capacity(256);
-    let labels = generate(&cfg, |metric, labels, ts, value| {
-        if err.is_some() {
-            return;
+    let labels = match a.format {
+        GenFormat::Jsonl => {
+            let mut out = out;
+            let mut line = Vec::with_capacity(256);
+            let labels = generate(&cfg, |metric, labels, ts, value| {
+                if err.is_some() {
+                    return;
+                }
+                line.clear();
+                telltale_gen::write_json_line(&mut line, metric, labels, ts, value);
+                if let Err(e) = out.write_all(&line) {
+                    err = Some(e);
+                }
+            });
+            if err.is_none() {
+                out.flush()?;
+            }
+            labels
         }
-        line.clear();
-        telltale_gen::write_json_line(&mut line, metric, labels, ts, value);
-        if let Err(e) = out.write_all(&line) {
-            err = Some(e);
+        GenFormat::Arrow | GenFormat::Parquet => {
+            let how = match (a.format, to_stdout) {
+                (GenFormat::Parquet, _) => WriteAs::Parquet,
+                (_, true) => WriteAs::IpcStream,
+                _ => WriteAs::IpcFile,
+            };
+            let mut w = ColumnarWriter::new(out, how, &telltale_gen::LABEL_NAMES)?;
+            let labels = generate(&cfg, |metric, labels, ts, value| {
+                if err.is_none()
+                    && let Err(e) = w.push(metric, labels, ts, value)
+                {
+                    err = Some(e);
+                }
+            });
+            if err.is_none() {
+                w.finish()?;
+            }
+            labels
         }
-    });
+    };
     if let Some(e) = err {
         return Err(e.into());
     }
-    out.flush()?;
     if !to_stdout {
         let path = write_labels(&a.out, &labels)?;
         eprintln!(
@@ -533,7 +608,7 @@ fn run_gen(a: GenArgs) -> Result<(), Failure> {
             cfg.models * 7,
             format_rfc3339(start_ms),
             format_rfc3339(start_ms + (cfg.points as i64 - 1) * interval_ms),
-            a.out.join("telemetry.jsonl").display(),
+            a.out.join(file).display(),
             labels.faults.len(),
             path.display()
         );

@@ -297,22 +297,73 @@ fn run_refuses_a_bad_kafka_config_before_connecting() {
 }
 
 #[test]
-fn bench_throughput_reports_engine_and_baseline_rates() {
-    let o = bin()
-        .args(["bench", "throughput", "--series", "50", "--points", "40"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = String::from_utf8(o.stdout).unwrap();
-    assert!(out.contains("= 2000 points"), "{out}");
-    assert!(out.contains("parse-only baseline"), "{out}");
-    assert!(out.contains("x the baseline"), "{out}");
-    assert!(out.contains("latency per point"), "{out}");
-    assert!(out.contains("peak RSS"), "{out}");
-    let o = bin()
-        .args(["bench", "throughput", "--format", "arrow"])
-        .output()
-        .unwrap();
+fn bench_throughput_reports_engine_and_baseline_rates_for_every_format() {
+    for (format, what) in [
+        ("json", "JSON lines"),
+        ("arrow", "Arrow IPC"),
+        ("binary", "Arrow IPC"),
+        ("parquet", "Parquet"),
+    ] {
+        let o = bin()
+            .args([
+                "bench",
+                "throughput",
+                "--series",
+                "50",
+                "--points",
+                "40",
+                "--format",
+                format,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = String::from_utf8(o.stdout).unwrap();
+        assert!(out.contains(&format!("= 2000 points, {what}")), "{out}");
+        assert!(out.contains("decode-only baseline"), "{out}");
+        assert!(out.contains("x the baseline"), "{out}");
+        assert!(out.contains("latency per point"), "{out}");
+        assert!(out.contains("peak RSS"), "{out}");
+    }
+}
+
+#[test]
+fn gen_writes_arrow_and_parquet_that_replay_to_the_jsonl_events() {
+    let d = temp("gen-columnar");
+    let mut events = Vec::new();
+    for format in ["jsonl", "arrow", "parquet"] {
+        let dir = d.join(format);
+        let o = bin()
+            .args(["gen", "--points", "600", "--format", format, "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = dir.join("events.jsonl");
+        let o = bin()
+            .arg("replay")
+            .arg(&dir)
+            .args(["--no-progress", "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains("12600 points"), "{}", stderr(&o));
+        let ids: Vec<String> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
+            .collect();
+        events.push(ids);
+    }
+    assert!(!events[0].is_empty());
+    assert_eq!(events[0], events[1]);
+    assert_eq!(events[0], events[2]);
+    let o = bin().args(["gen", "--format", "parquet"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("not implemented"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--format parquet needs a folder"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -58,25 +58,32 @@ fn parse(c: &mut Criterion) {
 fn chain(c: &mut Criterion) {
     const SERIES: usize = 1024;
     const STEPS: usize = 32;
-    let plan = Config::default().plan().unwrap();
     let xs: Vec<Vec<f64>> = (0..STEPS).map(|s| stream(SERIES, 7 + s as u64)).collect();
     let mut g = c.benchmark_group("chain");
     g.throughput(Throughput::Elements((SERIES * STEPS) as u64));
-    g.bench_function("default_chain_process", |b| {
-        let mut group = ChainGroup::new(&plan.chains[0]);
-        for _ in 0..SERIES {
-            group.add_series();
-        }
-        let mut ts = 0i64;
-        b.iter(|| {
-            for x in &xs {
-                ts += 1;
-                for (slot, v) in x.iter().enumerate() {
-                    black_box(group.process(slot, ts, *v).unwrap());
-                }
+    // The default chain, and the same chain holding (as the LLM confidence rule does): a
+    // holding chain decides whether to learn each point after scoring it.
+    for (name, toml) in [
+        ("default_chain_process", ""),
+        ("holding_chain_process", "[chain]\nhold = true"),
+    ] {
+        let plan = Config::from_toml(toml).unwrap().plan().unwrap();
+        g.bench_function(name, |b| {
+            let mut group = ChainGroup::new(&plan.chains[0]);
+            for _ in 0..SERIES {
+                group.add_series();
             }
-        })
-    });
+            let mut ts = 0i64;
+            b.iter(|| {
+                for x in &xs {
+                    ts += 1;
+                    for (slot, v) in x.iter().enumerate() {
+                        black_box(group.process(slot, ts, *v).unwrap());
+                    }
+                }
+            })
+        });
+    }
     g.finish();
 }
 

@@ -126,6 +126,13 @@ pub fn discover(paths: &[PathBuf]) -> io::Result<Vec<Input>> {
             });
         }
     }
+    // Columnar files name their columns in a schema: check it now, so a file the replay could
+    // not read fails before anything is processed.
+    for i in &inputs {
+        if let Some(Format::Columnar(f)) = i.format {
+            ColumnarReader::open(&i.path, f, &i.csv_name)?;
+        }
+    }
     Ok(inputs)
 }
 

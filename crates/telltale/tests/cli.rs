@@ -367,3 +367,35 @@ fn gen_writes_arrow_and_parquet_that_replay_to_the_jsonl_events() {
         stderr(&o)
     );
 }
+
+#[test]
+fn columnar_file_with_a_bad_schema_fails_at_start_naming_the_column() {
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
+    use std::sync::Arc;
+    let d = temp("bad-schema");
+    let path = d.join("bad.arrow");
+    let batch = RecordBatch::try_from_iter([
+        (
+            "timestamp",
+            Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+        ),
+        (
+            "value",
+            Arc::new(Float64Array::from(vec![1.0, 2.0])) as ArrayRef,
+        ),
+        ("code", Arc::new(Int64Array::from(vec![7, 8])) as ArrayRef),
+    ])
+    .unwrap();
+    let file = std::fs::File::create(&path).unwrap();
+    let mut w = arrow_ipc::writer::FileWriter::try_new(file, &batch.schema()).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    let o = bin().arg("replay").arg(&path).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("column `code` is Int64"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(o.stdout.is_empty());
+}

@@ -62,6 +62,15 @@ fn main() {
         }
         c
     });
+    // The z-only path: what River's loop computes (z, compared with the threshold).
+    let (z_secs, z_alarms) = time(runs, || {
+        let mut d = Ewma::new(params);
+        let mut c = 0;
+        for &x in &xs {
+            c += usize::from(d.step_z(x).abs() > 4.0);
+        }
+        c
+    });
     // The same detector over the whole series as one batch (z pass, then the vectorised score
     // pass): how the engine runs a series' points when it has many of them at once.
     let mut out = vec![0.0; xs.len()];
@@ -75,10 +84,12 @@ fn main() {
         "{{\"points\":{},\"runs\":{runs},\
          \"page_hinkley\":{{\"pts_per_s\":{:.0},\"drifts\":{ph_drifts}}},\
          \"ewma_zscore\":{{\"pts_per_s\":{:.0},\"alarms\":{ewma_alarms}}},\
-         \"ewma_zscore_batch\":{{\"pts_per_s\":{:.0},\"alarms\":{batch_alarms}}}}}",
+         \"ewma_zscore_batch\":{{\"pts_per_s\":{:.0},\"alarms\":{batch_alarms}}},\
+         \"ewma_z_only\":{{\"pts_per_s\":{:.0},\"alarms\":{z_alarms}}}}}",
         xs.len(),
         n / ph_secs,
         n / ewma_secs,
-        n / batch_secs
+        n / batch_secs,
+        n / z_secs
     );
 }

@@ -88,6 +88,8 @@ def main():
          ours["ewma_zscore"]["pts_per_s"], ours["ewma_zscore"]["alarms"], "alarms"),
         ("  same, telltale's batch form", a.n / ew_s, ew_c,
          ours["ewma_zscore_batch"]["pts_per_s"], ours["ewma_zscore_batch"]["alarms"], "alarms"),
+        ("  same, telltale's z-only path", a.n / ew_s, ew_c,
+         ours["ewma_z_only"]["pts_per_s"], ours["ewma_z_only"]["alarms"], "alarms"),
     ]
     print(f"{a.n} points, median of {a.runs} runs, one thread each")
     print(f"{'detector':38} {'River pts/s':>14} {'telltale pts/s':>15} {'ratio':>8}   flags River / telltale")

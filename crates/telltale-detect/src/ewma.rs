@@ -106,6 +106,23 @@ impl Ewma {
         }
     }
 
+    /// Learns one point and returns only its z-score against the state before it (0 while
+    /// warming up): the fast path for callers that threshold |z| themselves, skipping the
+    /// Gaussian tail probability that [`Ewma::step`] turns it into (`score_from_z(z)` is that
+    /// score).
+    pub fn step_z(&mut self, x: f64) -> f64 {
+        let s = &mut self.state;
+        step_z(
+            self.params.alpha.get(),
+            f64::from(self.params.warmup.get()),
+            &mut s.mean,
+            &mut s.var,
+            &mut s.n,
+            x,
+        )
+        .0
+    }
+
     /// Scores then learns one point, returning the score and the forecast.
     pub fn step(&mut self, x: f64) -> Scored {
         let s = &mut self.state;
@@ -250,6 +267,22 @@ mod tests {
         EwmaParams {
             alpha: Alpha::new(alpha).unwrap(),
             warmup: Count::new(warmup).unwrap(),
+        }
+    }
+
+    #[test]
+    fn z_only_path_learns_the_same_and_gives_the_z_behind_the_score() {
+        let mut full = Ewma::new(params(0.05, 5));
+        let mut z_only = Ewma::new(params(0.05, 5));
+        for i in 0..500 {
+            let x = 10.0 + ((i * 7919) % 31) as f64 / 7.0 + if i == 300 { 40.0 } else { 0.0 };
+            let z = z_only.step_z(x);
+            assert_eq!(
+                full.step(x).score,
+                crate::score::score_from_z(z),
+                "point {i}"
+            );
+            assert_eq!(full.state, z_only.state);
         }
     }
 

@@ -1,8 +1,8 @@
 //! Replay of recorded telemetry: files, folders (NAB layout included) or standard input,
 //! through the same pipeline as live mode.
 //!
-//! Threads: the caller reads inputs in chunks of whole lines and deals them round-robin to
-//! parser threads; a router thread takes the parsed chunks back in the same round-robin order
+//! Threads: the caller reads inputs in chunks of whole lines (or record batches of a columnar
+//! file) and deals them round-robin to parser threads; a router thread takes the parsed chunks back in the same round-robin order
 //! (so input order is kept without a reorder buffer) and feeds the pipeline, which owns the
 //! series table and hands batches to the shards. Parsing is the costly part of a replay, so it
 //! is the part that runs in parallel.

@@ -398,6 +398,13 @@ pub struct ChainConfig {
     /// adapting, and a lasting shift resolves once it is the new normal).
     #[serde(default)]
     pub hold: bool,
+    /// For ranking rows in `telltale bench` only (live alerting and events are unaffected): a
+    /// row ranks with the chain's score only when that score is above every score since the
+    /// last such row, and at most `rank_window` rows after it; other rows rank 0. For any
+    /// threshold, a burst of high scores then counts as one detection, as NAB counts them.
+    /// 0 (default) ranks every row with its score. Rules use the default chain's value.
+    #[serde(default)]
+    pub rank_window: u32,
 }
 
 fn default_chain_name() -> String {
@@ -413,6 +420,7 @@ impl Default for ChainConfig {
             ring: None,
             alert: AlertConfig::default(),
             hold: false,
+            rank_window: 0,
         }
     }
 }
@@ -566,6 +574,8 @@ pub struct ChainPlan {
     pub params_json: Vec<Box<serde_json::value::RawValue>>,
     /// Hold the baseline while an anomaly is open.
     pub hold: bool,
+    /// Ranking window of `telltale bench` (see [`ChainConfig::rank_window`]).
+    pub rank_window: u32,
 }
 
 /// Glob with `*` and `?`.
@@ -751,6 +761,7 @@ fn validate_chain(
         alert: validate_alert(&format!("{path}.alert"), alert)?,
         params_json,
         hold,
+        rank_window: 0,
     })
 }
 
@@ -902,6 +913,9 @@ impl Config {
                     ),
                 )
             })?;
+        for chain in &mut chains {
+            chain.rank_window = c.rank_window;
+        }
         Ok(Plan {
             llm_window_ms,
             llm: self.llm.clone(),
@@ -959,6 +973,15 @@ mod tests {
         let e = plan("[engine]\nshard = 2").unwrap_err();
         assert_eq!(e.path, "engine.shard");
         assert!(e.message.contains("shard"), "{e}");
+    }
+
+    #[test]
+    fn rank_window_applies_to_every_chain_and_is_off_by_default() {
+        let p = plan("[chain]\nrank_window = 7\n[[rule]]\nname = \"r\"\nmetric = \"m\"").unwrap();
+        assert!(p.chains.iter().all(|c| c.rank_window == 7));
+        assert!(plan("").unwrap().chains.iter().all(|c| c.rank_window == 0));
+        let e = plan("[chain]\nrank_window = -1").unwrap_err();
+        assert_eq!(e.path, "chain.rank_window");
     }
 
     #[test]

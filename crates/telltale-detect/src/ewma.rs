@@ -181,68 +181,6 @@ impl EwmaBank {
     }
 }
 
-/// Scratch of [`EwmaBank::update_gathered`]: the gathered state of a wave of series.
-#[derive(Debug, Default, Clone)]
-pub struct EwmaWave {
-    mean: Vec<f64>,
-    var: Vec<f64>,
-    n: Vec<f64>,
-}
-
-impl EwmaBank {
-    /// Scores then learns one point for each of a *wave* of distinct series (`slots[i]` gets
-    /// `xs[i]`): their state is gathered into `wave`, updated by the dense kernels (the loop
-    /// runs across the wave, so it vectorises) and scattered back. Writes each point's score to
-    /// `scores` and forecast to `expected`, and each series' state from before the point to
-    /// `undo` (so a caller can take the point back with [`Bank::restore`]). Results are
-    /// bit-identical to calling [`Bank::update`] per point; `slots` must not repeat a slot.
-    pub fn update_gathered(
-        &mut self,
-        slots: &[u32],
-        xs: &[f64],
-        wave: &mut EwmaWave,
-        scores: &mut [f64],
-        expected: &mut [f64],
-        undo: &mut Vec<EwmaState>,
-    ) {
-        let len = slots.len();
-        assert!(
-            xs.len() == len && scores.len() == len && expected.len() == len,
-            "one point per slot"
-        );
-        let (alpha, warmup) = (self.params.alpha.get(), f64::from(self.params.warmup.get()));
-        wave.mean.clear();
-        wave.var.clear();
-        wave.n.clear();
-        undo.clear();
-        for (&slot, e) in slots.iter().zip(expected.iter_mut()) {
-            let s = slot as usize;
-            let (m, v, n) = (self.mean[s], self.var[s], self.n[s]);
-            wave.mean.push(m);
-            wave.var.push(v);
-            wave.n.push(n);
-            undo.push(EwmaState { mean: m, var: v, n });
-            *e = if n == 0.0 { f64::NAN } else { m };
-        }
-        dense_z(
-            alpha,
-            warmup,
-            &mut wave.mean,
-            &mut wave.var,
-            &mut wave.n,
-            xs,
-            scores,
-        );
-        scores_from_z_in_place(scores);
-        for (i, &slot) in slots.iter().enumerate() {
-            let s = slot as usize;
-            self.mean[s] = wave.mean[i];
-            self.var[s] = wave.var[i];
-            self.n[s] = wave.n[i];
-        }
-    }
-}
-
 simd_dispatch! {
     /// First pass of the dense kernel: every series learns its point and writes its z-score.
     /// The loop runs across series (no dependency between iterations), so it vectorises.
@@ -329,43 +267,6 @@ mod tests {
         EwmaParams {
             alpha: Alpha::new(alpha).unwrap(),
             warmup: Count::new(warmup).unwrap(),
-        }
-    }
-
-    #[test]
-    fn gathered_wave_equals_per_slot_updates() {
-        let p = params(0.1, 3);
-        let mut a = EwmaBank::new(p);
-        let mut b = EwmaBank::new(p);
-        for _ in 0..50 {
-            a.add_series();
-            b.add_series();
-        }
-        let mut wave = EwmaWave::default();
-        let mut undo = Vec::new();
-        for step in 0..40u32 {
-            // A different subset and order of series each step.
-            let slots: Vec<u32> = (0..50u32)
-                .filter(|s| (s * 7 + step) % 3 != 0)
-                .map(|s| (s * 13 + step) % 50)
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            let xs: Vec<f64> = slots
-                .iter()
-                .map(|s| f64::from(*s) + f64::from((step * 31 + s * 17) % 11) * 0.3)
-                .collect();
-            let (mut sc, mut ex) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
-            let before: Vec<EwmaState> = slots.iter().map(|s| b.snapshot(*s as usize)).collect();
-            b.update_gathered(&slots, &xs, &mut wave, &mut sc, &mut ex, &mut undo);
-            assert_eq!(undo, before);
-            for (i, s) in slots.iter().enumerate() {
-                let r = a.update(*s as usize, xs[i], None);
-                assert_eq!(r.score.to_bits(), sc[i].to_bits());
-                assert_eq!(r.expected.to_bits(), ex[i].to_bits());
-            }
-            assert_eq!(a, b);
         }
     }
 

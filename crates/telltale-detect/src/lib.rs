@@ -55,7 +55,7 @@ mod threshold;
 pub use combine::Combine;
 pub use cusum::{Cusum, CusumBank, CusumParams, CusumState};
 pub use error::ParamError;
-pub use ewma::{Ewma, EwmaBank, EwmaParams, EwmaState, EwmaWave};
+pub use ewma::{Ewma, EwmaBank, EwmaParams, EwmaState};
 pub use likelihood::{Likelihood, LikelihoodBank, LikelihoodParams, LikelihoodState};
 pub use page_hinkley::{PageHinkley, PageHinkleyBank, PageHinkleyParams, PageHinkleyState, PhMode};
 pub use robust::{RobustZ, RobustZBank, RobustZParams, SortedWindow};

@@ -2,8 +2,8 @@
 //! in struct-of-arrays form, and the per-point path through it.
 
 use telltale_detect::{
-    Bank, CusumBank, EwmaBank, EwmaWave, LikelihoodBank, PageHinkleyBank, RobustZBank, Scored,
-    SeasonalBank, ThresholdBank,
+    Bank, CusumBank, EwmaBank, LikelihoodBank, PageHinkleyBank, RobustZBank, Scored, SeasonalBank,
+    ThresholdBank,
 };
 
 use crate::alert::{AlertBank, Transition};
@@ -262,27 +262,6 @@ pub struct ChainGroup {
     banks: Vec<AnyBank>,
     ring: RingSlab,
     alert: AlertBank,
-    wave: Wave,
-}
-
-/// Scratch of [`ChainGroup::process_wave`], reused from wave to wave.
-#[derive(Debug, Clone, Default)]
-struct Wave {
-    /// Index in the wave of each accepted point.
-    index: Vec<usize>,
-    slots: Vec<u32>,
-    ts: Vec<i64>,
-    xs: Vec<f64>,
-    evicted: Vec<Option<f64>>,
-    /// Per accepted point and bank: score, and what to undo if the chain holds.
-    scores: Vec<[f64; MAX_DETECTORS]>,
-    undo: Vec<[Undo; MAX_DETECTORS]>,
-    expected: Vec<f64>,
-    /// One bank's scores and forecasts over the wave (dense kernels write here).
-    bank_scores: Vec<f64>,
-    bank_expected: Vec<f64>,
-    ewma: EwmaWave,
-    ewma_undo: Vec<<EwmaBank as Bank>::State>,
 }
 
 impl ChainGroup {
@@ -293,7 +272,6 @@ impl ChainGroup {
             ring: RingSlab::new(plan.ring),
             alert: AlertBank::default(),
             plan: plan.clone(),
-            wave: Wave::default(),
         }
     }
 
@@ -390,127 +368,6 @@ impl ChainGroup {
     }
 }
 
-impl ChainGroup {
-    /// [`ChainGroup::process`] for a *wave* of points of distinct series (`points[i]` is
-    /// (slot, timestamp, value); no slot twice), appending one result per point to `out`, in
-    /// order. Banks with a gathered kernel (EWMA) score the whole wave at once, vectorised;
-    /// results are identical to calling `process` on each point in order, because the points of
-    /// a wave share no state.
-    pub fn process_wave(
-        &mut self,
-        points: &[(u32, i64, f64)],
-        out: &mut Vec<Result<Outcome, RejectReason>>,
-    ) {
-        let w = &mut self.wave;
-        w.index.clear();
-        w.slots.clear();
-        w.ts.clear();
-        w.xs.clear();
-        w.evicted.clear();
-        let first_out = out.len();
-        for (i, &(slot, ts, x)) in points.iter().enumerate() {
-            let s = slot as usize;
-            if self.ring.last_ts(s).is_some_and(|last| ts < last) {
-                out.push(Err(RejectReason::OutOfOrder));
-                continue;
-            }
-            // A placeholder, replaced below.
-            out.push(Err(RejectReason::OutOfOrder));
-            w.index.push(i);
-            w.slots.push(slot);
-            w.ts.push(ts);
-            w.xs.push(x);
-            w.evicted.push(self.ring.next_evicted(s));
-        }
-        let m = w.slots.len();
-        let n = self.banks.len();
-        w.scores.clear();
-        w.scores.resize(m, [0.0; MAX_DETECTORS]);
-        w.undo.clear();
-        w.undo.resize(m, [Undo::NotLearned; MAX_DETECTORS]);
-        w.expected.clear();
-        w.expected.resize(m, f64::NAN);
-        let hold = self.plan.hold;
-        // Every bank scores (and learns, where it can take the point back) the whole wave.
-        for (k, bank) in self.banks.iter_mut().enumerate() {
-            match bank {
-                AnyBank::Ewma(b) => {
-                    w.bank_scores.clear();
-                    w.bank_scores.resize(m, 0.0);
-                    w.bank_expected.clear();
-                    w.bank_expected.resize(m, 0.0);
-                    b.update_gathered(
-                        &w.slots,
-                        &w.xs,
-                        &mut w.ewma,
-                        &mut w.bank_scores,
-                        &mut w.bank_expected,
-                        &mut w.ewma_undo,
-                    );
-                    for j in 0..m {
-                        w.scores[j][k] = w.bank_scores[j];
-                        if w.expected[j].is_nan() {
-                            w.expected[j] = w.bank_expected[j];
-                        }
-                        if hold {
-                            w.undo[j][k] = Undo::Ewma(w.ewma_undo[j]);
-                        }
-                    }
-                }
-                bank => {
-                    for j in 0..m {
-                        let (slot, ts, x, ev) =
-                            (w.slots[j] as usize, w.ts[j], w.xs[j], w.evicted[j]);
-                        let s = if hold {
-                            let (s, u) = bank.update_undoable(slot, ts, x, ev);
-                            w.undo[j][k] = u;
-                            s
-                        } else {
-                            bank.update(slot, ts, x, ev)
-                        };
-                        w.scores[j][k] = s.score;
-                        if w.expected[j].is_nan() {
-                            w.expected[j] = s.expected;
-                        }
-                    }
-                }
-            }
-        }
-        // Then each point, in order: hold or learn, ring, alert.
-        for j in 0..m {
-            let (slot, ts, x, ev) = (w.slots[j] as usize, w.ts[j], w.xs[j], w.evicted[j]);
-            let scores = w.scores[j];
-            let score = self.plan.combine.combine(&scores[..n]);
-            let expected = w.expected[j];
-            if hold {
-                let held = self.alert.is_open(slot) || score >= self.plan.alert.resolve;
-                if held {
-                    for (bank, u) in self.banks.iter_mut().zip(&w.undo[j]) {
-                        bank.undo(slot, u);
-                    }
-                } else {
-                    for (bank, u) in self.banks.iter_mut().zip(&w.undo[j]) {
-                        if matches!(u, Undo::NotLearned) {
-                            bank.update(slot, ts, x, ev);
-                        }
-                    }
-                    self.ring.push(slot, ts, x);
-                }
-            } else {
-                self.ring.push(slot, ts, x);
-            }
-            let transition = self.alert.step(&self.plan.alert, slot, ts, score);
-            out[first_out + w.index[j]] = Ok(Outcome {
-                scores,
-                n,
-                score,
-                expected,
-                transition,
-            });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,66 +447,6 @@ mod tests {
             held > 100,
             "the stream must make the chain hold ({held} held)"
         );
-    }
-
-    /// A wave of distinct series scored at once gives exactly what point-by-point processing
-    /// gives, holding or not, with a gathered bank (EWMA) beside per-point ones, and with
-    /// out-of-order points rejected in place.
-    #[test]
-    fn wave_processing_equals_point_by_point() {
-        for hold in [false, true] {
-            let config = crate::config::Config::from_toml(&format!(
-                "[chain]\nhold = {hold}\ndetectors = [{{ kind = \"robust_z\", window = 8 }}, {{ kind = \"ewma\" }}, {{ kind = \"cusum\" }}]"
-            ))
-            .unwrap();
-            let plan = config.plan().unwrap();
-            let mut by_point = ChainGroup::new(&plan.chains[0]);
-            let mut by_wave = ChainGroup::new(&plan.chains[0]);
-            const SERIES: u32 = 40;
-            for _ in 0..SERIES {
-                by_point.add_series();
-                by_wave.add_series();
-            }
-            let (mut out, mut transitions) = (Vec::new(), 0);
-            for t in 0..400i64 {
-                // Each step a different subset of series, in a scrambled order.
-                let wave: Vec<(u32, i64, f64)> = (0..SERIES)
-                    .filter(|s| (i64::from(*s) + t) % 4 != 0)
-                    .map(|s| {
-                        let noise = ((t * 7919 + i64::from(s) * 104_729) % 17) as f64 / 17.0;
-                        let shift = if (150..220).contains(&t) && s % 5 == 0 {
-                            30.0
-                        } else {
-                            0.0
-                        };
-                        let ts = if (t + i64::from(s)) % 97 == 0 {
-                            t - 5
-                        } else {
-                            t
-                        };
-                        ((s * 17 + t as u32) % SERIES, ts, 10.0 + noise + shift)
-                    })
-                    .collect();
-                out.clear();
-                by_wave.process_wave(&wave, &mut out);
-                assert_eq!(out.len(), wave.len());
-                for (&(slot, ts, x), got) in wave.iter().zip(&out) {
-                    let want = by_point.process(slot as usize, ts, x);
-                    match (want, got) {
-                        (Ok(w), Ok(g)) => {
-                            assert_eq!(w.scores, g.scores, "hold {hold}, t {t}");
-                            assert_eq!(w.score.to_bits(), g.score.to_bits());
-                            assert_eq!(w.expected.to_bits(), g.expected.to_bits());
-                            assert_eq!(w.transition, g.transition);
-                            transitions += usize::from(g.transition.is_some());
-                        }
-                        (Err(w), Err(g)) => assert_eq!(w, *g),
-                        (w, g) => panic!("hold {hold}, t {t}: {w:?} vs {g:?}"),
-                    }
-                }
-            }
-            assert!(transitions > 0, "the stream must open anomalies");
-        }
     }
 
     #[test]

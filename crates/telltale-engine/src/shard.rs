@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use crate::alert::{EventState, Severity};
-use crate::chain::{ChainGroup, Outcome};
+use crate::chain::ChainGroup;
 use crate::codec::RejectReason;
 use crate::config::Plan;
 use crate::event::{DetectorScore, Event, Source, SourceJson, Streams};
@@ -105,29 +105,10 @@ struct SlotInfo {
     key: Arc<SeriesKey>,
 }
 
-/// Most points in one wave.
-const WAVE_MAX: usize = 1024;
-
-/// The points of one chain group waiting to be scored together: at most one per series, so
-/// the group can score them as one vectorised wave.
-#[derive(Debug, Default)]
-struct PendingWave {
-    /// (group slot, timestamp, value).
-    points: Vec<(u32, i64, f64)>,
-    /// (shard slot, sequence number, source) of each point.
-    meta: Vec<(u32, u64, Source)>,
-    /// Per group slot: the number of the wave its last point went to.
-    stamp: Vec<u32>,
-    /// Number of the wave being filled (from 1: 0 in `stamp` means never).
-    no: u32,
-    results: Vec<Result<Outcome, RejectReason>>,
-}
-
 /// The state of every series a shard owns.
 #[derive(Debug)]
 pub struct Shard {
     groups: Vec<ChainGroup>,
-    waves: Vec<PendingWave>,
     slots: Vec<SlotInfo>,
     streams: Arc<Streams>,
 }
@@ -137,14 +118,6 @@ impl Shard {
     pub fn new(plan: &Plan, streams: Arc<Streams>) -> Self {
         Self {
             groups: plan.chains.iter().map(ChainGroup::new).collect(),
-            waves: plan
-                .chains
-                .iter()
-                .map(|_| PendingWave {
-                    no: 1,
-                    ..PendingWave::default()
-                })
-                .collect(),
             slots: Vec::new(),
             streams,
         }
@@ -157,15 +130,10 @@ impl Shard {
 
     /// Bytes of state per series of chain `chain`, including the shard's slot table entry.
     pub fn bytes_per_series(&self, chain: usize) -> usize {
-        self.groups[chain].bytes_per_series() + size_of::<SlotInfo>() + size_of::<u32>()
+        self.groups[chain].bytes_per_series() + size_of::<SlotInfo>()
     }
 
     /// Processes a batch, appending events and rejects to `out`.
-    ///
-    /// Points are gathered per chain group into waves of distinct series (a series' second
-    /// point in a batch starts a new wave), and each wave is scored at once; a series' points
-    /// are still scored in order, and outputs carry their input sequence numbers, so results
-    /// are the same as point by point.
     pub fn process(&mut self, batch: &mut ShardBatch, out: &mut ShardOutput) {
         out.no = batch.no;
         out.rejects.append(&mut batch.rejects);
@@ -173,7 +141,6 @@ impl Shard {
             match item {
                 Item::Register { key, id, chain } => {
                     let gslot = self.groups[chain as usize].add_series();
-                    self.waves[chain as usize].stamp.push(0);
                     self.slots.push(SlotInfo {
                         group: chain,
                         gslot: gslot as u32,
@@ -189,100 +156,69 @@ impl Shard {
                     source,
                 } => {
                     let info = &self.slots[slot as usize];
-                    let (g, gslot) = (info.group as usize, info.gslot as usize);
-                    let wave = &self.waves[g];
-                    if wave.stamp[gslot] == wave.no || wave.points.len() >= WAVE_MAX {
-                        self.flush_wave(g, out);
-                    }
-                    let wave = &mut self.waves[g];
-                    wave.stamp[gslot] = wave.no;
-                    wave.points.push((gslot as u32, ts, value));
-                    wave.meta.push((slot, seq, source));
-                }
-            }
-        }
-        for g in 0..self.waves.len() {
-            self.flush_wave(g, out);
-        }
-        out.events.sort_by_key(|e| e.seq);
-        out.rejects.sort_by_key(|r| r.seq);
-    }
-
-    /// Scores the pending wave of group `g` and turns its outcomes into events and rejects.
-    fn flush_wave(&mut self, g: usize, out: &mut ShardOutput) {
-        let wave = &mut self.waves[g];
-        if wave.points.is_empty() {
-            return;
-        }
-        let group = &mut self.groups[g];
-        wave.results.clear();
-        group.process_wave(&wave.points, &mut wave.results);
-        for ((result, &(_, ts, value)), &(slot, seq, source)) in
-            wave.results.iter().zip(&wave.points).zip(&wave.meta)
-        {
-            let info = &self.slots[slot as usize];
-            match result {
-                Ok(o) => {
-                    out.points += 1;
-                    if let Some(tr) = o.transition {
-                        let plan = group.plan();
-                        let detectors = plan
-                            .params_json
-                            .iter()
-                            .zip(&o.scores[..o.n])
-                            .map(|(p, s)| DetectorScore {
-                                params: &**p as &RawValue,
-                                score: *s,
+                    let group = &mut self.groups[info.group as usize];
+                    match group.process(info.gslot as usize, ts, value) {
+                        Ok(o) => {
+                            out.points += 1;
+                            if let Some(tr) = o.transition {
+                                let plan = group.plan();
+                                let detectors = plan
+                                    .params_json
+                                    .iter()
+                                    .zip(&o.scores[..o.n])
+                                    .map(|(p, s)| DetectorScore {
+                                        params: &**p as &RawValue,
+                                        score: *s,
+                                    })
+                                    .collect();
+                                let json = self.streams.with(source.stream, |stream| {
+                                    let event = Event::build(
+                                        tr.state,
+                                        tr.severity,
+                                        &info.key,
+                                        info.id,
+                                        &plan.name,
+                                        ts,
+                                        tr.onset,
+                                        value,
+                                        o.expected,
+                                        o.score,
+                                        detectors,
+                                        SourceJson(stream, source.offset),
+                                    );
+                                    serde_json::to_vec(&event).expect("event serialises")
+                                });
+                                out.events.push(Emitted {
+                                    seq,
+                                    id: info.id,
+                                    json,
+                                    state: tr.state,
+                                    severity: tr.severity,
+                                    series: info.key.clone(),
+                                    timestamp: ts,
+                                    onset: tr.onset,
+                                });
+                            }
+                        }
+                        Err(reason) => {
+                            let record = serde_json::json!({
+                                "metric": &*info.key.name,
+                                "labels": serde_json::to_value(&*info.key).expect("key")["labels"],
+                                "timestamp": ts,
+                                "value": value,
                             })
-                            .collect();
-                        let json = self.streams.with(source.stream, |stream| {
-                            let event = Event::build(
-                                tr.state,
-                                tr.severity,
-                                &info.key,
-                                info.id,
-                                &plan.name,
-                                ts,
-                                tr.onset,
-                                value,
-                                o.expected,
-                                o.score,
-                                detectors,
-                                SourceJson(stream, source.offset),
-                            );
-                            serde_json::to_vec(&event).expect("event serialises")
-                        });
-                        out.events.push(Emitted {
-                            seq,
-                            id: info.id,
-                            json,
-                            state: tr.state,
-                            severity: tr.severity,
-                            series: info.key.clone(),
-                            timestamp: ts,
-                            onset: tr.onset,
-                        });
+                            .to_string();
+                            out.rejects.push(Rejected {
+                                seq,
+                                source,
+                                reason,
+                                record,
+                            });
+                        }
                     }
-                }
-                Err(reason) => {
-                    let record = serde_json::json!({
-                        "metric": &*info.key.name,
-                        "labels": serde_json::to_value(&*info.key).expect("key")["labels"],
-                        "timestamp": ts,
-                        "value": value,
-                    })
-                    .to_string();
-                    out.rejects.push(Rejected {
-                        seq,
-                        source,
-                        reason: *reason,
-                        record,
-                    });
                 }
             }
         }
-        wave.points.clear();
-        wave.meta.clear();
-        wave.no = wave.no.wrapping_add(1).max(1);
+        out.rejects.sort_by_key(|r| r.seq);
     }
 }

@@ -2,8 +2,8 @@
 //! in struct-of-arrays form, and the per-point path through it.
 
 use telltale_detect::{
-    Bank, CusumBank, EwmaBank, LikelihoodBank, PageHinkleyBank, RobustZBank, Scored, SeasonalBank,
-    ThresholdBank,
+    Bank, CusumBank, EwmaBank, KnnBank, LikelihoodBank, PageHinkleyBank, RobustZBank, Scored,
+    SeasonalBank, ThresholdBank,
 };
 
 use crate::alert::{AlertBank, Transition};
@@ -20,6 +20,7 @@ enum AnyBank {
     Threshold(ThresholdBank),
     Likelihood(LikelihoodBank),
     Seasonal(SeasonalBank),
+    Knn(KnnBank),
 }
 
 /// A bank's state for one series before a point was learned, kept so a holding chain can
@@ -46,6 +47,7 @@ impl AnyBank {
             DetectorSpec::Threshold(p) => AnyBank::Threshold(ThresholdBank::new(*p)),
             DetectorSpec::Likelihood(p) => AnyBank::Likelihood(LikelihoodBank::new(*p)),
             DetectorSpec::Seasonal(p) => AnyBank::Seasonal(SeasonalBank::new(*p)),
+            DetectorSpec::Knn(p) => AnyBank::Knn(KnnBank::new(*p)),
         }
     }
 
@@ -58,6 +60,7 @@ impl AnyBank {
             AnyBank::Threshold(b) => b.add_series(),
             AnyBank::Likelihood(b) => b.add_series(),
             AnyBank::Seasonal(b) => b.add_series(),
+            AnyBank::Knn(b) => b.add_series(),
         }
     }
 
@@ -71,6 +74,7 @@ impl AnyBank {
             AnyBank::RobustZ(b) => b.update(slot, x, evicted),
             AnyBank::Threshold(b) => b.update(slot, x, evicted),
             AnyBank::Likelihood(b) => b.update(slot, x, evicted),
+            AnyBank::Knn(b) => b.update(slot, x, evicted),
         }
     }
 
@@ -133,6 +137,7 @@ impl AnyBank {
             AnyBank::RobustZ(b) => keep(b, slot, x, evicted),
             AnyBank::Threshold(b) => keep(b, slot, x, evicted),
             AnyBank::Likelihood(b) => keep(b, slot, x, evicted),
+            AnyBank::Knn(b) => keep(b, slot, x, evicted),
         }
     }
 
@@ -145,6 +150,7 @@ impl AnyBank {
             AnyBank::Threshold(b) => b.bytes_per_series(),
             AnyBank::Likelihood(b) => b.bytes_per_series(),
             AnyBank::Seasonal(b) => b.bytes_per_series(),
+            AnyBank::Knn(b) => b.bytes_per_series(),
         }
     }
 }

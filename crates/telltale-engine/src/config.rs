@@ -304,6 +304,8 @@ pub enum DetectorSpec {
     Likelihood(telltale_detect::LikelihoodParams),
     /// Seasonal (time-of-period) profile plus level offset; residual z-score.
     Seasonal(telltale_detect::SeasonalParams),
+    /// Conformal k-nearest-neighbour rank of the newest window's shape.
+    Knn(telltale_detect::KnnParams),
 }
 
 impl DetectorSpec {
@@ -317,6 +319,7 @@ impl DetectorSpec {
             DetectorSpec::Threshold(_) => "threshold",
             DetectorSpec::Likelihood(_) => "likelihood",
             DetectorSpec::Seasonal(_) => "seasonal",
+            DetectorSpec::Knn(_) => "knn",
         }
     }
 }
@@ -351,8 +354,9 @@ impl TryFrom<RawDetector> for DetectorSpec {
             "threshold" => parse(raw.rest).map(DetectorSpec::Threshold),
             "likelihood" => parse(raw.rest).map(DetectorSpec::Likelihood),
             "seasonal" => parse(raw.rest).map(DetectorSpec::Seasonal),
+            "knn" => parse(raw.rest).map(DetectorSpec::Knn),
             other => Err(format!(
-                "{FIELD_MARK}kind{FIELD_MARK}unknown detector kind `{other}`, expected one of: ewma, cusum, page_hinkley, robust_z, threshold, likelihood, seasonal"
+                "{FIELD_MARK}kind{FIELD_MARK}unknown detector kind `{other}`, expected one of: ewma, cusum, page_hinkley, robust_z, threshold, likelihood, seasonal, knn"
             )),
         }
     }
@@ -745,6 +749,7 @@ fn validate_chain(
             }
             DetectorSpec::Threshold(p) => p.validate(),
             DetectorSpec::Seasonal(p) => p.validate(),
+            DetectorSpec::Knn(p) => p.validate(),
             DetectorSpec::Ewma(_) | DetectorSpec::PageHinkley(_) | DetectorSpec::Likelihood(_) => {
                 Ok(())
             }
@@ -973,6 +978,20 @@ mod tests {
         let e = plan("[engine]\nshard = 2").unwrap_err();
         assert_eq!(e.path, "engine.shard");
         assert!(e.message.contains("shard"), "{e}");
+    }
+
+    #[test]
+    fn knn_parameters_are_checked_and_named_with_their_path() {
+        let p = plan("[chain]\ndetectors = [{ kind = \"knn\", window = 5, calibration = 1500 }]")
+            .unwrap();
+        assert!(
+            matches!(p.chains[0].detectors[0], DetectorSpec::Knn(k) if k.window.get() == 5 && k.reference.get() == 200)
+        );
+        let e =
+            plan("[chain]\ndetectors = [{ kind = \"knn\", k = 9, reference = 4 }]").unwrap_err();
+        assert_eq!(e.path, "chain.detectors[0].k");
+        let e = plan("[chain]\ndetectors = [{ kind = \"knn\", neighbours = 3 }]").unwrap_err();
+        assert_eq!(e.path, "chain.detectors[0].neighbours");
     }
 
     #[test]

@@ -200,8 +200,12 @@ pub struct ColumnarReader {
     /// Where the columns are.
     pub layout: Arc<Layout>,
     batches: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>,
-    /// Rows in the whole input, when the format says (for progress).
-    pub total_rows: Option<u64>,
+    /// Rows in the whole input, when the format says (Parquet).
+    total_rows: Option<u64>,
+    /// Batches in the whole input, when the format says (Arrow IPC file).
+    total_batches: Option<usize>,
+    rows_read: u64,
+    batches_read: usize,
 }
 
 impl std::fmt::Debug for ColumnarReader {
@@ -234,12 +238,14 @@ impl ColumnarReader {
                 if magic[..n].starts_with(b"ARROW1") {
                     let r = arrow_ipc::reader::FileReader::try_new_buffered(file, None)
                         .map_err(|e| named(arrow_err(e)))?;
-                    let rows = None;
                     let layout = Arc::new(Layout::new(&r.schema(), default_name).map_err(named)?);
                     Ok(Self {
                         layout,
+                        total_batches: Some(r.num_batches()),
                         batches: Box::new(r),
-                        total_rows: rows,
+                        total_rows: None,
+                        rows_read: 0,
+                        batches_read: 0,
                     })
                 } else {
                     Self::ipc_stream(file, default_name).map_err(named)
@@ -256,6 +262,9 @@ impl ColumnarReader {
             layout,
             batches: Box::new(r),
             total_rows: None,
+            total_batches: None,
+            rows_read: 0,
+            batches_read: 0,
         })
     }
 
@@ -272,7 +281,22 @@ impl ColumnarReader {
             layout,
             batches: Box::new(r),
             total_rows: rows,
+            total_batches: None,
+            rows_read: 0,
+            batches_read: 0,
         })
+    }
+}
+
+impl ColumnarReader {
+    /// The share of the input read so far, when the format tells its size (Parquet: rows;
+    /// Arrow IPC file: batches; an IPC stream does not).
+    pub fn fraction_read(&self) -> Option<f64> {
+        match (self.total_rows, self.total_batches) {
+            (Some(t), _) => Some(self.rows_read as f64 / t.max(1) as f64),
+            (None, Some(t)) => Some(self.batches_read as f64 / t.max(1) as f64),
+            (None, None) => None,
+        }
     }
 }
 
@@ -281,9 +305,13 @@ impl Iterator for ColumnarReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         let batch = self.batches.next()?;
-        Some(batch.map_err(arrow_err).map(|batch| ColumnChunk {
-            batch,
-            layout: self.layout.clone(),
+        Some(batch.map_err(arrow_err).map(|batch| {
+            self.rows_read += batch.num_rows() as u64;
+            self.batches_read += 1;
+            ColumnChunk {
+                batch,
+                layout: self.layout.clone(),
+            }
         }))
     }
 }
@@ -934,6 +962,35 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn the_share_read_is_known_for_ipc_files_and_parquet() {
+        let dir = std::env::temp_dir().join(format!("telltale-columnar-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (how, format, file) in [
+            (WriteAs::IpcFile, ColumnarFormat::ArrowIpc, "p.arrow"),
+            (WriteAs::Parquet, ColumnarFormat::Parquet, "p.parquet"),
+        ] {
+            let path = dir.join(file);
+            let out = Box::new(File::create(&path).unwrap());
+            let mut w = ColumnarWriter::new(out, how, &["host"]).unwrap();
+            // Two batches: MAX_ROWS, then MAX_ROWS / 2.
+            for i in 0..(MAX_ROWS + MAX_ROWS / 2) as i64 {
+                w.push("m", &[("host", "a")], i, 1.0).unwrap();
+            }
+            w.finish().unwrap();
+            let mut r = ColumnarReader::open(&path, format, "x").unwrap();
+            assert_eq!(r.fraction_read(), Some(0.0), "{file}");
+            let mut seen = Vec::new();
+            while let Some(c) = r.next() {
+                c.unwrap();
+                seen.push(r.fraction_read().unwrap());
+            }
+            assert_eq!(seen.last(), Some(&1.0), "{file}: {seen:?}");
+            assert!(seen.windows(2).all(|w| w[0] < w[1]), "{file}: {seen:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -816,17 +816,16 @@ fn read_inputs(
 
 /// Deals the batches of a columnar input to the parsers round-robin (batches larger than
 /// [`columnar::MAX_ROWS`] are sliced, without copying); `tick` gets the fraction read when the
-/// format knows its row count.
+/// format knows its size.
 fn read_columnar(
-    reader: ColumnarReader,
+    mut reader: ColumnarReader,
     stream: u32,
     to_parsers: &[Sender<Chunk>],
     k: &mut usize,
     mut tick: impl FnMut(Option<f64>),
 ) -> io::Result<()> {
-    let total = reader.total_rows;
     let mut row = 1u64;
-    for chunk in reader {
+    while let Some(chunk) = reader.next() {
         let chunk = chunk.map_err(|e| {
             io::Error::new(e.kind(), format!("cannot read the batch at row {row}: {e}"))
         })?;
@@ -851,7 +850,7 @@ fn read_columnar(
             at += len;
             row += len as u64;
         }
-        tick(total.map(|t| (row - 1) as f64 / t.max(1) as f64));
+        tick(reader.fraction_read());
     }
     Ok(())
 }

@@ -138,7 +138,7 @@ struct ScoreArgs {
 
 #[derive(Debug, Args)]
 struct ReplayArgs {
-    /// Inputs: JSON-lines or CSV files, folders of them (NAB layout included), or - for stdin.
+    /// Inputs: JSON-lines, CSV, Arrow IPC or Parquet files, folders of them (NAB layout included), or - for stdin (JSON lines, CSV or an Arrow IPC stream).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// TOML configuration (default: the built-in default chain).

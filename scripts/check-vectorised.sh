@@ -21,7 +21,7 @@ text = sys.stdin.read()
 print("%-60s %10s %10s %7s" % ("kernel", "zmm packed", "ymm packed", "scalar"))
 for block in re.split(r"\n(?=[0-9a-f]{16} <)", text):
     m = re.match(r"[0-9a-f]{16} <(.*)>:", block)
-    if not m or not re.search(r"(::dense::|dense_z::|scores_from_z_in_place::)(wide512|wide256)$", m.group(1)):
+    if not m or not re.search(r"(::dense::|dense_scores::|scores_from_z_in_place::)(wide512|wide256)$", m.group(1)):
         continue
     z = len(re.findall(r"\sv\w+pd\s+zmm", block))
     y = len(re.findall(r"\sv\w+pd\s+ymm", block))

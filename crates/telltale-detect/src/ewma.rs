@@ -167,7 +167,7 @@ impl EwmaBank {
         let len = self.mean.len();
         assert!(xs.len() == len && out.len() == len, "one point per series");
         let (alpha, warmup) = (self.params.alpha.get(), f64::from(self.params.warmup.get()));
-        dense_z(
+        dense_scores(
             alpha,
             warmup,
             &mut self.mean,
@@ -176,15 +176,13 @@ impl EwmaBank {
             xs,
             out,
         );
-        // Second pass: independent per element, so it vectorises too.
-        scores_from_z_in_place(out);
     }
 }
 
 simd_dispatch! {
-    /// First pass of the dense kernel: every series learns its point and writes its z-score.
-    /// The loop runs across series (no dependency between iterations), so it vectorises.
-    fn dense_z(
+    /// The dense kernel in one pass: every series learns its point and writes its score (the z
+    /// step and the Gaussian tail fused, so the z-scores never go through memory).
+    fn dense_scores(
         alpha: f64,
         warmup: f64,
         mean: &mut [f64],
@@ -199,7 +197,7 @@ simd_dispatch! {
             .zip(n.iter_mut())
             .zip(xs.iter().zip(out.iter_mut()));
         for (((m, v), n), (x, o)) in it {
-            *o = step_z(alpha, warmup, m, v, n, *x).0;
+            *o = score_from_z(step_z(alpha, warmup, m, v, n, *x).0);
         }
     }
 }

@@ -34,6 +34,7 @@ use arrow_array::types::{
     TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use arrow_array::{Array, ArrayRef, DictionaryArray, RecordBatch};
+use arrow_buffer::ArrowNativeType as _;
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -238,15 +239,9 @@ impl ColumnarReader {
                 if magic[..n].starts_with(b"ARROW1") {
                     let r = arrow_ipc::reader::FileReader::try_new_buffered(file, None)
                         .map_err(|e| named(arrow_err(e)))?;
-                    let layout = Arc::new(Layout::new(&r.schema(), default_name).map_err(named)?);
-                    Ok(Self {
-                        layout,
-                        total_batches: Some(r.num_batches()),
-                        batches: Box::new(r),
-                        total_rows: None,
-                        rows_read: 0,
-                        batches_read: 0,
-                    })
+                    let layout = Layout::new(&r.schema(), default_name).map_err(named)?;
+                    let batches = r.num_batches();
+                    Ok(Self::new(layout, Box::new(r), None, Some(batches)))
                 } else {
                     Self::ipc_stream(file, default_name).map_err(named)
                 }
@@ -257,34 +252,36 @@ impl ColumnarReader {
     /// Reads an Arrow IPC stream (for standard input).
     pub fn ipc_stream(input: impl Read + Send + 'static, default_name: &str) -> io::Result<Self> {
         let r = arrow_ipc::reader::StreamReader::try_new(input, None).map_err(arrow_err)?;
-        let layout = Arc::new(Layout::new(&r.schema(), default_name)?);
-        Ok(Self {
-            layout,
-            batches: Box::new(r),
-            total_rows: None,
-            total_batches: None,
-            rows_read: 0,
-            batches_read: 0,
-        })
+        let layout = Layout::new(&r.schema(), default_name)?;
+        Ok(Self::new(layout, Box::new(r), None, None))
     }
 
     fn parquet(file: File, default_name: &str) -> io::Result<Self> {
         let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| bad(e.to_string()))?;
         let rows = u64::try_from(b.metadata().file_metadata().num_rows()).ok();
-        let layout = Arc::new(Layout::new(b.schema(), default_name)?);
+        let layout = Layout::new(b.schema(), default_name)?;
         let r = b
             .with_batch_size(MAX_ROWS)
             .build()
             .map_err(|e| bad(e.to_string()))?;
-        Ok(Self {
-            layout,
-            batches: Box::new(r),
-            total_rows: rows,
-            total_batches: None,
+        Ok(Self::new(layout, Box::new(r), rows, None))
+    }
+
+    fn new(
+        layout: Layout,
+        batches: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>,
+        total_rows: Option<u64>,
+        total_batches: Option<usize>,
+    ) -> Self {
+        Self {
+            layout: Arc::new(layout),
+            batches,
+            total_rows,
+            total_batches,
             rows_read: 0,
             batches_read: 0,
-        })
+        }
     }
 }
 
@@ -413,8 +410,6 @@ fn dict_key<K: ArrowDictionaryKeyType>(a: &dyn Array, i: usize) -> (usize, &Arra
     let d = a.as_dictionary::<K>();
     (d.keys().value(i).as_usize(), d.values())
 }
-
-use arrow_buffer::ArrowNativeType as _;
 
 /// Mixes the hash of each row's string in column `a` into `hashes`.
 fn mix_column(a: &dyn Array, hashes: &mut [u64], dict: &mut Vec<u64>) {

@@ -181,7 +181,12 @@ pub fn scores_by_threshold(rows: &[Row], p: &Profile) -> Vec<ThresholdScore> {
     }
     let total = |parts: &[f64]| parts.iter().fold(0.0, |a, b| a + b);
     let mut out = Vec::new();
-    let mut threshold = 1.1;
+    // NAB starts at 1.1 (no detection), above every score in [0, 1]; scores of other ranges
+    // start just above their highest.
+    let mut threshold = match scorable.first() {
+        Some(r) if r.score >= 1.1 => r.score + 1.0,
+        _ => 1.1,
+    };
     for r in scorable {
         if r.score != threshold {
             out.push(ThresholdScore {
@@ -239,7 +244,9 @@ pub fn score_at(rows: &[Row], threshold: f64, p: &Profile) -> ThresholdScore {
             return *s;
         }
         if s.threshold < threshold {
-            return prev.expect("the first threshold is 1.1, above every score");
+            // Above the file's first threshold (no detection) when the file's scores are all
+            // below the corpus's highest.
+            return prev.unwrap_or(*s);
         }
         prev = Some(*s);
     }
@@ -338,5 +345,24 @@ mod tests {
         let best = best_threshold(&rows, &P);
         assert_eq!(best.threshold, 0.9);
         assert_eq!((best.tp, best.fp), (1, 0));
+    }
+
+    #[test]
+    fn scores_above_one_are_scored_like_their_scaled_copy() {
+        let ts: Vec<i64> = (0..20).collect();
+        let mut scores = vec![0.0; 20];
+        scores[11] = 0.9;
+        scores[17] = 0.8;
+        let scaled: Vec<f64> = scores.iter().map(|s| s * 3.0).collect();
+        let rows = sweep_rows(&ts, &scores, &[(10, 13)], 0, &P);
+        let rows3 = sweep_rows(&ts, &scaled, &[(10, 13)], 0, &P);
+        let (best, best3) = (best_threshold(&rows, &P), best_threshold(&rows3, &P));
+        assert_eq!(best.score, best3.score);
+        assert!((best3.threshold - 2.7).abs() < 1e-12);
+        assert_eq!(score_at(&rows3, 2.7, &P).score, best.score);
+        // no detection is still a threshold: above the highest score
+        assert_eq!(scores_by_threshold(&rows3, &P)[0].score, -1.0);
+        // a threshold above all of a file's scores (another file's were higher): no detection
+        assert_eq!(score_at(&rows, 5.0, &P).score, -1.0);
     }
 }

@@ -123,6 +123,11 @@ struct BenchRunArgs {
     /// Write a self-contained HTML report (tables and a plot per file) here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write each chain's per-row scores here in NAB's results layout
+    /// (<DIR>/<chain>/<category>/<name>.csv: timestamp,value,anomaly_score), which
+    /// `telltale bench score --results DIR` (or NAB's own scorer) reads back.
+    #[arg(long)]
+    scores: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +139,9 @@ struct ScoreArgs {
     /// Label windows (default: labels/combined_windows.json beside the results folder).
     #[arg(long)]
     labels: Option<PathBuf>,
+    /// Write the results as JSON here (per detector and profile, with each file's raw score).
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -676,15 +684,19 @@ fn run_bench(a: BenchRunArgs) -> Result<(), Failure> {
             .map_err(|e| Failure(format!("cannot write {}: {e}", path.display()), 1))?;
         eprintln!("report: {}", path.display());
     }
+    if let Some(dir) = &a.scores {
+        for r in &results {
+            write_scores(&dir.join(&r.name), &corpus, r)?;
+        }
+        eprintln!("scores: {}", dir.display());
+    }
     if let Some(path) = a.json {
         let doc: Vec<serde_json::Value> = results
             .iter()
             .map(|r| {
                 serde_json::json!({
                     "chain": r.name,
-                    "nab": r.nab.iter().map(|p| serde_json::json!({
-                        "profile": p.profile, "score": p.normalized, "raw": p.raw, "threshold": p.threshold,
-                    })).collect::<Vec<_>>(),
+                    "nab": r.nab.iter().map(profile_json).collect::<Vec<_>>(),
                     "precision": r.events.precision(),
                     "recall": r.events.recall(),
                     "f1": r.events.f1(),
@@ -694,10 +706,51 @@ fn run_bench(a: BenchRunArgs) -> Result<(), Failure> {
                 })
             })
             .collect();
+        write_json(&path, &serde_json::Value::from(doc))?;
+    }
+    Ok(())
+}
+
+/// Writes one chain's per-row scores as `<dir>/<category>/<name>.csv`.
+fn write_scores(
+    dir: &Path,
+    corpus: &Corpus,
+    r: &telltale_bench::run::ChainResult,
+) -> Result<(), Failure> {
+    for (data, scored) in corpus.files.iter().zip(&r.scores) {
+        let path = dir.join(&data.name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Failure(format!("cannot create {}: {e}", parent.display()), 1))?;
+        }
         let mut f = create(&path)?;
-        serde_json::to_writer_pretty(&mut f, &doc)?;
+        writeln!(f, "timestamp,value,anomaly_score")?;
+        for ((t, v), s) in data.timestamps.iter().zip(&data.values).zip(&scored.values) {
+            writeln!(f, "{},{v},{s}", format_rfc3339(*t))?;
+        }
         f.flush()?;
     }
+    Ok(())
+}
+
+/// One profile's result as JSON: normalised and raw score, threshold, and per file the raw
+/// score with its row counts at that threshold (NAB's `<detector>_<profile>_scores.csv`).
+fn profile_json(p: &telltale_bench::scorer::ProfileResult) -> serde_json::Value {
+    serde_json::json!({
+        "profile": p.profile,
+        "score": p.normalized,
+        "raw": p.raw,
+        "threshold": p.threshold,
+        "files": p.files.iter().map(|(name, s)| serde_json::json!({
+            "file": name, "raw": s.score, "tp": s.tp, "fp": s.fp, "fn": s.fn_, "tn": s.tn,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn write_json(path: &Path, doc: &serde_json::Value) -> Result<(), Failure> {
+    let mut f = create(path)?;
+    serde_json::to_writer_pretty(&mut f, doc)?;
+    f.flush()?;
     Ok(())
 }
 
@@ -740,6 +793,18 @@ fn run_bench_score(a: ScoreArgs) -> Result<(), Failure> {
         rows.push((name, score_corpus(&scored, &windows)));
     }
     print!("{}", score_table(&rows));
+    if let Some(path) = &a.json {
+        let doc: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(name, r)| {
+                serde_json::json!({
+                    "detector": name,
+                    "nab": r.iter().map(profile_json).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        write_json(path, &serde_json::Value::from(doc))?;
+    }
     Ok(())
 }
 

@@ -120,3 +120,55 @@ fn report_is_self_contained_and_renders_in_headless_chromium() {
         bytes.len()
     );
 }
+
+#[test]
+fn scores_written_by_bench_score_back_to_the_same_totals() {
+    let dir = temp("roundtrip");
+    corpus(&dir);
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_telltale"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let scores = dir.join("scores");
+    let (bench_json, score_json) = (dir.join("bench.json"), dir.join("score.json"));
+    run(&[
+        "bench",
+        "--corpus",
+        dir.to_str().unwrap(),
+        "--scores",
+        scores.to_str().unwrap(),
+        "--json",
+        bench_json.to_str().unwrap(),
+    ]);
+    let written = scores.join("default/realA/one.csv");
+    let text = std::fs::read_to_string(&written).unwrap();
+    assert_eq!(text.lines().next(), Some("timestamp,value,anomaly_score"));
+    assert_eq!(text.lines().count(), 1001, "a header and a line per row");
+    run(&[
+        "bench",
+        "score",
+        "--results",
+        scores.join("default").to_str().unwrap(),
+        "--labels",
+        dir.join("labels/combined_windows.json").to_str().unwrap(),
+        "--json",
+        score_json.to_str().unwrap(),
+    ]);
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let (b, s) = (read(&bench_json), read(&score_json));
+    for profile in 0..3 {
+        let (bp, sp) = (&b[0]["nab"][profile], &s[0]["nab"][profile]);
+        assert_eq!(bp["profile"], sp["profile"]);
+        assert_eq!(bp["score"], sp["score"], "{}", bp["profile"]);
+        assert_eq!(bp["files"], sp["files"], "per-file results");
+        assert_eq!(bp["files"].as_array().unwrap().len(), 2);
+    }
+    // the spikes are found: both windows detected under the standard profile
+    let files = b[0]["nab"][0]["files"].as_array().unwrap();
+    assert!(files.iter().all(|f| f["raw"].as_f64().unwrap() > 0.0), "{files:?}");
+}

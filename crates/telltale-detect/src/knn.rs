@@ -8,7 +8,12 @@
 //! distribution: a shape the series has not shown lately ranks near 1, a familiar one low.
 //! A point's nonconformity joins the calibration set after it is scored.
 //!
-//! Cost: `reference × window` multiply-adds per point, and `reference + window` values plus
+//! With `step > 1` the detector sees the series of block means (`step` points each) instead of
+//! the points: the same windows then span `step` times as long and the reference reaches
+//! `step` times as far back, at a `step`-th of the cost — shapes at the scale of hours rather
+//! than minutes. The point that closes a block gets the block's score, the others 0.
+//!
+//! Cost: `reference × window` multiply-adds per point (per block with `step`), and `reference + window` values plus
 //! `calibration` nonconformities of state per series (about 3.3 KB with the defaults): a
 //! detector for benchmarking and for the few series where shape matters, not for a million.
 
@@ -33,6 +38,16 @@ pub struct KnnParams {
     /// Past nonconformities the new one is ranked among (default 200).
     #[serde(default = "default_calibration")]
     pub calibration: Count,
+    /// Points per block (default 1): with `step > 1` the detector works on the series of block
+    /// means — a window then spans `window × step` points and the reference reaches
+    /// `reference × step` points back — and scores the point that closes each block (the
+    /// others score 0).
+    #[serde(default = "default_step")]
+    pub step: Count,
+}
+
+fn default_step() -> Count {
+    Count::new(1).expect("valid")
 }
 
 fn default_window() -> Count {
@@ -55,6 +70,7 @@ impl Default for KnnParams {
             reference: default_reference(),
             k: default_k(),
             calibration: default_calibration(),
+            step: default_step(),
         }
     }
 }
@@ -82,6 +98,7 @@ impl KnnParams {
         check("k", self.k, MAX_K)?;
         check("reference", self.reference, MAX_SET)?;
         check("calibration", self.calibration, MAX_SET)?;
+        check("step", self.step, MAX_WINDOW)?;
         if self.k > self.reference {
             return Err(ParamError::new(
                 "k",
@@ -107,6 +124,12 @@ pub struct KnnState {
     pub alphas: Vec<f64>,
     /// Next position in `alphas` once it is full.
     pub next: u32,
+    /// Sum of the current block's points (`step > 1`).
+    #[serde(default)]
+    pub block_sum: f64,
+    /// Points in the current block.
+    #[serde(default)]
+    pub block_len: u32,
 }
 
 /// Mean of the `k` smallest squared distances from `cur` to the windows of `hist` that end
@@ -138,6 +161,22 @@ fn nonconformity(hist: &[f64], w: usize, k: usize, reference: usize) -> Option<f
 }
 
 fn step(p: &KnnParams, s: &mut KnnState, x: f64) -> Scored {
+    let block = p.step.get();
+    let x = if block > 1 {
+        s.block_sum += x;
+        s.block_len += 1;
+        if s.block_len < block {
+            return Scored {
+                score: 0.0,
+                expected: f64::NAN,
+            };
+        }
+        let mean = s.block_sum / f64::from(block);
+        (s.block_sum, s.block_len) = (0.0, 0);
+        mean
+    } else {
+        x
+    };
     let cap = p.history_cap();
     s.history.push(x);
     if s.history.len() >= 2 * cap {
@@ -261,6 +300,7 @@ mod tests {
             reference: Count::new(reference).unwrap(),
             k: Count::new(k).unwrap(),
             calibration: Count::new(calibration).unwrap(),
+            step: Count::new(1).unwrap(),
         }
     }
 
@@ -305,6 +345,33 @@ mod tests {
             assert!(one.state.alphas.len() <= 20);
         }
         assert_eq!(bank.snapshot(1), KnnState::default());
+    }
+
+    #[test]
+    fn with_step_the_block_means_are_scored_at_each_blocks_last_point() {
+        let mut blocks = params(4, 30, 2, 40);
+        blocks.step = Count::new(3).unwrap();
+        let mut stepped = Knn::new(blocks).unwrap();
+        let mut means = Knn::new(params(4, 30, 2, 40)).unwrap();
+        let mut scored_blocks = 0;
+        for b in 0..300 {
+            let xs: Vec<f64> = (0..3).map(|i| ((b * 31 + i * 7) % 23) as f64).collect();
+            let expect = means.step(xs.iter().sum::<f64>() / 3.0).score;
+            let got: Vec<f64> = xs.iter().map(|x| stepped.step(*x).score).collect();
+            assert_eq!(got[..2], [0.0, 0.0], "points inside a block score 0");
+            assert_eq!(got[2], expect, "block {b}");
+            scored_blocks += usize::from(expect > 0.0);
+        }
+        assert!(scored_blocks > 100, "the comparison saw real scores");
+        assert!(
+            Knn::new(KnnParams {
+                step: Count::new(2000).unwrap(),
+                ..KnnParams::default()
+            })
+            .unwrap_err()
+            .to_string()
+            .contains("step")
+        );
     }
 
     #[test]

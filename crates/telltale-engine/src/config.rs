@@ -985,8 +985,12 @@ mod tests {
         let p = plan("[chain]\ndetectors = [{ kind = \"knn\", window = 5, calibration = 1500 }]")
             .unwrap();
         assert!(
-            matches!(p.chains[0].detectors[0], DetectorSpec::Knn(k) if k.window.get() == 5 && k.reference.get() == 200)
+            matches!(p.chains[0].detectors[0], DetectorSpec::Knn(k) if k.window.get() == 5 && k.reference.get() == 200 && k.step.get() == 1)
         );
+        let p = plan("[chain]\ndetectors = [{ kind = \"knn\", step = 12 }]").unwrap();
+        assert!(matches!(p.chains[0].detectors[0], DetectorSpec::Knn(k) if k.step.get() == 12));
+        let e = plan("[chain]\ndetectors = [{ kind = \"knn\", step = 0 }]").unwrap_err();
+        assert_eq!(e.path, "chain.detectors[0].step");
         let e =
             plan("[chain]\ndetectors = [{ kind = \"knn\", k = 9, reference = 4 }]").unwrap_err();
         assert_eq!(e.path, "chain.detectors[0].k");

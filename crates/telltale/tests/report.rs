@@ -170,5 +170,8 @@ fn scores_written_by_bench_score_back_to_the_same_totals() {
     }
     // the spikes are found: both windows detected under the standard profile
     let files = b[0]["nab"][0]["files"].as_array().unwrap();
-    assert!(files.iter().all(|f| f["raw"].as_f64().unwrap() > 0.0), "{files:?}");
+    assert!(
+        files.iter().all(|f| f["raw"].as_f64().unwrap() > 0.0),
+        "{files:?}"
+    );
 }

@@ -1,0 +1,37 @@
+//! The committed NAB configuration keeps the scores the README reports.
+//!
+//! Needs the NAB corpus: `$TELLTALE_NAB_DIR`, or `../shared/datasets/nab` beside the repository
+//! (where CI has it). Without it the test fails and says so.
+
+use std::path::PathBuf;
+
+use telltale_bench::corpus::Corpus;
+use telltale_bench::run::run_chain;
+use telltale_engine::config::Config;
+
+fn nab_dir() -> PathBuf {
+    std::env::var_os("TELLTALE_NAB_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/nab"),
+        PathBuf::from,
+    )
+}
+
+#[test]
+fn committed_nab_config_keeps_its_reported_scores() {
+    let dir = nab_dir();
+    assert!(
+        dir.join("data").is_dir(),
+        "NAB corpus not found at {} (set TELLTALE_NAB_DIR)",
+        dir.display()
+    );
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/nab.toml");
+    let plan = Config::from_file(&config).unwrap().plan().unwrap();
+    let corpus = Corpus::read(&dir).unwrap();
+    let r = run_chain("nab", &plan, &corpus);
+    let got: Vec<f64> = r.nab.iter().map(|p| p.normalized).collect();
+    // README: 65.77 / 51.79 / 72.58 (standard, low FP, low FN). The run is deterministic; the
+    // margin only absorbs floating-point differences between builds.
+    for (g, want) in got.iter().zip([65.77, 51.79, 72.58]) {
+        assert!((g - want).abs() < 0.01, "{got:?}");
+    }
+}

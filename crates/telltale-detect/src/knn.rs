@@ -13,9 +13,10 @@
 //! `step` times as far back, at a `step`-th of the cost — shapes at the scale of hours rather
 //! than minutes. The point that closes a block gets the block's score, the others 0.
 //!
-//! Cost: `reference × window` multiply-adds per point (per block with `step`), and `reference + window` values plus
-//! `calibration` nonconformities of state per series (about 3.3 KB with the defaults): a
-//! detector for benchmarking and for the few series where shape matters, not for a million.
+//! Cost: `reference × window` multiply-adds per point (per block with `step`), and
+//! `reference + window` values plus `calibration` nonconformities of state per series (about
+//! 3.3 KB with the defaults): a detector for benchmarking and for the few series where shape
+//! matters, not for a million.
 
 use serde::{Deserialize, Serialize};
 

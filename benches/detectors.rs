@@ -7,8 +7,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use telltale_benches::{filled, stream};
 use telltale_detect::score::{score_from_z, scores_from_z_in_place};
 use telltale_detect::{
-    Bank, Cusum, CusumBank, CusumParams, Detector, Ewma, EwmaBank, EwmaParams, PageHinkley,
-    PageHinkleyBank, PageHinkleyParams, RobustZ, RobustZBank, RobustZParams,
+    Bank, Cusum, CusumBank, CusumParams, Detector, Ewma, EwmaBank, EwmaParams, Knn, KnnParams,
+    PageHinkley, PageHinkleyBank, PageHinkleyParams, RobustZ, RobustZBank, RobustZParams,
 };
 
 const N: usize = 10_000;
@@ -44,6 +44,31 @@ fn single_series(c: &mut Criterion) {
                 .update_batch(black_box(&xs), &mut out)
         })
     });
+    g.finish();
+    // k-NN shapes (the NAB configuration's two): a history, reference and calibration per
+    // series, so these are per point for one series; the detector starts warm.
+    let mut g = c.benchmark_group("knn");
+    g.throughput(Throughput::Elements(N as u64));
+    let knn = |window: u32, calibration: u32, step: u32| {
+        let p = KnnParams {
+            window: window.try_into().unwrap(),
+            calibration: calibration.try_into().unwrap(),
+            step: step.try_into().unwrap(),
+            ..KnnParams::default()
+        };
+        let mut d = Knn::new(p).unwrap();
+        let mut warm = vec![0.0; N];
+        d.update_batch(&stream(N, 9), &mut warm);
+        d
+    };
+    for (name, window, calibration, step) in
+        [("w5_r200", 5, 1500, 1), ("w8_r200_step12", 8, 200, 12)]
+    {
+        g.bench_function(name, |b| {
+            let mut d = knn(window, calibration, step);
+            b.iter(|| d.update_batch(black_box(&xs), &mut out))
+        });
+    }
     g.finish();
 }
 

@@ -21,9 +21,9 @@ text = sys.stdin.read()
 print("%-60s %10s %10s %7s" % ("kernel", "zmm packed", "ymm packed", "scalar"))
 for block in re.split(r"\n(?=[0-9a-f]{16} <)", text):
     m = re.match(r"[0-9a-f]{16} <(.*)>:", block)
-    if not m or not re.search(r"(::dense::|dense_scores::|scores_from_z_in_place::)(wide512|wide256)$", m.group(1)):
+    if not m or not re.search(r"(::dense::|dense_scores::|scores_from_z_in_place::|knn::distances::|knn::count_below::)(wide512|wide256)$", m.group(1)):
         continue
-    z = len(re.findall(r"\sv\w+pd\s+zmm", block))
+    z = len(re.findall(r"\sv\w+pd\s+(?:k\d,)?zmm", block))
     y = len(re.findall(r"\sv\w+pd\s+ymm", block))
     s = len(re.findall(r"\sv?\w+sd\s+xmm", block))
     print(f"{m.group(1):60} {z:>10} {y:>10} {s:>7}")

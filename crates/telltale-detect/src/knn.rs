@@ -133,22 +133,54 @@ pub struct KnnState {
     pub block_len: u32,
 }
 
+simd_dispatch! {
+    /// `d[s]` = squared distance from the newest window (the last `w` values of `hist`) to the
+    /// window starting at `hist[first + s]`: one pass per window position, each over every
+    /// candidate window at once (contiguous, so it vectorises), adding the terms in the same
+    /// order as a window-by-window sum.
+    fn distances(hist: &[f64], w: usize, first: usize, d: &mut [f64]) {
+        let cur = hist.len() - w;
+        d.fill(0.0);
+        for i in 0..w {
+            let c = hist[cur + i];
+            let other = &hist[first + i..first + i + d.len()];
+            for (dj, o) in d.iter_mut().zip(other) {
+                let e = c - o;
+                *dj += e * e;
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// How many of `xs` are strictly below `x`.
+    fn count_below(xs: &[f64], x: f64) -> usize {
+        xs.iter().map(|v| usize::from(*v < x)).sum()
+    }
+}
+
 /// Mean of the `k` smallest squared distances from `cur` to the windows of `hist` that end
-/// before its last value (`hist` ends with `cur`), at most `reference` of them.
-fn nonconformity(hist: &[f64], w: usize, k: usize, reference: usize) -> Option<f64> {
+/// before its last value (`hist` ends with `cur`), at most `reference` of them. `scratch`
+/// holds the distances (grown once, reused).
+fn nonconformity(
+    hist: &[f64],
+    w: usize,
+    k: usize,
+    reference: usize,
+    scratch: &mut Vec<f64>,
+) -> Option<f64> {
     let n = hist.len();
     let available = n.checked_sub(w)?.min(reference);
     if available < k {
         return None;
     }
-    let cur = &hist[n - w..];
-    // The k smallest so far, ascending.
+    scratch.resize(available, 0.0);
+    // Windows end at n - 1 (newest candidate) down to n - available; by start position.
+    distances(hist, w, n - w - available, scratch);
+    // The k smallest so far, ascending; candidates newest first, as ties were always broken.
     let mut best = [f64::INFINITY; MAX_K as usize];
     let best = &mut best[..k];
-    for j in 1..=available {
-        let end = n - j;
-        let other = &hist[end - w..end];
-        let d: f64 = cur.iter().zip(other).map(|(a, b)| (a - b) * (a - b)).sum();
+    for &d in scratch.iter().rev() {
         if d < best[k - 1] {
             let mut i = k - 1;
             while i > 0 && best[i - 1] > d {
@@ -161,7 +193,7 @@ fn nonconformity(hist: &[f64], w: usize, k: usize, reference: usize) -> Option<f
     Some(best.iter().sum::<f64>() / k as f64)
 }
 
-fn step(p: &KnnParams, s: &mut KnnState, x: f64) -> Scored {
+fn step(p: &KnnParams, s: &mut KnnState, scratch: &mut Vec<f64>, x: f64) -> Scored {
     let block = p.step.get();
     let x = if block > 1 {
         s.block_sum += x;
@@ -188,6 +220,7 @@ fn step(p: &KnnParams, s: &mut KnnState, x: f64) -> Scored {
         p.window.get() as usize,
         p.k.get() as usize,
         p.reference.get() as usize,
+        scratch,
     ) else {
         return Scored {
             score: 0.0,
@@ -197,7 +230,7 @@ fn step(p: &KnnParams, s: &mut KnnState, x: f64) -> Scored {
     let cal = p.calibration.get() as usize;
     // Score once the calibration set holds a tenth of its size (at least 10).
     let score = if s.alphas.len() >= (cal / 10).max(10).min(cal) {
-        s.alphas.iter().filter(|a| **a < alpha).count() as f64 / s.alphas.len() as f64
+        count_below(&s.alphas, alpha) as f64 / s.alphas.len() as f64
     } else {
         0.0
     };
@@ -218,6 +251,8 @@ fn step(p: &KnnParams, s: &mut KnnState, x: f64) -> Scored {
 pub struct Knn {
     params: KnnParams,
     state: KnnState,
+    /// Distances of the current point (working memory, not state).
+    scratch: Vec<f64>,
 }
 
 impl Knn {
@@ -227,12 +262,13 @@ impl Knn {
         Ok(Self {
             params,
             state: KnnState::default(),
+            scratch: Vec::new(),
         })
     }
 
     /// Scores then learns one point.
     pub fn step(&mut self, x: f64) -> Scored {
-        step(&self.params, &mut self.state, x)
+        step(&self.params, &mut self.state, &mut self.scratch, x)
     }
 }
 
@@ -250,6 +286,8 @@ impl Detector for Knn {
 pub struct KnnBank {
     params: KnnParams,
     states: Vec<KnnState>,
+    /// Distances of the current point (working memory shared by the series, not state).
+    scratch: Vec<f64>,
 }
 
 impl Bank for KnnBank {
@@ -260,6 +298,7 @@ impl Bank for KnnBank {
         Self {
             params,
             states: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -273,7 +312,7 @@ impl Bank for KnnBank {
     }
 
     fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> Scored {
-        step(&self.params, &mut self.states[slot], x)
+        step(&self.params, &mut self.states[slot], &mut self.scratch, x)
     }
 
     fn snapshot(&self, slot: usize) -> KnnState {
@@ -310,11 +349,11 @@ mod tests {
         // The current window is [1, 2]; the windows ending before the last value, newest
         // first: [5, 1] (d = 16 + 1 = 17), [2, 5] (1 + 9 = 10), [1, 2] (0), [0, 1] (1 + 1 = 2).
         let hist = [0.0, 1.0, 2.0, 5.0, 1.0, 2.0];
-        assert_eq!(nonconformity(&hist, 2, 2, 10), Some(1.0));
-        assert_eq!(nonconformity(&hist, 2, 3, 10), Some(4.0));
+        assert_eq!(nonconformity(&hist, 2, 2, 10, &mut Vec::new()), Some(1.0));
+        assert_eq!(nonconformity(&hist, 2, 3, 10, &mut Vec::new()), Some(4.0));
         // Only the 2 most recent windows as reference: [5,1] and [2,5].
-        assert_eq!(nonconformity(&hist, 2, 1, 2), Some(10.0));
-        assert_eq!(nonconformity(&hist, 2, 5, 10), None);
+        assert_eq!(nonconformity(&hist, 2, 1, 2, &mut Vec::new()), Some(10.0));
+        assert_eq!(nonconformity(&hist, 2, 5, 10, &mut Vec::new()), None);
     }
 
     #[test]
@@ -373,6 +412,46 @@ mod tests {
             .to_string()
             .contains("step")
         );
+    }
+
+    #[test]
+    fn vectorised_nonconformity_equals_the_window_by_window_sum() {
+        // The plain form: each window's terms summed in order, newest candidate first.
+        fn plain(hist: &[f64], w: usize, k: usize, reference: usize) -> Option<f64> {
+            let n = hist.len();
+            let available = n.checked_sub(w)?.min(reference);
+            if available < k {
+                return None;
+            }
+            let cur = &hist[n - w..];
+            let mut d: Vec<f64> = (1..=available)
+                .map(|j| {
+                    let other = &hist[n - j - w..n - j];
+                    cur.iter().zip(other).map(|(a, b)| (a - b) * (a - b)).sum()
+                })
+                .collect();
+            d.sort_by(f64::total_cmp);
+            Some(d[..k].iter().sum::<f64>() / k as f64)
+        }
+        let mut scratch = Vec::new();
+        let mut checked = 0;
+        for n in 0..120usize {
+            // Irregular values with repeats (ties) and a wide range.
+            let hist: Vec<f64> = (0..n)
+                .map(|i| ((i * 7919 % 31) as f64 - 15.0) * if i % 5 == 0 { 1e3 } else { 0.37 })
+                .collect();
+            for (w, k, reference) in [(1, 1, 10), (3, 2, 50), (5, 5, 200), (8, 3, 17)] {
+                let got = nonconformity(&hist, w, k, reference, &mut scratch);
+                let want = plain(&hist, w, k, reference);
+                assert_eq!(
+                    got.map(f64::to_bits),
+                    want.map(f64::to_bits),
+                    "n {n} w {w} k {k}"
+                );
+                checked += usize::from(got.is_some());
+            }
+        }
+        assert!(checked > 300);
     }
 
     #[test]

@@ -6,19 +6,19 @@
 /// operations in the same order (Rust never fuses `a * b + c`), so results are bit-identical
 /// whichever copy runs.
 macro_rules! simd_dispatch {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn generic($($arg: $ty),*) $body
+            fn generic($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f")]
-            unsafe fn wide512($($arg: $ty),*) {
+            unsafe fn wide512($($arg: $ty),*) $(-> $ret)? {
                 generic($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2")]
-            unsafe fn wide256($($arg: $ty),*) {
+            unsafe fn wide256($($arg: $ty),*) $(-> $ret)? {
                 generic($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]

@@ -193,57 +193,91 @@ fn nonconformity(
     Some(best.iter().sum::<f64>() / k as f64)
 }
 
-fn step(p: &KnnParams, s: &mut KnnState, scratch: &mut Vec<f64>, x: f64) -> Scored {
+const NO_SCORE: Scored = Scored {
+    score: 0.0,
+    expected: f64::NAN,
+};
+
+/// The value the k-NN sees for the point `x`: `x` itself, or with `step > 1` the mean of the
+/// block `x` closes (`None` inside a block).
+fn block_value(p: &KnnParams, s: &KnnState, x: f64) -> Option<f64> {
     let block = p.step.get();
-    let x = if block > 1 {
-        s.block_sum += x;
-        s.block_len += 1;
-        if s.block_len < block {
-            return Scored {
-                score: 0.0,
-                expected: f64::NAN,
-            };
-        }
-        let mean = s.block_sum / f64::from(block);
-        (s.block_sum, s.block_len) = (0.0, 0);
-        mean
+    if block <= 1 {
+        Some(x)
+    } else if s.block_len + 1 < block {
+        None
     } else {
-        x
+        Some((s.block_sum + x) / f64::from(block))
+    }
+}
+
+/// The nonconformity of the window `history` ends with.
+fn alpha_of(p: &KnnParams, history: &[f64], scratch: &mut Vec<f64>) -> Option<f64> {
+    nonconformity(
+        history,
+        p.window.get() as usize,
+        p.k.get() as usize,
+        p.reference.get() as usize,
+        scratch,
+    )
+}
+
+/// The conformal rank of `alpha` among the calibration set (0 until it holds a tenth of its
+/// size, at least 10).
+fn rank(p: &KnnParams, s: &KnnState, alpha: f64) -> Scored {
+    let cal = p.calibration.get() as usize;
+    let score = if s.alphas.len() >= (cal / 10).max(10).min(cal) {
+        count_below(&s.alphas, alpha) as f64 / s.alphas.len() as f64
+    } else {
+        0.0
+    };
+    Scored {
+        score,
+        expected: f64::NAN,
+    }
+}
+
+fn step(p: &KnnParams, s: &mut KnnState, scratch: &mut Vec<f64>, x: f64) -> Scored {
+    let value = block_value(p, s, x);
+    if p.step.get() > 1 {
+        (s.block_sum, s.block_len) = match value {
+            Some(_) => (0.0, 0),
+            None => (s.block_sum + x, s.block_len + 1),
+        };
+    }
+    let Some(x) = value else {
+        return NO_SCORE;
     };
     let cap = p.history_cap();
     s.history.push(x);
     if s.history.len() >= 2 * cap {
         s.history.drain(..s.history.len() - cap);
     }
-    let Some(alpha) = nonconformity(
-        &s.history,
-        p.window.get() as usize,
-        p.k.get() as usize,
-        p.reference.get() as usize,
-        scratch,
-    ) else {
-        return Scored {
-            score: 0.0,
-            expected: f64::NAN,
-        };
+    let Some(alpha) = alpha_of(p, &s.history, scratch) else {
+        return NO_SCORE;
     };
+    let out = rank(p, s, alpha);
     let cal = p.calibration.get() as usize;
-    // Score once the calibration set holds a tenth of its size (at least 10).
-    let score = if s.alphas.len() >= (cal / 10).max(10).min(cal) {
-        count_below(&s.alphas, alpha) as f64 / s.alphas.len() as f64
-    } else {
-        0.0
-    };
     if s.alphas.len() < cal {
         s.alphas.push(alpha);
     } else {
         s.alphas[s.next as usize] = alpha;
         s.next = ((s.next as usize + 1) % cal) as u32;
     }
-    Scored {
-        score,
-        expected: f64::NAN,
-    }
+    out
+}
+
+/// What [`step`] would score, leaving the state as it was: the block value is appended to the
+/// history for the distance pass and taken off again (no copy of the state, and no allocation
+/// once the history has grown: it is trimmed below its capacity).
+fn score_only(p: &KnnParams, s: &mut KnnState, scratch: &mut Vec<f64>, x: f64) -> Scored {
+    let Some(x) = block_value(p, s, x) else {
+        return NO_SCORE;
+    };
+    s.history.push(x);
+    let alpha = alpha_of(p, &s.history, scratch);
+    s.history.pop();
+    alpha.map_or(NO_SCORE, |a| rank(p, s, a))
 }
 
 /// The k-NN detector for one series.
@@ -278,6 +312,14 @@ impl Detector for Knn {
         for (x, o) in xs.iter().zip(out) {
             *o = self.step(*x).score;
         }
+    }
+}
+
+impl KnnBank {
+    /// Scores `x` for the series in `slot` without learning it (what a holding chain does),
+    /// without copying the series' state.
+    pub fn score_only(&mut self, slot: usize, x: f64) -> Scored {
+        score_only(&self.params, &mut self.states[slot], &mut self.scratch, x)
     }
 }
 
@@ -452,6 +494,27 @@ mod tests {
             }
         }
         assert!(checked > 300);
+    }
+
+    #[test]
+    fn score_only_gives_the_update_score_and_leaves_the_state_as_it_was() {
+        for step in [1, 3] {
+            let mut p = params(4, 30, 2, 40);
+            p.step = Count::new(step).unwrap();
+            let mut bank = KnnBank::new(p);
+            let slot = bank.add_series();
+            let mut scored = 0;
+            for t in 0..600u64 {
+                let x = ((t * 7919) % 37) as f64 + if t % 97 == 0 { 50.0 } else { 0.0 };
+                let before = bank.snapshot(slot);
+                let only = bank.score_only(slot, x);
+                assert_eq!(bank.snapshot(slot), before, "step {step}, t {t}");
+                let learned = bank.update(slot, x, None);
+                assert_eq!(only.score, learned.score, "step {step}, t {t}");
+                scored += usize::from(learned.score > 0.0);
+            }
+            assert!(scored > 50, "step {step}: the comparison saw real scores");
+        }
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl AnyBank {
             AnyBank::RobustZ(b) => keep(b, slot, x, evicted),
             AnyBank::Threshold(b) => keep(b, slot, x, evicted),
             AnyBank::Likelihood(b) => keep(b, slot, x, evicted),
-            AnyBank::Knn(b) => keep(b, slot, x, evicted),
+            AnyBank::Knn(b) => b.score_only(slot, x),
         }
     }
 

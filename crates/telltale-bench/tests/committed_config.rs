@@ -3,22 +3,17 @@
 //! Needs the NAB corpus: `$TELLTALE_NAB_DIR`, or `../shared/datasets/nab` beside the repository
 //! (where CI has it). Without it the test fails and says so.
 
+mod common;
+
 use std::path::PathBuf;
 
 use telltale_bench::corpus::Corpus;
 use telltale_bench::run::run_chain;
 use telltale_engine::config::Config;
 
-fn nab_dir() -> PathBuf {
-    std::env::var_os("TELLTALE_NAB_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/nab"),
-        PathBuf::from,
-    )
-}
-
 #[test]
 fn committed_nab_config_keeps_its_reported_scores() {
-    let dir = nab_dir();
+    let dir = common::nab_dir();
     assert!(
         dir.join("data").is_dir(),
         "NAB corpus not found at {} (set TELLTALE_NAB_DIR)",

@@ -3,20 +3,13 @@
 //! Needs the NAB corpus with its reference scores: `$TELLTALE_NAB_DIR`, or `../shared/datasets/nab`
 //! beside the repository (where CI has it). Without it the test fails and says so.
 
-use std::path::PathBuf;
+mod common;
 
 use telltale_bench::corpus::{read_tree, read_windows};
 use telltale_bench::scorer::score_corpus;
 
-fn nab_dir() -> PathBuf {
-    std::env::var_os("TELLTALE_NAB_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/nab"),
-        PathBuf::from,
-    )
-}
-
 fn check(detector: &str, want: [Option<f64>; 3]) {
-    let dir = nab_dir();
+    let dir = common::nab_dir();
     assert!(
         dir.join("reference-scores").is_dir(),
         "NAB reference scores not found at {} (set TELLTALE_NAB_DIR)",

@@ -2,8 +2,8 @@
 //! in struct-of-arrays form, and the per-point path through it.
 
 use telltale_detect::{
-    Bank, CusumBank, EwmaBank, KnnBank, LikelihoodBank, PageHinkleyBank, RobustZBank, Scored,
-    SeasonalBank, ThresholdBank,
+    Bank, CusumBank, EwmaBank, History, KnnBank, LikelihoodBank, PageHinkleyBank, RobustZBank,
+    Scored, SeasonalBank, ThresholdBank,
 };
 
 use crate::alert::{AlertBank, Transition};
@@ -240,6 +240,20 @@ impl RingSlab {
         })
     }
 
+    /// The ring's points, oldest first, as the two contiguous runs they occupy.
+    pub fn history(&self, slot: usize) -> History<'_> {
+        let cap = self.cap();
+        let (h, n) = (self.head[slot] as usize, self.len[slot] as usize);
+        let base = slot * cap;
+        let first = n.min(cap - h);
+        let ts = &self.ts[base..base + cap];
+        let val = &self.val[base..base + cap];
+        History {
+            ts: [&ts[h..h + first], &ts[..n - first]],
+            val: [&val[h..h + first], &val[..n - first]],
+        }
+    }
+
     /// Bytes per series.
     pub fn bytes_per_series(&self) -> usize {
         self.cap() * (size_of::<i64>() + size_of::<f64>()) + 2 * size_of::<u32>()
@@ -318,6 +332,23 @@ impl ChainGroup {
         }
         let evicted = self.ring.next_evicted(slot);
         let n = self.banks.len();
+        // Whether the point repeats what the series did one period ago (read from the ring
+        // before the point enters it); if so the named detectors' scores are silenced.
+        let silenced = self
+            .plan
+            .recurrence
+            .as_ref()
+            .filter(|p| telltale_detect::recurs(p, &self.ring.history(slot), ts, x))
+            .map(|p| p.silences);
+        let silence = |scores: &mut [f64; MAX_DETECTORS]| {
+            if let Some(set) = silenced {
+                for (i, s) in scores[..n].iter_mut().enumerate() {
+                    if set.contains(i) {
+                        *s = 0.0;
+                    }
+                }
+            }
+        };
         let mut scores = [0.0; MAX_DETECTORS];
         let mut expected = f64::NAN;
         // A holding chain first scores without learning; a point that is anomalous (score at or
@@ -337,6 +368,7 @@ impl ChainGroup {
                     expected = s.expected;
                 }
             }
+            silence(&mut scores);
             let hold = self.alert.is_open(slot)
                 || self.plan.combine.combine(&scores[..n]) >= self.plan.alert.resolve;
             if hold {
@@ -360,6 +392,7 @@ impl ChainGroup {
                     expected = s.expected;
                 }
             }
+            silence(&mut scores);
             self.ring.push(slot, ts, x);
         }
         let score = self.plan.combine.combine(&scores[..n]);
@@ -404,6 +437,60 @@ mod tests {
         g.process(s, 100, 1.0).unwrap();
         g.process(s, 100, 1.0).unwrap();
         assert_eq!(g.process(s, 99, 1.0).unwrap_err(), RejectReason::OutOfOrder);
+    }
+
+    /// A spike at 03:00 every day: from the third day the recurrence filter silences the
+    /// detectors it names at the spike, and leaves the others alone.
+    #[test]
+    fn recurring_daily_spike_is_silenced_in_the_named_detectors_only() {
+        let config = crate::config::Config::from_toml(
+            "[chain]\nring = 1024\ndetectors = [{ kind = \"ewma\" }, { kind = \"ewma\", alpha = 0.1 }]\n[chain.recurrence]\nsilences = [0]",
+        )
+        .unwrap();
+        let plan = config.plan().unwrap();
+        let mut g = ChainGroup::new(&plan.chains[0]);
+        let s = g.add_series();
+        let mut plain_plan = plan.chains[0].clone();
+        plain_plan.recurrence = None;
+        let mut plain = ChainGroup::new(&plain_plan);
+        plain.add_series();
+        let (min, day) = (60_000i64, 86_400_000i64);
+        let mut spikes = Vec::new();
+        for i in 0..(4 * 288) {
+            let t = i * 5 * min;
+            let spike = t % day == 3 * 60 * min;
+            let noise = ((i * 7919) % 13) as f64 / 130.0;
+            let x = if spike { 10.0 } else { 1.0 + noise };
+            let out = g.process(s, t, x).unwrap();
+            let without = plain.process(s, t, x).unwrap();
+            assert_eq!(out.scores[1], without.scores[1], "t = {t}");
+            if spike {
+                assert!(without.scores[0] > 0.99, "the spike stands out every day");
+                spikes.push((t / day, out.scores[0], out.scores[1]));
+            } else {
+                // Noise of a size seen at the same times before may be silenced too; nothing
+                // that stands out is.
+                assert!(
+                    out.scores[0] == without.scores[0]
+                        || (out.scores[0] == 0.0 && without.scores[0] < 0.99),
+                    "t = {t}: {} vs {}",
+                    out.scores[0],
+                    without.scores[0]
+                );
+            }
+        }
+        assert_eq!(spikes.len(), 4);
+        for (day, first, second) in spikes {
+            assert!(
+                second > 0.99,
+                "day {day}: the unnamed detector still scores ({second})"
+            );
+            if day >= 2 {
+                assert_eq!(first, 0.0, "day {day}: silenced");
+            } else {
+                assert!(first > 0.99, "day {day}: not yet a habit ({first})");
+            }
+        }
     }
 
     /// The holding path learns undoable banks at once and takes the point back when it holds;

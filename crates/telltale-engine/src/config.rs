@@ -409,6 +409,12 @@ pub struct ChainConfig {
     /// 0 (default) ranks every row with its score. Rules use the default chain's value.
     #[serde(default)]
     pub rank_window: u32,
+    /// Recurrence filter (`[chain.recurrence]`, off by default): silences the scores of the
+    /// detectors at the positions it names (`silences`, default all) for points whose deviation
+    /// already happened one period earlier. It reads the chain's ring, which must then hold a
+    /// period plus `margin` points (`ring = 512` for a day at 5-minute sampling).
+    #[serde(default)]
+    pub recurrence: Option<telltale_detect::RecurrenceParams>,
 }
 
 fn default_chain_name() -> String {
@@ -425,6 +431,7 @@ impl Default for ChainConfig {
             alert: AlertConfig::default(),
             hold: false,
             rank_window: 0,
+            recurrence: None,
         }
     }
 }
@@ -510,6 +517,10 @@ pub struct RuleConfig {
     pub alert: Option<AlertConfig>,
     /// Hold the baseline while an anomaly is open (default: the default chain's).
     pub hold: Option<bool>,
+    /// Recurrence filter (default: the default chain's when the rule inherits its detectors
+    /// too, since `silences` names detector positions; otherwise off).
+    #[serde(default)]
+    pub recurrence: Option<telltale_detect::RecurrenceParams>,
 }
 
 fn default_glob() -> String {
@@ -541,6 +552,7 @@ pub fn builtin_llm_rule() -> RuleConfig {
             ..AlertConfig::default()
         }),
         hold: Some(true),
+        recurrence: None,
     }
 }
 
@@ -580,6 +592,8 @@ pub struct ChainPlan {
     pub hold: bool,
     /// Ranking window of `telltale bench` (see [`ChainConfig::rank_window`]).
     pub rank_window: u32,
+    /// Recurrence filter (see [`ChainConfig::recurrence`]).
+    pub recurrence: Option<telltale_detect::RecurrenceParams>,
 }
 
 /// Glob with `*` and `?`.
@@ -709,6 +723,7 @@ fn validate_chain(
     ring: Option<usize>,
     alert: &AlertConfig,
     hold: bool,
+    recurrence: Option<&telltale_detect::RecurrenceParams>,
 ) -> Result<ChainPlan, ConfigError> {
     let window = detectors.iter().find_map(|d| match d {
         DetectorSpec::RobustZ(p) => Some(p.window.get() as usize),
@@ -758,6 +773,19 @@ fn validate_chain(
         let json = serde_json::to_string(d).expect("params serialise");
         params_json.push(serde_json::value::RawValue::from_string(json).expect("valid JSON"));
     }
+    if let Some(r) = recurrence {
+        r.validate()
+            .map_err(|e| err(format!("{path}.recurrence.{}", e.name), e.to_string()))?;
+        if let Some(highest) = r.silences.highest().filter(|&i| i >= detectors.len()) {
+            return Err(err(
+                format!("{path}.recurrence.silences"),
+                format!(
+                    "position {highest} names no detector: the chain has {} (positions from 0)",
+                    detectors.len()
+                ),
+            ));
+        }
+    }
     Ok(ChainPlan {
         name: name.to_owned(),
         detectors: detectors.to_vec(),
@@ -767,6 +795,7 @@ fn validate_chain(
         params_json,
         hold,
         rank_window: 0,
+        recurrence: recurrence.copied(),
     })
 }
 
@@ -845,6 +874,7 @@ impl Config {
             c.ring,
             &c.alert,
             c.hold,
+            c.recurrence.as_ref(),
         )?];
         let mut rules = Vec::new();
         let builtin = builtin_llm_rule();
@@ -890,6 +920,12 @@ impl Config {
                 ring,
                 alert,
                 r.hold.unwrap_or(c.hold),
+                r.recurrence.as_ref().or_else(|| {
+                    r.detectors
+                        .is_none()
+                        .then_some(c.recurrence.as_ref())
+                        .flatten()
+                }),
             )?);
             rules.push(Rule {
                 metric: Glob::new(&r.metric),
@@ -996,6 +1032,34 @@ mod tests {
         assert_eq!(e.path, "chain.detectors[0].k");
         let e = plan("[chain]\ndetectors = [{ kind = \"knn\", neighbours = 3 }]").unwrap_err();
         assert_eq!(e.path, "chain.detectors[0].neighbours");
+    }
+
+    #[test]
+    fn recurrence_is_checked_named_and_inherited_only_with_the_detectors() {
+        let p = plan(
+            "[chain]\ndetectors = [{ kind = \"ewma\" }, { kind = \"cusum\" }]\n[chain.recurrence]\nsilences = [1]\n[[rule]]\nname = \"same\"\nmetric = \"a\"\n[[rule]]\nname = \"own\"\nmetric = \"b\"\ndetectors = [{ kind = \"ewma\" }]",
+        )
+        .unwrap();
+        let r = p.chains[0].recurrence.expect("set");
+        assert!(!r.silences.contains(0) && r.silences.contains(1));
+        assert_eq!((r.periods.get(), r.margin, r.window.get()), (2, 6, 12));
+        assert_eq!(
+            p.chains[1].recurrence,
+            Some(r),
+            "inherits with the detectors"
+        );
+        assert_eq!(p.chains[2].recurrence, None, "own detectors: off");
+        assert!(plan("[chain]").unwrap().chains[0].recurrence.is_none());
+        let e = plan(
+            "[chain]\ndetectors = [{ kind = \"ewma\" }]\n[chain.recurrence]\nsilences = [0, 3]",
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "chain.recurrence.silences");
+        assert!(e.message.contains("position 3"), "{e}");
+        let e = plan("[chain.recurrence]\nmargin = 100").unwrap_err();
+        assert_eq!(e.path, "chain.recurrence.margin");
+        let e = plan("[chain.recurrence]\nratios = 1.0").unwrap_err();
+        assert_eq!(e.path, "chain.recurrence.ratios");
     }
 
     #[test]

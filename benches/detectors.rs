@@ -7,8 +7,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use telltale_benches::{filled, stream};
 use telltale_detect::score::{score_from_z, scores_from_z_in_place};
 use telltale_detect::{
-    Bank, Cusum, CusumBank, CusumParams, Detector, Ewma, EwmaBank, EwmaParams, Knn, KnnParams,
-    PageHinkley, PageHinkleyBank, PageHinkleyParams, RobustZ, RobustZBank, RobustZParams,
+    Bank, Cusum, CusumBank, CusumParams, Detector, Ewma, EwmaBank, EwmaParams, History, Knn,
+    KnnParams, PageHinkley, PageHinkleyBank, PageHinkleyParams, RecurrenceParams, RobustZ,
+    RobustZBank, RobustZParams, recurs,
 };
 
 const N: usize = 10_000;
@@ -69,6 +70,28 @@ fn single_series(c: &mut Criterion) {
             b.iter(|| d.update_batch(black_box(&xs), &mut out))
         });
     }
+    g.finish();
+    // The recurrence filter (a veto the NAB chain puts on its point-level detectors): per point,
+    // a 12-value median and two binary searches of a 1,024-point ring (two days at 5 minutes).
+    let mut g = c.benchmark_group("recurrence");
+    g.throughput(Throughput::Elements(N as u64));
+    const RING: usize = 1024;
+    let vals = stream(N + RING, 11);
+    let ts: Vec<i64> = (0..(N + RING) as i64).map(|i| i * 300_000).collect();
+    let p = RecurrenceParams::default();
+    g.bench_function("ring1024_2days", |b| {
+        b.iter(|| {
+            let mut n = 0u32;
+            for i in RING..RING + N {
+                let h = History {
+                    ts: [&ts[i - RING..i], &[]],
+                    val: [&vals[i - RING..i], &[]],
+                };
+                n += u32::from(recurs(&p, &h, ts[i], black_box(vals[i])));
+            }
+            n
+        })
+    });
     g.finish();
 }
 

@@ -202,6 +202,24 @@ impl History<'_> {
     }
 }
 
+/// The median of `v` (the upper of the two middle values for an even length): the value with at
+/// most `len / 2` values below it and more than `len / 2` at or below it, found by counting
+/// (branch-free inner loops over a short window; no sort, and `v` is left as it was).
+fn upper_median(v: &[f64]) -> f64 {
+    let m = v.len() / 2;
+    for &candidate in v {
+        let (mut below, mut at_or_below) = (0usize, 0usize);
+        for &y in v {
+            below += usize::from(y < candidate);
+            at_or_below += usize::from(y <= candidate);
+        }
+        if below <= m && m < at_or_below {
+            return candidate;
+        }
+    }
+    f64::NAN
+}
+
 /// Whether the point `x` at `ts` recurs: for each of the last `periods` periods, its distance to
 /// the nearest value within `margin` points of that time is below `ratio` times its deviation
 /// from the median of the last `window` points of `history` (the points before it). See the
@@ -216,9 +234,8 @@ pub fn recurs(p: &RecurrenceParams, history: &History<'_>, ts: i64, x: f64) -> b
     for (k, slot) in recent[..w].iter_mut().enumerate() {
         *slot = history.val_at(n - w + k);
     }
-    let recent = &mut recent[..w];
-    let (_, median, _) = recent.select_nth_unstable_by(w / 2, f64::total_cmp);
-    let deviation = (x - *median).abs();
+    let median = upper_median(&recent[..w]);
+    let deviation = (x - median).abs();
     if deviation.is_nan() || deviation <= 0.0 {
         return false;
     }
@@ -250,16 +267,13 @@ fn closest_near(
     if history.ts_at(0) > target {
         return None;
     }
-    // First point at or after the target (binary search over the ring's logical order).
-    let (mut lo, mut hi) = (0usize, n);
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if history.ts_at(mid) < target {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
+    // First point at or after the target: a binary search within the run that holds it.
+    let [older, newer] = history.ts;
+    let lo = if newer.first().is_some_and(|&t| t < target) {
+        older.len() + newer.partition_point(|&t| t < target)
+    } else {
+        older.partition_point(|&t| t < target)
+    };
     let nearest =
         if lo == n || (lo > 0 && target - history.ts_at(lo - 1) <= history.ts_at(lo) - target) {
             lo - 1
@@ -389,6 +403,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn upper_median_is_the_middle_of_the_sorted_values() {
+        assert_eq!(upper_median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(upper_median(&[4.0, 1.0, 3.0, 2.0]), 3.0);
+        assert_eq!(upper_median(&[5.0]), 5.0);
+        assert_eq!(upper_median(&[2.0, 2.0, 1.0, 2.0]), 2.0);
+        assert_eq!(upper_median(&[1.0, 1.0, 3.0, 3.0]), 3.0);
+        let v: Vec<f64> = (0..12).map(|i| f64::from((i * 7) % 12)).collect();
+        assert_eq!(upper_median(&v), 6.0);
     }
 
     #[test]

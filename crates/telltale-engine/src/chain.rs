@@ -332,8 +332,9 @@ impl ChainGroup {
         }
         let evicted = self.ring.next_evicted(slot);
         let n = self.banks.len();
-        // Whether the point repeats what the series did one period ago (read from the ring
-        // before the point enters it); if so the named detectors' scores are silenced.
+        // Whether the point repeats what the series did at the same time on each of the last
+        // `periods` periods (read from the ring before the point enters it); if so the named
+        // detectors' scores are silenced, before the hold decision and the combination.
         let silenced = self
             .plan
             .recurrence

@@ -79,7 +79,7 @@ impl Default for KnnParams {
 /// Most values per window, neighbours, reference windows and calibration points.
 const MAX_WINDOW: u32 = 1024;
 const MAX_K: u32 = 64;
-const MAX_SET: u32 = 100_000;
+pub(crate) const MAX_SET: u32 = 100_000;
 
 impl KnnParams {
     /// Checks each field's range and `k <= reference`.
@@ -222,17 +222,31 @@ fn alpha_of(p: &KnnParams, history: &[f64], scratch: &mut Vec<f64>) -> Option<f6
     )
 }
 
-/// The conformal rank of `alpha` among the calibration set (0 until it holds a tenth of its
-/// size, at least 10).
-fn rank(p: &KnnParams, s: &KnnState, alpha: f64) -> Scored {
-    let cal = p.calibration.get() as usize;
-    let score = if s.alphas.len() >= (cal / 10).max(10).min(cal) {
-        count_below(&s.alphas, alpha) as f64 / s.alphas.len() as f64
+/// The conformal rank of `alpha` among `alphas`, a calibration set of (at most) `cal`
+/// nonconformities: the share strictly below it, 0 until the set holds a tenth of `cal` (at
+/// least 10).
+pub(crate) fn conformal_rank(alphas: &[f64], cal: usize, alpha: f64) -> f64 {
+    if alphas.len() >= (cal / 10).max(10).min(cal) {
+        count_below(alphas, alpha) as f64 / alphas.len() as f64
     } else {
         0.0
-    };
+    }
+}
+
+/// Adds `alpha` to the calibration ring `alphas` of `cal` values (`next`: the oldest once full).
+pub(crate) fn remember(alphas: &mut Vec<f64>, next: &mut u32, cal: usize, alpha: f64) {
+    if alphas.len() < cal {
+        alphas.push(alpha);
+    } else {
+        alphas[*next as usize] = alpha;
+        *next = ((*next as usize + 1) % cal) as u32;
+    }
+}
+
+/// The conformal rank of `alpha` among the calibration set.
+fn rank(p: &KnnParams, s: &KnnState, alpha: f64) -> Scored {
     Scored {
-        score,
+        score: conformal_rank(&s.alphas, p.calibration.get() as usize, alpha),
         expected: f64::NAN,
     }
 }
@@ -257,13 +271,12 @@ fn step(p: &KnnParams, s: &mut KnnState, scratch: &mut Vec<f64>, x: f64) -> Scor
         return NO_SCORE;
     };
     let out = rank(p, s, alpha);
-    let cal = p.calibration.get() as usize;
-    if s.alphas.len() < cal {
-        s.alphas.push(alpha);
-    } else {
-        s.alphas[s.next as usize] = alpha;
-        s.next = ((s.next as usize + 1) % cal) as u32;
-    }
+    remember(
+        &mut s.alphas,
+        &mut s.next,
+        p.calibration.get() as usize,
+        alpha,
+    );
     out
 }
 

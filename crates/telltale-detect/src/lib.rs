@@ -50,6 +50,7 @@ mod page_hinkley;
 pub mod params;
 mod recurrence;
 mod robust;
+mod same_time;
 pub mod score;
 mod seasonal;
 mod threshold;
@@ -63,6 +64,7 @@ pub use likelihood::{Likelihood, LikelihoodBank, LikelihoodParams, LikelihoodSta
 pub use page_hinkley::{PageHinkley, PageHinkleyBank, PageHinkleyParams, PageHinkleyState, PhMode};
 pub use recurrence::{History, MAX_RECURRENCE_WINDOW, RecurrenceParams, Silences, recurs};
 pub use robust::{RobustZ, RobustZBank, RobustZParams, SortedWindow};
+pub use same_time::{SameTime, SameTimeBank, SameTimeParams, SameTimeState};
 pub use seasonal::{Seasonal, SeasonalBank, SeasonalParams, SeasonalState};
 pub use threshold::{Threshold, ThresholdBank, ThresholdParams};
 

@@ -3,7 +3,7 @@
 
 use telltale_detect::{
     Bank, CusumBank, EwmaBank, History, KnnBank, LikelihoodBank, PageHinkleyBank, RobustZBank,
-    Scored, SeasonalBank, ThresholdBank,
+    SameTimeBank, Scored, SeasonalBank, ThresholdBank,
 };
 
 use crate::alert::{AlertBank, Transition};
@@ -21,6 +21,7 @@ enum AnyBank {
     Likelihood(LikelihoodBank),
     Seasonal(SeasonalBank),
     Knn(KnnBank),
+    SameTime(SameTimeBank),
 }
 
 /// A bank's state for one series before a point was learned, kept so a holding chain can
@@ -48,6 +49,7 @@ impl AnyBank {
             DetectorSpec::Likelihood(p) => AnyBank::Likelihood(LikelihoodBank::new(*p)),
             DetectorSpec::Seasonal(p) => AnyBank::Seasonal(SeasonalBank::new(*p)),
             DetectorSpec::Knn(p) => AnyBank::Knn(KnnBank::new(*p)),
+            DetectorSpec::SameTime(p) => AnyBank::SameTime(SameTimeBank::new(*p)),
         }
     }
 
@@ -61,6 +63,7 @@ impl AnyBank {
             AnyBank::Likelihood(b) => b.add_series(),
             AnyBank::Seasonal(b) => b.add_series(),
             AnyBank::Knn(b) => b.add_series(),
+            AnyBank::SameTime(b) => b.add_series(),
         }
     }
 
@@ -68,6 +71,7 @@ impl AnyBank {
     fn update(&mut self, slot: usize, ts: i64, x: f64, evicted: Option<f64>) -> Scored {
         match self {
             AnyBank::Seasonal(b) => b.update(slot, ts, x),
+            AnyBank::SameTime(b) => b.update(slot, ts, x),
             AnyBank::Ewma(b) => b.update(slot, x, evicted),
             AnyBank::Cusum(b) => b.update(slot, x, evicted),
             AnyBank::PageHinkley(b) => b.update(slot, x, evicted),
@@ -138,6 +142,7 @@ impl AnyBank {
             AnyBank::Threshold(b) => keep(b, slot, x, evicted),
             AnyBank::Likelihood(b) => keep(b, slot, x, evicted),
             AnyBank::Knn(b) => b.score_only(slot, x),
+            AnyBank::SameTime(b) => b.score_only(slot, ts, x),
         }
     }
 
@@ -151,6 +156,7 @@ impl AnyBank {
             AnyBank::Likelihood(b) => b.bytes_per_series(),
             AnyBank::Seasonal(b) => b.bytes_per_series(),
             AnyBank::Knn(b) => b.bytes_per_series(),
+            AnyBank::SameTime(b) => b.bytes_per_series(),
         }
     }
 }

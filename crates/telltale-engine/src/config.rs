@@ -306,6 +306,8 @@ pub enum DetectorSpec {
     Seasonal(telltale_detect::SeasonalParams),
     /// Conformal k-nearest-neighbour rank of the newest window's shape.
     Knn(telltale_detect::KnnParams),
+    /// Conformal rank of the newest shape's distance to the same time on previous days.
+    SameTime(telltale_detect::SameTimeParams),
 }
 
 impl DetectorSpec {
@@ -320,6 +322,7 @@ impl DetectorSpec {
             DetectorSpec::Likelihood(_) => "likelihood",
             DetectorSpec::Seasonal(_) => "seasonal",
             DetectorSpec::Knn(_) => "knn",
+            DetectorSpec::SameTime(_) => "same_time",
         }
     }
 }
@@ -355,8 +358,9 @@ impl TryFrom<RawDetector> for DetectorSpec {
             "likelihood" => parse(raw.rest).map(DetectorSpec::Likelihood),
             "seasonal" => parse(raw.rest).map(DetectorSpec::Seasonal),
             "knn" => parse(raw.rest).map(DetectorSpec::Knn),
+            "same_time" => parse(raw.rest).map(DetectorSpec::SameTime),
             other => Err(format!(
-                "{FIELD_MARK}kind{FIELD_MARK}unknown detector kind `{other}`, expected one of: ewma, cusum, page_hinkley, robust_z, threshold, likelihood, seasonal, knn"
+                "{FIELD_MARK}kind{FIELD_MARK}unknown detector kind `{other}`, expected one of: ewma, cusum, page_hinkley, robust_z, threshold, likelihood, seasonal, knn, same_time"
             )),
         }
     }
@@ -765,6 +769,7 @@ fn validate_chain(
             DetectorSpec::Threshold(p) => p.validate(),
             DetectorSpec::Seasonal(p) => p.validate(),
             DetectorSpec::Knn(p) => p.validate(),
+            DetectorSpec::SameTime(p) => p.validate(),
             DetectorSpec::Ewma(_) | DetectorSpec::PageHinkley(_) | DetectorSpec::Likelihood(_) => {
                 Ok(())
             }
@@ -1060,6 +1065,19 @@ mod tests {
         assert_eq!(e.path, "chain.recurrence.margin");
         let e = plan("[chain.recurrence]\nratios = 1.0").unwrap_err();
         assert_eq!(e.path, "chain.recurrence.ratios");
+    }
+
+    #[test]
+    fn same_time_parameters_are_checked_and_named_with_their_path() {
+        let p = plan("[chain]\ndetectors = [{ kind = \"same_time\", window = 3 }]").unwrap();
+        assert!(matches!(
+            p.chains[0].detectors[0],
+            DetectorSpec::SameTime(s) if s.window.get() == 3 && s.periods.get() == 2 && s.margin == 3
+        ));
+        let e = plan("[chain]\ndetectors = [{ kind = \"same_time\", periods = 9 }]").unwrap_err();
+        assert_eq!(e.path, "chain.detectors[0].periods");
+        let e = plan("[chain]\ndetectors = [{ kind = \"same_time\", lag = 1 }]").unwrap_err();
+        assert_eq!(e.path, "chain.detectors[0].lag");
     }
 
     #[test]

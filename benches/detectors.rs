@@ -9,7 +9,7 @@ use telltale_detect::score::{score_from_z, scores_from_z_in_place};
 use telltale_detect::{
     Bank, Cusum, CusumBank, CusumParams, Detector, Ewma, EwmaBank, EwmaParams, History, Knn,
     KnnParams, PageHinkley, PageHinkleyBank, PageHinkleyParams, RecurrenceParams, RobustZ,
-    RobustZBank, RobustZParams, recurs,
+    RobustZBank, RobustZParams, SameTime, SameTimeParams, recurs,
 };
 
 const N: usize = 10_000;
@@ -70,6 +70,28 @@ fn single_series(c: &mut Criterion) {
             b.iter(|| d.update_batch(black_box(&xs), &mut out))
         });
     }
+    g.finish();
+    // Same-time shapes (the NAB configuration's): per point, two binary searches by time and
+    // 2 × 7 distances of 4 values; the detector starts with three days of 5-minute points.
+    let mut g = c.benchmark_group("same_time");
+    g.throughput(Throughput::Elements(N as u64));
+    let warm = 3 * 288;
+    let vals = stream(N + warm, 12);
+    let ts: Vec<i64> = (0..(N + warm) as i64).map(|i| i * 300_000).collect();
+    let mut d = SameTime::new(SameTimeParams::default()).unwrap();
+    for (t, x) in ts[..warm].iter().zip(&vals) {
+        d.step(*t, *x);
+    }
+    g.bench_function("w4_m3_2days", |b| {
+        b.iter(|| {
+            let mut probe = d.clone();
+            let mut sum = 0.0;
+            for (t, x) in ts[warm..].iter().zip(&vals[warm..]) {
+                sum += probe.step(*t, black_box(*x)).score;
+            }
+            sum
+        })
+    });
     g.finish();
     // The recurrence filter (a veto the NAB chain puts on its point-level detectors): per point,
     // a 12-value median and two binary searches of a 1,024-point ring (two days at 5 minutes).

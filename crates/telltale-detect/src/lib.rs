@@ -42,6 +42,7 @@ macro_rules! simd_dispatch {
 mod combine;
 pub mod confidence;
 mod cusum;
+mod earlier;
 mod error;
 mod ewma;
 mod knn;

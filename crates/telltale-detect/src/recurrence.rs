@@ -21,10 +21,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ParamError;
+use crate::earlier::{self, MAX_SPAN};
 use crate::params::{Count, Positive};
 
 /// Most points the median window and the margin may span (stack buffer, no allocation).
-pub const MAX_RECURRENCE_WINDOW: u32 = 64;
+pub const MAX_RECURRENCE_WINDOW: u32 = MAX_SPAN;
 
 /// Parameters of the recurrence filter.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -88,32 +89,7 @@ impl Default for RecurrenceParams {
 impl RecurrenceParams {
     /// Checks the bounds that serde cannot.
     pub fn validate(&self) -> Result<(), ParamError> {
-        if self.periods.get() > 7 {
-            return Err(ParamError::new(
-                "periods",
-                self.periods.get(),
-                "an integer in [1, 7]",
-            ));
-        }
-        if self.margin > MAX_RECURRENCE_WINDOW {
-            return Err(ParamError::new(
-                "margin",
-                self.margin,
-                "an integer in [0, 64]",
-            ));
-        }
-        if self.window.get() > MAX_RECURRENCE_WINDOW {
-            return Err(ParamError::new(
-                "window",
-                self.window.get(),
-                "an integer in [1, 64]",
-            ));
-        }
-        Ok(())
-    }
-
-    fn period_ms(&self) -> i64 {
-        (self.period_hours.get() * 3_600_000.0).max(1.0) as i64
+        earlier::check(self.periods, self.window, self.margin)
     }
 }
 
@@ -239,27 +215,21 @@ pub fn recurs(p: &RecurrenceParams, history: &History<'_>, ts: i64, x: f64) -> b
     if deviation.is_nan() || deviation <= 0.0 {
         return false;
     }
-    let period = p.period_ms();
+    let period = earlier::period_ms(p.period_hours);
     let limit = p.ratio.get() * deviation;
     (1..=i64::from(p.periods.get())).all(|k| {
-        closest_near(
-            history,
-            ts.saturating_sub(k * period),
-            period / 24,
-            p.margin,
-            x,
-        )
-        .is_some_and(|closest| closest < limit)
+        closest_near(history, ts.saturating_sub(k * period), period, p.margin, x)
+            .is_some_and(|closest| closest < limit)
     })
 }
 
 /// The smallest distance from `x` to the values within `margin` points of the point nearest to
 /// `target`; `None` when the history starts after `target` or its nearest point is more than
-/// `tolerance` ms away from it.
+/// 1/24 of the period away from it.
 fn closest_near(
     history: &History<'_>,
     target: i64,
-    tolerance: i64,
+    period: i64,
     margin: u32,
     x: f64,
 ) -> Option<f64> {
@@ -274,15 +244,7 @@ fn closest_near(
     } else {
         older.partition_point(|&t| t < target)
     };
-    let nearest =
-        if lo == n || (lo > 0 && target - history.ts_at(lo - 1) <= history.ts_at(lo) - target) {
-            lo - 1
-        } else {
-            lo
-        };
-    if (history.ts_at(nearest) - target).abs() > tolerance {
-        return None;
-    }
+    let nearest = earlier::nearest(n, lo, target, period, |k| history.ts_at(k))?;
     let m = margin as usize;
     let first = nearest.saturating_sub(m);
     let last = (nearest + m).min(n - 1);

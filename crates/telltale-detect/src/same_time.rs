@@ -22,6 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::earlier;
 use crate::knn::{MAX_SET, conformal_rank, remember};
 use crate::params::{Count, Positive};
 use crate::{ParamError, Scored};
@@ -78,27 +79,7 @@ impl Default for SameTimeParams {
 impl SameTimeParams {
     /// Checks the bounds that serde cannot.
     pub fn validate(&self) -> Result<(), ParamError> {
-        if self.periods.get() > 7 {
-            return Err(ParamError::new(
-                "periods",
-                self.periods.get(),
-                "an integer in [1, 7]",
-            ));
-        }
-        if self.window.get() > 64 {
-            return Err(ParamError::new(
-                "window",
-                self.window.get(),
-                "an integer in [1, 64]",
-            ));
-        }
-        if self.margin > 64 {
-            return Err(ParamError::new(
-                "margin",
-                self.margin,
-                "an integer in [0, 64]",
-            ));
-        }
+        earlier::check(self.periods, self.window, self.margin)?;
         if self.calibration.get() > MAX_SET {
             return Err(ParamError::new(
                 "calibration",
@@ -107,10 +88,6 @@ impl SameTimeParams {
             ));
         }
         Ok(())
-    }
-
-    fn period_ms(&self) -> i64 {
-        (self.period_hours.get() * 3_600_000.0).max(1.0) as i64
     }
 }
 
@@ -140,8 +117,8 @@ fn nonconformity(p: &SameTimeParams, ts: &[i64], val: &[f64]) -> Option<f64> {
     let i = n - 1;
     let now = ts[i];
     let cur = &val[n - w..];
-    let period = p.period_ms();
-    let (m, earlier) = (p.margin as usize, &ts[..i]);
+    let period = earlier::period_ms(p.period_hours);
+    let (m, before) = (p.margin as usize, &ts[..i]);
     let mut best = f64::INFINITY;
     let mut found = false;
     for k in 1..=i64::from(p.periods.get()) {
@@ -149,15 +126,10 @@ fn nonconformity(p: &SameTimeParams, ts: &[i64], val: &[f64]) -> Option<f64> {
         if ts[0] > target {
             return None;
         }
-        let lo = earlier.partition_point(|&t| t < target);
-        let nearest = if lo == i || (lo > 0 && target - ts[lo - 1] <= ts[lo] - target) {
-            lo - 1
-        } else {
-            lo
-        };
-        if (ts[nearest] - target).abs() > period / 24 {
+        let lo = before.partition_point(|&t| t < target);
+        let Some(nearest) = earlier::nearest(i, lo, target, period, |k| ts[k]) else {
             continue;
-        }
+        };
         for end in nearest.saturating_sub(m).max(w - 1)..=(nearest + m).min(i - 1) {
             found = true;
             let other = &val[end + 1 - w..=end];
@@ -177,10 +149,10 @@ fn trim(p: &SameTimeParams, s: &mut SameTimeState) {
     let Some(&now) = s.ts.last() else {
         return;
     };
-    let period = p.period_ms();
+    let period = earlier::period_ms(p.period_hours);
     let horizon = now
         .saturating_sub(i64::from(p.periods.get()) * period)
-        .saturating_sub(period / 24);
+        .saturating_sub(earlier::tolerance(period));
     let keep = (p.margin + p.window.get()) as usize;
     let first = s.ts.partition_point(|&t| t < horizon);
     if first > keep && first - keep > s.ts.len() / 2 {

@@ -925,12 +925,10 @@ impl Config {
                 ring,
                 alert,
                 r.hold.unwrap_or(c.hold),
-                r.recurrence.as_ref().or_else(|| {
-                    r.detectors
-                        .is_none()
-                        .then_some(c.recurrence.as_ref())
-                        .flatten()
-                }),
+                // Inherited only with the detectors: `silences` names their positions.
+                r.recurrence
+                    .as_ref()
+                    .or(c.recurrence.as_ref().filter(|_| r.detectors.is_none())),
             )?);
             rules.push(Rule {
                 metric: Glob::new(&r.metric),

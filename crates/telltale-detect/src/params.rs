@@ -65,6 +65,10 @@ float_param!(
     ScoreLevel, "score", "a number in (0, 1)", |v| v > 0.0 && v < 1.0
 );
 float_param!(
+    /// A share of something (of a range, of a set), in (0, 1].
+    Share, "share", "a number in (0, 1]", |v| v > 0.0 && v <= 1.0
+);
+float_param!(
     /// A fading factor applied to a running sum each step, in (0, 1].
     Fading, "alpha", "a number in (0, 1]", |v| v > 0.0 && v <= 1.0
 );

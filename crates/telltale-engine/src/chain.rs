@@ -2,8 +2,8 @@
 //! in struct-of-arrays form, and the per-point path through it.
 
 use telltale_detect::{
-    Bank, CusumBank, EwmaBank, History, KnnBank, LikelihoodBank, PageHinkleyBank, RobustZBank,
-    SameTimeBank, Scored, SeasonalBank, ThresholdBank,
+    Bank, CusumBank, EwmaBank, History, KnnBank, LikelihoodBank, NoveltyBank, PageHinkleyBank,
+    RobustZBank, SameTimeBank, Scored, SeasonalBank, ThresholdBank,
 };
 
 use crate::alert::{AlertBank, Transition};
@@ -22,6 +22,7 @@ enum AnyBank {
     Seasonal(SeasonalBank),
     Knn(KnnBank),
     SameTime(SameTimeBank),
+    Novelty(NoveltyBank),
 }
 
 /// A bank's state for one series before a point was learned, kept so a holding chain can
@@ -50,6 +51,7 @@ impl AnyBank {
             DetectorSpec::Seasonal(p) => AnyBank::Seasonal(SeasonalBank::new(*p)),
             DetectorSpec::Knn(p) => AnyBank::Knn(KnnBank::new(*p)),
             DetectorSpec::SameTime(p) => AnyBank::SameTime(SameTimeBank::new(*p)),
+            DetectorSpec::Novelty(p) => AnyBank::Novelty(NoveltyBank::new(*p)),
         }
     }
 
@@ -64,6 +66,7 @@ impl AnyBank {
             AnyBank::Seasonal(b) => b.add_series(),
             AnyBank::Knn(b) => b.add_series(),
             AnyBank::SameTime(b) => b.add_series(),
+            AnyBank::Novelty(b) => b.add_series(),
         }
     }
 
@@ -79,6 +82,7 @@ impl AnyBank {
             AnyBank::Threshold(b) => b.update(slot, x, evicted),
             AnyBank::Likelihood(b) => b.update(slot, x, evicted),
             AnyBank::Knn(b) => b.update(slot, x, evicted),
+            AnyBank::Novelty(b) => b.update(slot, x, evicted),
         }
     }
 
@@ -143,6 +147,7 @@ impl AnyBank {
             AnyBank::Likelihood(b) => keep(b, slot, x, evicted),
             AnyBank::Knn(b) => b.score_only(slot, x),
             AnyBank::SameTime(b) => b.score_only(slot, ts, x),
+            AnyBank::Novelty(b) => b.score_only(slot, x),
         }
     }
 
@@ -157,6 +162,7 @@ impl AnyBank {
             AnyBank::Seasonal(b) => b.bytes_per_series(),
             AnyBank::Knn(b) => b.bytes_per_series(),
             AnyBank::SameTime(b) => b.bytes_per_series(),
+            AnyBank::Novelty(b) => b.bytes_per_series(),
         }
     }
 }

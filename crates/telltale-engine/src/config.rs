@@ -308,6 +308,8 @@ pub enum DetectorSpec {
     Knn(telltale_detect::KnnParams),
     /// Conformal rank of the newest shape's distance to the same time on previous days.
     SameTime(telltale_detect::SameTimeParams),
+    /// Distance of the (smoothed) value from every value seen before, as a share of the range.
+    Novelty(telltale_detect::NoveltyParams),
 }
 
 impl DetectorSpec {
@@ -323,6 +325,7 @@ impl DetectorSpec {
             DetectorSpec::Seasonal(_) => "seasonal",
             DetectorSpec::Knn(_) => "knn",
             DetectorSpec::SameTime(_) => "same_time",
+            DetectorSpec::Novelty(_) => "novelty",
         }
     }
 }
@@ -359,8 +362,9 @@ impl TryFrom<RawDetector> for DetectorSpec {
             "seasonal" => parse(raw.rest).map(DetectorSpec::Seasonal),
             "knn" => parse(raw.rest).map(DetectorSpec::Knn),
             "same_time" => parse(raw.rest).map(DetectorSpec::SameTime),
+            "novelty" => parse(raw.rest).map(DetectorSpec::Novelty),
             other => Err(format!(
-                "{FIELD_MARK}kind{FIELD_MARK}unknown detector kind `{other}`, expected one of: ewma, cusum, page_hinkley, robust_z, threshold, likelihood, seasonal, knn, same_time"
+                "{FIELD_MARK}kind{FIELD_MARK}unknown detector kind `{other}`, expected one of: ewma, cusum, page_hinkley, robust_z, threshold, likelihood, seasonal, knn, same_time, novelty"
             )),
         }
     }
@@ -770,9 +774,10 @@ fn validate_chain(
             DetectorSpec::Seasonal(p) => p.validate(),
             DetectorSpec::Knn(p) => p.validate(),
             DetectorSpec::SameTime(p) => p.validate(),
-            DetectorSpec::Ewma(_) | DetectorSpec::PageHinkley(_) | DetectorSpec::Likelihood(_) => {
-                Ok(())
-            }
+            DetectorSpec::Ewma(_)
+            | DetectorSpec::PageHinkley(_)
+            | DetectorSpec::Likelihood(_)
+            | DetectorSpec::Novelty(_) => Ok(()),
         };
         checked.map_err(|e| err(format!("{dpath}.{}", e.name), e.to_string()))?;
         let json = serde_json::to_string(d).expect("params serialise");
@@ -1063,6 +1068,21 @@ mod tests {
         assert_eq!(e.path, "chain.recurrence.margin");
         let e = plan("[chain.recurrence]\nratios = 1.0").unwrap_err();
         assert_eq!(e.path, "chain.recurrence.ratios");
+    }
+
+    #[test]
+    fn novelty_parameters_are_checked_and_named_with_their_path() {
+        let p = plan("[chain]\ndetectors = [{ kind = \"novelty\", smoothing = 0.3 }]").unwrap();
+        assert!(matches!(
+            p.chains[0].detectors[0],
+            DetectorSpec::Novelty(s) if s.smoothing.get() == 0.3 && s.saturation.get() == 0.1
+        ));
+        let e =
+            plan("[chain]\ndetectors = [{ kind = \"novelty\", saturation = 2.0 }]").unwrap_err();
+        assert_eq!(e.path, "chain.detectors[0].saturation");
+        assert!(e.message.contains("(0, 1]"), "{e}");
+        let e = plan("[chain]\ndetectors = [{ kind = \"novelty\", smooth = 0.3 }]").unwrap_err();
+        assert_eq!(e.path, "chain.detectors[0].smooth");
     }
 
     #[test]

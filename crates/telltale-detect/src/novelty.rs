@@ -25,7 +25,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::params::{Alpha, Count, Share};
-use crate::{Bank, Detector, Scored};
+use crate::recurrence::upper_median;
+use crate::{Bank, Detector, MAX_RECURRENCE_WINDOW, ParamError, Scored};
 
 /// Parameters of the novelty detector.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -44,6 +45,11 @@ pub struct NoveltyParams {
     /// Points learned before the detector scores (default 100).
     #[serde(default = "default_warmup")]
     pub warmup: Count,
+    /// When above 0 (at most 64), the value compared is the point's distance from the median
+    /// of the `deviation` points before it (the height of a spike or dip over the recent level)
+    /// instead of the point itself (default 0).
+    #[serde(default)]
+    pub deviation: u32,
 }
 
 fn default_smoothing() -> Alpha {
@@ -66,11 +72,24 @@ impl Default for NoveltyParams {
             saturation: default_saturation(),
             resolution: default_resolution(),
             warmup: default_warmup(),
+            deviation: 0,
         }
     }
 }
 
 impl NoveltyParams {
+    /// Checks the bounds that serde cannot.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        if self.deviation > MAX_RECURRENCE_WINDOW {
+            return Err(ParamError::new(
+                "deviation",
+                self.deviation,
+                "an integer in [0, 64]",
+            ));
+        }
+        Ok(())
+    }
+
     /// How many remembered values trigger a thinning.
     fn cap(&self) -> usize {
         (2.0 / self.resolution.get()).ceil() as usize + 2
@@ -90,6 +109,8 @@ pub struct NoveltyState {
     pub hi: f64,
     /// Remembered levels, ascending.
     pub seen: Vec<f64>,
+    /// The last `deviation` points, oldest first (empty when `deviation` is 0).
+    pub recent: Vec<f64>,
 }
 
 /// Distance from `v` to the nearest of `seen` (ascending; infinite when empty).
@@ -150,8 +171,42 @@ fn thin(seen: &mut Vec<f64>, gap: f64) {
     });
 }
 
+/// The quantity compared for the point `x`: `x` itself, or its distance from the median of the
+/// `deviation` points before it (`None` until there are that many).
+fn measure(p: &NoveltyParams, s: &NoveltyState, x: f64) -> Option<f64> {
+    let w = p.deviation as usize;
+    if w == 0 {
+        Some(x)
+    } else {
+        (s.recent.len() == w).then(|| (x - upper_median(&s.recent)).abs())
+    }
+}
+
+/// The level the detector expected (the smoothed value before this point); none in deviation
+/// mode, whose level is not in the series' units.
+fn expected(p: &NoveltyParams, s: &NoveltyState) -> f64 {
+    if s.n == 0 || p.deviation > 0 {
+        f64::NAN
+    } else {
+        s.level
+    }
+}
+
 fn step(p: &NoveltyParams, s: &mut NoveltyState, x: f64) -> Scored {
-    let l = look(p, s, x);
+    let measured = measure(p, s, x);
+    if p.deviation > 0 {
+        if s.recent.len() == p.deviation as usize {
+            s.recent.remove(0);
+        }
+        s.recent.push(x);
+    }
+    let Some(v) = measured else {
+        return Scored {
+            score: 0.0,
+            expected: f64::NAN,
+        };
+    };
+    let l = look(p, s, v);
     let gap = p.resolution.get() * (l.hi - l.lo);
     if s.n == 0 || l.distance > gap {
         let at = s.seen.partition_point(|v| *v < l.level);
@@ -160,7 +215,7 @@ fn step(p: &NoveltyParams, s: &mut NoveltyState, x: f64) -> Scored {
             thin(&mut s.seen, gap);
         }
     }
-    let expected = if s.n == 0 { f64::NAN } else { s.level };
+    let expected = expected(p, s);
     (s.level, s.lo, s.hi) = (l.level, l.lo, l.hi);
     s.n += 1;
     Scored {
@@ -180,11 +235,12 @@ pub struct Novelty {
 
 impl Novelty {
     /// A detector that has seen nothing.
-    pub fn new(params: NoveltyParams) -> Self {
-        Self {
+    pub fn new(params: NoveltyParams) -> Result<Self, ParamError> {
+        params.validate()?;
+        Ok(Self {
             params,
             state: NoveltyState::default(),
-        }
+        })
     }
 
     /// Scores then learns one point.
@@ -212,10 +268,10 @@ pub struct NoveltyBank {
 impl NoveltyBank {
     /// What [`Bank::update`] would score, leaving the state as it is (nothing to copy).
     pub fn score_only(&self, slot: usize, x: f64) -> Scored {
-        let s = &self.states[slot];
+        let (p, s) = (&self.params, &self.states[slot]);
         Scored {
-            score: look(&self.params, s, x).score,
-            expected: if s.n == 0 { f64::NAN } else { s.level },
+            score: measure(p, s, x).map_or(0.0, |v| look(p, s, v).score),
+            expected: measure(p, s, x).map_or(f64::NAN, |_| expected(p, s)),
         }
     }
 }
@@ -307,7 +363,7 @@ mod tests {
         for smoothing in [1.0, 0.3] {
             let p = params(smoothing, 10);
             let xs = noisy(6000);
-            let mut d = Novelty::new(p);
+            let mut d = Novelty::new(p).unwrap();
             let got: Vec<f64> = xs.iter().map(|x| d.step(*x).score).collect();
             let want = reference(&p, &xs);
             // Each kept value stands for the values within resolution (twice after a thinning)
@@ -327,7 +383,7 @@ mod tests {
             resolution: Share::new(0.05).unwrap(),
             ..params(1.0, 10)
         };
-        let mut d = Novelty::new(p);
+        let mut d = Novelty::new(p).unwrap();
         // The range widens tenfold four times, each time filled densely.
         let xs: Vec<f64> = (0..4000)
             .map(|i| 10f64.powi(i / 1000) * ((i * 7919) % 1009) as f64 / 1009.0)
@@ -348,7 +404,7 @@ mod tests {
 
     #[test]
     fn a_value_never_taken_scores_by_its_distance_and_a_familiar_one_scores_zero() {
-        let mut d = Novelty::new(params(1.0, 10));
+        let mut d = Novelty::new(params(1.0, 10)).unwrap();
         // Two levels, 0 and 10, alternating.
         for i in 0..200 {
             d.step(if i % 2 == 0 { 0.0 } else { 10.0 });
@@ -379,7 +435,7 @@ mod tests {
             .collect();
         xs.extend(std::iter::repeat_n(5.0, 50));
         let run = |smoothing: f64| {
-            let mut d = Novelty::new(params(smoothing, 10));
+            let mut d = Novelty::new(params(smoothing, 10)).unwrap();
             xs.iter()
                 .map(|x| d.step(*x).score)
                 .skip(1000)
@@ -390,7 +446,7 @@ mod tests {
         // Smoothed, the spikes only lift the level a little: the shift is novel too.
         assert!(run(0.3) > 0.9, "{}", run(0.3));
         // And a smoothed level that only repeats the usual spikes is not.
-        let mut d = Novelty::new(params(0.3, 10));
+        let mut d = Novelty::new(params(0.3, 10)).unwrap();
         let last = xs[..1000]
             .iter()
             .map(|x| d.step(*x).score)
@@ -400,28 +456,62 @@ mod tests {
     }
 
     #[test]
+    fn deviation_mode_finds_a_spike_taller_than_any_before_on_a_drifting_level() {
+        let p = NoveltyParams {
+            deviation: 12,
+            ..params(1.0, 100)
+        };
+        let mut d = Novelty::new(p).unwrap();
+        // A rising level with a spike of 2 every 50 points: every value is new, no spike is.
+        let level = |i: usize| i as f64 * 0.002 + ((i * 7919) % 13) as f64 * 0.002;
+        let usual: Vec<f64> = (0..3000)
+            .map(|i| {
+                let x = level(i) + if i % 50 == 25 { 2.0 } else { 0.0 };
+                d.step(x).score
+            })
+            .collect();
+        assert!(
+            usual[500..].iter().all(|s| *s < 0.2),
+            "{:?}",
+            usual.iter().fold(0.0, |a: f64, b| a.max(*b))
+        );
+        // A spike of 5: three units above any spike before, in a range of about 5.
+        assert_eq!(d.clone().step(level(3000) + 5.0).score, 1.0);
+        // A dip as deep as the usual spikes are tall is nothing new either.
+        let dip = d.clone().step(level(3000) - 2.0).score;
+        assert!(dip < 0.2, "{dip}");
+        assert!(d.step(level(3000)).expected.is_nan());
+    }
+
+    #[test]
     fn nothing_scores_during_the_warmup_or_on_a_constant_series() {
-        let mut d = Novelty::new(params(1.0, 100));
+        let mut d = Novelty::new(params(1.0, 100)).unwrap();
         let early: Vec<f64> = (0..100).map(|i| d.step(i as f64).score).collect();
         assert!(early.iter().all(|s| *s == 0.0));
-        let mut flat = Novelty::new(params(1.0, 10));
+        let mut flat = Novelty::new(params(1.0, 10)).unwrap();
         assert!((0..500).all(|_| flat.step(3.0).score == 0.0));
         assert_eq!(flat.state.seen, vec![3.0]);
     }
 
     #[test]
     fn score_only_gives_the_update_score_and_leaves_the_state_as_it_was() {
-        let mut b = NoveltyBank::new(params(0.3, 10));
-        let s = b.add_series();
-        for (k, x) in noisy(3000).iter().enumerate() {
-            let probe = x + (k % 7) as f64;
-            let before = b.snapshot(s);
-            let only = b.score_only(s, probe);
-            assert_eq!(b.snapshot(s), before);
-            let mut copy = b.clone();
-            let learned = copy.update(s, probe, None);
-            assert_eq!(only.score, learned.score);
-            b.update(s, *x, None);
+        for deviation in [0, 12] {
+            let mut b = NoveltyBank::new(NoveltyParams {
+                deviation,
+                ..params(0.3, 10)
+            });
+            let s = b.add_series();
+            for (k, x) in noisy(3000).iter().enumerate() {
+                let probe = x + (k % 7) as f64;
+                let before = b.snapshot(s);
+                let only = b.score_only(s, probe);
+                assert_eq!(b.snapshot(s), before);
+                let mut copy = b.clone();
+                let learned = copy.update(s, probe, None);
+                assert_eq!(only.score, learned.score);
+                assert_eq!(only.expected.is_nan(), learned.expected.is_nan());
+                b.update(s, *x, None);
+            }
         }
     }
 
@@ -436,5 +526,10 @@ mod tests {
             assert!(e.to_string().contains(name), "{json}: {e}");
         }
         assert!(serde_json::from_str::<NoveltyParams>(r#"{"saturate": 0.1}"#).is_err());
+        let p = NoveltyParams {
+            deviation: 65,
+            ..NoveltyParams::default()
+        };
+        assert_eq!(Novelty::new(p).unwrap_err().name, "deviation");
     }
 }

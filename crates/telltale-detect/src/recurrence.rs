@@ -181,7 +181,7 @@ impl History<'_> {
 /// The median of `v` (the upper of the two middle values for an even length): the value with at
 /// most `len / 2` values below it and more than `len / 2` at or below it, found by counting
 /// (branch-free inner loops over a short window; no sort, and `v` is left as it was).
-fn upper_median(v: &[f64]) -> f64 {
+pub(crate) fn upper_median(v: &[f64]) -> f64 {
     let m = v.len() / 2;
     for &candidate in v {
         let (mut below, mut at_or_below) = (0usize, 0usize);
@@ -196,22 +196,29 @@ fn upper_median(v: &[f64]) -> f64 {
     f64::NAN
 }
 
-/// Whether the point `x` at `ts` recurs: for each of the last `periods` periods, its distance to
-/// the nearest value within `margin` points of that time is below `ratio` times its deviation
-/// from the median of the last `window` points of `history` (the points before it). See the
-/// module documentation.
-pub fn recurs(p: &RecurrenceParams, history: &History<'_>, ts: i64, x: f64) -> bool {
+/// `|x − median of the last window points of history|` (`None` while the history is shorter;
+/// `window` at most [`MAX_RECURRENCE_WINDOW`]).
+pub(crate) fn deviation(history: &History<'_>, window: Count, x: f64) -> Option<f64> {
     let n = history.len();
-    let w = p.window.get() as usize;
+    let w = window.get() as usize;
     if n < w {
-        return false;
+        return None;
     }
     let mut recent = [0.0f64; MAX_RECURRENCE_WINDOW as usize];
     for (k, slot) in recent[..w].iter_mut().enumerate() {
         *slot = history.val_at(n - w + k);
     }
-    let median = upper_median(&recent[..w]);
-    let deviation = (x - median).abs();
+    Some((x - upper_median(&recent[..w])).abs())
+}
+
+/// Whether the point `x` at `ts` recurs: for each of the last `periods` periods, its distance to
+/// the nearest value within `margin` points of that time is below `ratio` times its deviation
+/// from the median of the last `window` points of `history` (the points before it). See the
+/// module documentation.
+pub fn recurs(p: &RecurrenceParams, history: &History<'_>, ts: i64, x: f64) -> bool {
+    let Some(deviation) = deviation(history, p.window, x) else {
+        return false;
+    };
     if deviation.is_nan() || deviation <= 0.0 {
         return false;
     }

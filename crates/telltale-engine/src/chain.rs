@@ -294,6 +294,8 @@ pub struct ChainGroup {
     banks: Vec<AnyBank>,
     ring: RingSlab,
     alert: AlertBank,
+    /// Smallest and largest value each series has taken (kept only for the quiet filter).
+    range: Vec<(f64, f64)>,
 }
 
 impl ChainGroup {
@@ -303,6 +305,7 @@ impl ChainGroup {
             banks: plan.detectors.iter().map(AnyBank::new).collect(),
             ring: RingSlab::new(plan.ring),
             alert: AlertBank::default(),
+            range: Vec::new(),
             plan: plan.clone(),
         }
     }
@@ -323,6 +326,9 @@ impl ChainGroup {
             b.add_series();
         }
         self.alert.add_series();
+        if self.plan.quiet.is_some() {
+            self.range.push((f64::INFINITY, f64::NEG_INFINITY));
+        }
         self.ring.add_series()
     }
 
@@ -334,6 +340,11 @@ impl ChainGroup {
             .sum::<usize>()
             + self.ring.bytes_per_series()
             + AlertBank::bytes_per_series()
+            + if self.plan.quiet.is_some() {
+                size_of::<(f64, f64)>()
+            } else {
+                0
+            }
     }
 
     /// Scores, learns and alerts on one point. Rejects points older than the series' newest.
@@ -347,14 +358,23 @@ impl ChainGroup {
         // Whether the point repeats what the series did at the same time on each of the last
         // `periods` periods (read from the ring before the point enters it); if so the named
         // detectors' scores are silenced, before the hold decision and the combination.
-        let silenced = self
+        let recurring = self
             .plan
             .recurrence
             .as_ref()
             .filter(|p| telltale_detect::recurs(p, &self.ring.history(slot), ts, x))
             .map(|p| p.silences);
+        // Whether the point moves less than a share of the range the series has covered (this
+        // point included) away from its recent median; if so the quiet filter's detectors are
+        // silenced the same way.
+        let quiet = self.plan.quiet.as_ref().and_then(|p| {
+            let (lo, hi) = &mut self.range[slot];
+            (*lo, *hi) = (lo.min(x), hi.max(x));
+            telltale_detect::is_quiet(p, &self.ring.history(slot), x, *lo, *hi)
+                .then_some(p.silences)
+        });
         let silence = |scores: &mut [f64; MAX_DETECTORS]| {
-            if let Some(set) = silenced {
+            for set in [recurring, quiet].into_iter().flatten() {
                 for (i, s) in scores[..n].iter_mut().enumerate() {
                     if set.contains(i) {
                         *s = 0.0;
@@ -504,6 +524,46 @@ mod tests {
                 assert!(first > 0.99, "day {day}: not yet a habit ({first})");
             }
         }
+    }
+
+    /// A series that once spanned 0 to 100 then sits near 50 with wiggles of 0.1: the quiet
+    /// filter silences the wiggles in the detector it names and leaves the other alone; a move
+    /// of 10 is not quiet.
+    #[test]
+    fn quiet_points_are_silenced_in_the_named_detectors_only() {
+        let config = crate::config::Config::from_toml(
+            "[chain]\nring = 64\ndetectors = [{ kind = \"ewma\" }, { kind = \"ewma\", alpha = 0.1 }]\n[chain.quiet]\nshare = 0.01\nsilences = [0]",
+        )
+        .unwrap();
+        let plan = config.plan().unwrap();
+        let mut g = ChainGroup::new(&plan.chains[0]);
+        let s = g.add_series();
+        let mut plain_plan = plan.chains[0].clone();
+        plain_plan.quiet = None;
+        let mut plain = ChainGroup::new(&plain_plan);
+        plain.add_series();
+        let xs = [0.0, 100.0]
+            .into_iter()
+            .chain((0..300).map(|i| 50.0 + ((i * 7919) % 13) as f64 / 130.0))
+            .chain([60.0]);
+        let mut silenced = 0;
+        for (i, x) in xs.enumerate() {
+            let t = i as i64 * 60_000;
+            let out = g.process(s, t, x).unwrap();
+            let without = plain.process(s, t, x).unwrap();
+            assert_eq!(out.scores[1], without.scores[1], "t = {t}");
+            if x == 60.0 {
+                assert_eq!(
+                    out.scores[0], without.scores[0],
+                    "a move of 10 is not quiet"
+                );
+                assert!(out.scores[0] > 0.99);
+            } else if out.scores[0] != without.scores[0] {
+                assert_eq!(out.scores[0], 0.0);
+                silenced += 1;
+            }
+        }
+        assert!(silenced > 100, "the wiggles are quiet: {silenced}");
     }
 
     /// The holding path learns undoable banks at once and takes the point back when it holds;

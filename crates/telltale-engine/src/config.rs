@@ -423,6 +423,11 @@ pub struct ChainConfig {
     /// period plus `margin` points (`ring = 512` for a day at 5-minute sampling).
     #[serde(default)]
     pub recurrence: Option<telltale_detect::RecurrenceParams>,
+    /// Quiet filter (`[chain.quiet]`, off by default): silences the scores of the detectors at
+    /// the positions it names (`silences`, default all) for points whose deviation from the
+    /// median of the last `window` points is below `share` of the range the series has covered.
+    #[serde(default)]
+    pub quiet: Option<telltale_detect::QuietParams>,
 }
 
 fn default_chain_name() -> String {
@@ -440,6 +445,7 @@ impl Default for ChainConfig {
             hold: false,
             rank_window: 0,
             recurrence: None,
+            quiet: None,
         }
     }
 }
@@ -529,6 +535,10 @@ pub struct RuleConfig {
     /// too, since `silences` names detector positions; otherwise off).
     #[serde(default)]
     pub recurrence: Option<telltale_detect::RecurrenceParams>,
+    /// Quiet filter (default: the default chain's when the rule inherits its detectors too;
+    /// otherwise off).
+    #[serde(default)]
+    pub quiet: Option<telltale_detect::QuietParams>,
 }
 
 fn default_glob() -> String {
@@ -561,6 +571,7 @@ pub fn builtin_llm_rule() -> RuleConfig {
         }),
         hold: Some(true),
         recurrence: None,
+        quiet: None,
     }
 }
 
@@ -602,6 +613,8 @@ pub struct ChainPlan {
     pub rank_window: u32,
     /// Recurrence filter (see [`ChainConfig::recurrence`]).
     pub recurrence: Option<telltale_detect::RecurrenceParams>,
+    /// Quiet filter (see [`ChainConfig::quiet`]).
+    pub quiet: Option<telltale_detect::QuietParams>,
 }
 
 /// Glob with `*` and `?`.
@@ -732,6 +745,7 @@ fn validate_chain(
     alert: &AlertConfig,
     hold: bool,
     recurrence: Option<&telltale_detect::RecurrenceParams>,
+    quiet: Option<&telltale_detect::QuietParams>,
 ) -> Result<ChainPlan, ConfigError> {
     let window = detectors.iter().find_map(|d| match d {
         DetectorSpec::RobustZ(p) => Some(p.window.get() as usize),
@@ -774,10 +788,10 @@ fn validate_chain(
             DetectorSpec::Seasonal(p) => p.validate(),
             DetectorSpec::Knn(p) => p.validate(),
             DetectorSpec::SameTime(p) => p.validate(),
-            DetectorSpec::Ewma(_)
-            | DetectorSpec::PageHinkley(_)
-            | DetectorSpec::Likelihood(_)
-            | DetectorSpec::Novelty(_) => Ok(()),
+            DetectorSpec::Novelty(p) => p.validate(),
+            DetectorSpec::Ewma(_) | DetectorSpec::PageHinkley(_) | DetectorSpec::Likelihood(_) => {
+                Ok(())
+            }
         };
         checked.map_err(|e| err(format!("{dpath}.{}", e.name), e.to_string()))?;
         let json = serde_json::to_string(d).expect("params serialise");
@@ -796,6 +810,28 @@ fn validate_chain(
             ));
         }
     }
+    if let Some(q) = quiet {
+        q.validate()
+            .map_err(|e| err(format!("{path}.quiet.{}", e.name), e.to_string()))?;
+        if q.window.get() as usize >= ring {
+            return Err(err(
+                format!("{path}.quiet.window"),
+                format!(
+                    "{} points do not fit before the point in the chain's ring ({ring})",
+                    q.window.get()
+                ),
+            ));
+        }
+        if let Some(highest) = q.silences.highest().filter(|&i| i >= detectors.len()) {
+            return Err(err(
+                format!("{path}.quiet.silences"),
+                format!(
+                    "position {highest} names no detector: the chain has {} (positions from 0)",
+                    detectors.len()
+                ),
+            ));
+        }
+    }
     Ok(ChainPlan {
         name: name.to_owned(),
         detectors: detectors.to_vec(),
@@ -806,6 +842,7 @@ fn validate_chain(
         hold,
         rank_window: 0,
         recurrence: recurrence.copied(),
+        quiet: quiet.copied(),
     })
 }
 
@@ -885,6 +922,7 @@ impl Config {
             &c.alert,
             c.hold,
             c.recurrence.as_ref(),
+            c.quiet.as_ref(),
         )?];
         let mut rules = Vec::new();
         let builtin = builtin_llm_rule();
@@ -934,6 +972,9 @@ impl Config {
                 r.recurrence
                     .as_ref()
                     .or(c.recurrence.as_ref().filter(|_| r.detectors.is_none())),
+                r.quiet
+                    .as_ref()
+                    .or(c.quiet.as_ref().filter(|_| r.detectors.is_none())),
             )?);
             rules.push(Rule {
                 metric: Glob::new(&r.metric),
@@ -1040,6 +1081,34 @@ mod tests {
         assert_eq!(e.path, "chain.detectors[0].k");
         let e = plan("[chain]\ndetectors = [{ kind = \"knn\", neighbours = 3 }]").unwrap_err();
         assert_eq!(e.path, "chain.detectors[0].neighbours");
+    }
+
+    #[test]
+    fn quiet_is_checked_named_and_inherited_only_with_the_detectors() {
+        let p = plan(
+            "[chain]\nring = 16\ndetectors = [{ kind = \"ewma\" }, { kind = \"cusum\" }]\n[chain.quiet]\nsilences = [0]\n[[rule]]\nname = \"same\"\nmetric = \"a\"\n[[rule]]\nname = \"own\"\nmetric = \"b\"\ndetectors = [{ kind = \"ewma\" }]",
+        )
+        .unwrap();
+        let q = p.chains[0].quiet.expect("set");
+        assert!(q.silences.contains(0) && !q.silences.contains(1));
+        assert_eq!((q.share.get(), q.window.get()), (0.01, 12));
+        assert_eq!(p.chains[1].quiet, Some(q), "inherited with the detectors");
+        assert_eq!(p.chains[2].quiet, None, "own detectors: off");
+        assert!(plan("[chain]").unwrap().chains[0].quiet.is_none());
+        let e = plan(
+            "[chain]\nring = 16\ndetectors = [{ kind = \"ewma\" }]\n[chain.quiet]\nsilences = [2]",
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "chain.quiet.silences");
+        let e = plan("[chain.quiet]\nshare = 1.5").unwrap_err();
+        assert_eq!(e.path, "chain.quiet.share");
+        let e = plan("[chain]\nring = 1024\n[chain.quiet]\nwindow = 65").unwrap_err();
+        assert_eq!(e.path, "chain.quiet.window");
+        let e = plan("[chain]\nring = 8\n[chain.quiet]\nwindow = 12").unwrap_err();
+        assert_eq!(e.path, "chain.quiet.window");
+        assert!(e.message.contains("ring"), "{e}");
+        let e = plan("[chain.quiet]\nshares = 0.1").unwrap_err();
+        assert_eq!(e.path, "chain.quiet.shares");
     }
 
     #[test]

@@ -8,8 +8,9 @@ use telltale_benches::{filled, stream};
 use telltale_detect::score::{score_from_z, scores_from_z_in_place};
 use telltale_detect::{
     Bank, Cusum, CusumBank, CusumParams, Detector, Ewma, EwmaBank, EwmaParams, History, Knn,
-    KnnParams, PageHinkley, PageHinkleyBank, PageHinkleyParams, RecurrenceParams, RobustZ,
-    RobustZBank, RobustZParams, SameTime, SameTimeParams, recurs,
+    KnnParams, Novelty, NoveltyParams, PageHinkley, PageHinkleyBank, PageHinkleyParams,
+    QuietParams, RecurrenceParams, RobustZ, RobustZBank, RobustZParams, SameTime, SameTimeParams,
+    is_quiet, recurs,
 };
 
 const N: usize = 10_000;
@@ -110,6 +111,60 @@ fn single_series(c: &mut Criterion) {
                     val: [&vals[i - RING..i], &[]],
                 };
                 n += u32::from(recurs(&p, &h, ts[i], black_box(vals[i])));
+            }
+            n
+        })
+    });
+    g.finish();
+    // Novelty (the NAB configuration's three): a binary search of the remembered values and,
+    // when the value is new, an insertion; the detector starts warm (10,000 points seen).
+    let mut g = c.benchmark_group("novelty");
+    g.throughput(Throughput::Elements(N as u64));
+    for (name, p) in [
+        ("value", NoveltyParams::default()),
+        (
+            "level_ewma",
+            NoveltyParams {
+                smoothing: 0.3.try_into().unwrap(),
+                ..NoveltyParams::default()
+            },
+        ),
+        (
+            "height_over_median12",
+            NoveltyParams {
+                deviation: 12,
+                ..NoveltyParams::default()
+            },
+        ),
+    ] {
+        let mut d = Novelty::new(p).unwrap();
+        let mut warm = vec![0.0; N];
+        d.update_batch(&stream(N, 13), &mut warm);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut probe = d.clone();
+                probe.update_batch(black_box(&xs), &mut out)
+            })
+        });
+    }
+    g.finish();
+    // The quiet filter: a 12-value median of the ring's newest points against the range.
+    let mut g = c.benchmark_group("quiet");
+    g.throughput(Throughput::Elements(N as u64));
+    let vals = stream(N + 16, 14);
+    let ts: Vec<i64> = (0..(N + 16) as i64).map(|i| i * 300_000).collect();
+    let q = QuietParams::default();
+    g.bench_function("median12", |b| {
+        b.iter(|| {
+            let (mut lo, mut hi, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0u32);
+            for i in 16..16 + N {
+                let x = black_box(vals[i]);
+                (lo, hi) = (lo.min(x), hi.max(x));
+                let h = History {
+                    ts: [&ts[i - 16..i], &[]],
+                    val: [&vals[i - 16..i], &[]],
+                };
+                n += u32::from(is_quiet(&q, &h, x, lo, hi));
             }
             n
         })

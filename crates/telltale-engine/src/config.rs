@@ -735,6 +735,23 @@ fn validate_alert(path: &str, a: &AlertConfig) -> Result<AlertParams, ConfigErro
     })
 }
 
+/// A filter's `silences` must name positions of the chain's detectors.
+fn check_silences(
+    table: &str,
+    silences: telltale_detect::Silences,
+    detectors: usize,
+) -> Result<(), ConfigError> {
+    match silences.highest().filter(|&i| i >= detectors) {
+        Some(highest) => Err(err(
+            format!("{table}.silences"),
+            format!(
+                "position {highest} names no detector: the chain has {detectors} (positions from 0)"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn validate_chain(
     path: &str,
@@ -800,15 +817,7 @@ fn validate_chain(
     if let Some(r) = recurrence {
         r.validate()
             .map_err(|e| err(format!("{path}.recurrence.{}", e.name), e.to_string()))?;
-        if let Some(highest) = r.silences.highest().filter(|&i| i >= detectors.len()) {
-            return Err(err(
-                format!("{path}.recurrence.silences"),
-                format!(
-                    "position {highest} names no detector: the chain has {} (positions from 0)",
-                    detectors.len()
-                ),
-            ));
-        }
+        check_silences(&format!("{path}.recurrence"), r.silences, detectors.len())?;
     }
     if let Some(q) = quiet {
         q.validate()
@@ -822,15 +831,7 @@ fn validate_chain(
                 ),
             ));
         }
-        if let Some(highest) = q.silences.highest().filter(|&i| i >= detectors.len()) {
-            return Err(err(
-                format!("{path}.quiet.silences"),
-                format!(
-                    "position {highest} names no detector: the chain has {} (positions from 0)",
-                    detectors.len()
-                ),
-            ));
-        }
+        check_silences(&format!("{path}.quiet"), q.silences, detectors.len())?;
     }
     Ok(ChainPlan {
         name: name.to_owned(),

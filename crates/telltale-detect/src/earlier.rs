@@ -29,17 +29,21 @@ pub(crate) fn check(periods: Count, window: Count, margin: u32) -> Result<(), Pa
             "an integer in [1, 7]",
         ));
     }
-    if window.get() > MAX_SPAN {
-        return Err(ParamError::new(
-            "window",
-            window.get(),
-            "an integer in [1, 64]",
-        ));
+    span("window", window.get(), "an integer in [1, 64]")?;
+    span("margin", margin, "an integer in [0, 64]")
+}
+
+/// A count of points (`name`) that must not exceed [`MAX_SPAN`].
+pub(crate) fn span(
+    name: &'static str,
+    value: u32,
+    expected: &'static str,
+) -> Result<(), ParamError> {
+    if value > MAX_SPAN {
+        Err(ParamError::new(name, value, expected))
+    } else {
+        Ok(())
     }
-    if margin > MAX_SPAN {
-        return Err(ParamError::new("margin", margin, "an integer in [0, 64]"));
-    }
-    Ok(())
 }
 
 /// The index of the point nearest to `target` among `n` points whose timestamps `ts_at(0..n)`

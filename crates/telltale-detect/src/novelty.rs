@@ -24,9 +24,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::earlier;
 use crate::params::{Alpha, Count, Share};
 use crate::recurrence::upper_median;
-use crate::{Bank, Detector, MAX_RECURRENCE_WINDOW, ParamError, Scored};
+use crate::{Bank, Detector, ParamError, Scored};
 
 /// Parameters of the novelty detector.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -80,14 +81,7 @@ impl Default for NoveltyParams {
 impl NoveltyParams {
     /// Checks the bounds that serde cannot.
     pub fn validate(&self) -> Result<(), ParamError> {
-        if self.deviation > MAX_RECURRENCE_WINDOW {
-            return Err(ParamError::new(
-                "deviation",
-                self.deviation,
-                "an integer in [0, 64]",
-            ));
-        }
-        Ok(())
+        earlier::span("deviation", self.deviation, "an integer in [0, 64]")
     }
 
     /// How many remembered values trigger a thinning.
@@ -269,9 +263,15 @@ impl NoveltyBank {
     /// What [`Bank::update`] would score, leaving the state as it is (nothing to copy).
     pub fn score_only(&self, slot: usize, x: f64) -> Scored {
         let (p, s) = (&self.params, &self.states[slot]);
-        Scored {
-            score: measure(p, s, x).map_or(0.0, |v| look(p, s, v).score),
-            expected: measure(p, s, x).map_or(f64::NAN, |_| expected(p, s)),
+        match measure(p, s, x) {
+            Some(v) => Scored {
+                score: look(p, s, v).score,
+                expected: expected(p, s),
+            },
+            None => Scored {
+                score: 0.0,
+                expected: f64::NAN,
+            },
         }
     }
 }

@@ -16,9 +16,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::earlier;
 use crate::params::{Count, Share};
 use crate::recurrence::deviation;
-use crate::{History, MAX_RECURRENCE_WINDOW, ParamError, Silences};
+use crate::{History, ParamError, Silences};
 
 /// Parameters of the quiet filter.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -58,14 +59,7 @@ impl Default for QuietParams {
 impl QuietParams {
     /// Checks the bounds that serde cannot.
     pub fn validate(&self) -> Result<(), ParamError> {
-        if self.window.get() > MAX_RECURRENCE_WINDOW {
-            return Err(ParamError::new(
-                "window",
-                self.window.get(),
-                "an integer in [1, 64]",
-            ));
-        }
-        Ok(())
+        earlier::span("window", self.window.get(), "an integer in [1, 64]")
     }
 }
 

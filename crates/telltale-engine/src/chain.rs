@@ -340,11 +340,7 @@ impl ChainGroup {
             .sum::<usize>()
             + self.ring.bytes_per_series()
             + AlertBank::bytes_per_series()
-            + if self.plan.quiet.is_some() {
-                size_of::<(f64, f64)>()
-            } else {
-                0
-            }
+            + usize::from(self.plan.quiet.is_some()) * size_of::<(f64, f64)>()
     }
 
     /// Scores, learns and alerts on one point. Rejects points older than the series' newest.

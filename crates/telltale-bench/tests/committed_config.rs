@@ -1,7 +1,7 @@
 //! The committed NAB configuration keeps the scores the README reports.
 //!
-//! Needs the NAB corpus: `$TELLTALE_NAB_DIR`, or `../shared/datasets/nab` beside the repository
-//! (where CI has it). Without it the test fails and says so.
+//! Needs the NAB corpus (`$TELLTALE_NAB_DIR`): skipped with a line saying so when it is absent,
+//! failed when `TELLTALE_REQUIRE_NAB=1`.
 
 mod common;
 
@@ -13,12 +13,10 @@ use telltale_engine::config::Config;
 
 #[test]
 fn committed_nab_config_keeps_its_reported_scores() {
-    let dir = common::nab_dir();
-    assert!(
-        dir.join("data").is_dir(),
-        "NAB corpus not found at {} (set TELLTALE_NAB_DIR)",
-        dir.display()
-    );
+    let Some(dir) = common::nab_dir("committed_nab_config_keeps_its_reported_scores", "data")
+    else {
+        return;
+    };
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/nab.toml");
     let plan = Config::from_file(&config).unwrap().plan().unwrap();
     let corpus = Corpus::read(&dir).unwrap();

@@ -1,7 +1,7 @@
 //! The scorer reproduces NAB's official totals from the published detectors' per-row scores.
 //!
-//! Needs the NAB corpus with its reference scores: `$TELLTALE_NAB_DIR`, or `../shared/datasets/nab`
-//! beside the repository (where CI has it). Without it the test fails and says so.
+//! Needs the NAB corpus with its reference scores (`$TELLTALE_NAB_DIR`): skipped with a line
+//! saying so when it is absent, failed when `TELLTALE_REQUIRE_NAB=1`.
 
 mod common;
 
@@ -9,12 +9,9 @@ use telltale_bench::corpus::{read_tree, read_windows};
 use telltale_bench::scorer::score_corpus;
 
 fn check(detector: &str, want: [Option<f64>; 3]) {
-    let dir = common::nab_dir();
-    assert!(
-        dir.join("reference-scores").is_dir(),
-        "NAB reference scores not found at {} (set TELLTALE_NAB_DIR)",
-        dir.display()
-    );
+    let Some(dir) = common::nab_dir(&format!("the official {detector} totals"), "reference-scores") else {
+        return;
+    };
     let windows = read_windows(&dir.join("labels/combined_windows.json")).unwrap();
     let scored = read_tree(
         &dir.join("reference-scores").join(detector),

@@ -8,8 +8,8 @@ use std::io::Write;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use telltale_benches::{json_lines, stream};
 use telltale_engine::chain::ChainGroup;
-use telltale_engine::codec::{PointBuf, parse_json_line};
-use telltale_engine::key::point_series_id;
+use telltale_codec::json::{PointBuf, parse_json_line};
+use 
 use telltale_engine::replay::{discover, replay};
 use telltale_engine::{Config, Outputs};
 
@@ -34,7 +34,7 @@ fn parse(c: &mut Criterion) {
             let mut acc = 0u64;
             for l in &lines {
                 parse_json_line(black_box(l), &mut p).unwrap();
-                acc ^= point_series_id(&p, &mut scratch);
+                acc ^= p.series_id(&mut scratch);
             }
             acc
         })
@@ -42,7 +42,7 @@ fn parse(c: &mut Criterion) {
     g.bench_function("json_line_and_cached_series_id", |b| {
         // What a replay parser does: the raw-form cache hit skips building the canonical key.
         let mut p = PointBuf::default();
-        let mut cache = telltale_engine::key::RawIdCache::default();
+        let mut cache = telltale_codec::json::RawIdCache::default();
         b.iter(|| {
             let mut acc = 0u64;
             for l in &lines {

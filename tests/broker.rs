@@ -12,8 +12,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use telltale_engine::event::event_id;
-use telltale_engine::key::SeriesKey;
+use telltale_core::event::event_id;
+use telltale_core::key::SeriesKey;
 
 use crate::repo_root;
 

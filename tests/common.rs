@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use telltale_bench::labels::{Collect, EventSummary};
 use telltale_engine::replay::{discover, replay};
 use telltale_engine::{Config, Outputs, Report};
 
@@ -53,6 +54,8 @@ pub struct Run {
     pub report: Report,
     /// Event bytes.
     pub events: SharedBuf,
+    /// A summary of every event, in output order.
+    pub summaries: Vec<EventSummary>,
     /// Reject bytes.
     pub rejects: SharedBuf,
 }
@@ -65,18 +68,14 @@ pub fn run(paths: &[PathBuf], config: &str) -> Run {
         .expect("plan");
     let inputs = discover(paths).expect("inputs");
     let (events, rejects) = (SharedBuf::default(), SharedBuf::default());
-    let report = replay(
-        plan,
-        &inputs,
-        Outputs {
-            events: Box::new(events.clone()),
-            rejects: Box::new(rejects.clone()),
-        },
-        false,
-    )
-    .expect("replay");
+    let (sink, summaries) = Collect::new(Outputs {
+        events: Box::new(events.clone()),
+        rejects: Box::new(rejects.clone()),
+    });
+    let report = replay(plan, &inputs, sink, false).expect("replay");
     Run {
         report,
+        summaries: summaries.try_iter().collect(),
         events,
         rejects,
     }

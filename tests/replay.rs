@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use telltale_engine::labels::LabelsFile;
+use telltale_bench::labels::LabelsFile;
 use telltale_tests::{repo_root, run, temp_dir};
 
 fn sample() -> PathBuf {
@@ -31,7 +31,7 @@ fn events_are_byte_identical_whatever_the_shard_and_parser_count() {
 fn bundled_sample_replay_catches_every_injected_fault() {
     let r = run(&[sample()], "");
     let labels = LabelsFile::read(&sample().join("labels.json")).unwrap();
-    let score = labels.score(&r.report.summaries);
+    let score = labels.score(&r.summaries);
     let missed: Vec<_> = score
         .faults
         .iter()
@@ -346,7 +346,7 @@ fn every_committed_configuration_is_valid() {
 /// source differs (file name, and row number for line).
 #[test]
 fn arrow_and_parquet_replay_to_the_same_events_as_json_lines() {
-    use telltale_engine::columnar::{ColumnarWriter, WriteAs};
+    use telltale_codec::columnar::{ColumnarWriter, WriteAs};
     let dir = temp_dir("columnar-same-events");
     let json = run(&[sample()], "");
     let text = std::fs::read_to_string(sample().join("telemetry.jsonl")).unwrap();

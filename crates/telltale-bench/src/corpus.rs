@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use telltale_engine::time::parse_rfc3339;
+use telltale_core::time::parse_rfc3339;
 
 use crate::BenchError;
 

@@ -2,6 +2,7 @@
 
 pub mod corpus;
 pub mod html;
+pub mod labels;
 pub mod llm;
 pub mod report;
 pub mod run;

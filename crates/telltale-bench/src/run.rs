@@ -5,9 +5,9 @@
 use std::time::Instant;
 
 use telltale_engine::Plan;
-use telltale_engine::alert::EventState;
+use telltale_core::event::EventState;
 use telltale_engine::chain::ChainGroup;
-use telltale_engine::key::SeriesKey;
+use telltale_core::key::SeriesKey;
 
 use crate::corpus::{Corpus, Series};
 use crate::scorer::{ProfileResult, probation, score_corpus};

@@ -266,25 +266,7 @@ impl Bank for CusumBank {
     type Params = CusumParams;
     type State = CusumState;
 
-    fn new(params: CusumParams) -> Self {
-        Self {
-            params,
-            n: Vec::new(),
-            mean: Vec::new(),
-            m2: Vec::new(),
-            hi: Vec::new(),
-            lo: Vec::new(),
-        }
-    }
-
-    fn add_series(&mut self) -> usize {
-        self.restore_push(&CusumState::default());
-        self.n.len() - 1
-    }
-
-    fn len(&self) -> usize {
-        self.n.len()
-    }
+    crate::bank::soa_bank!(CusumState { n, mean, m2, hi, lo });
 
     #[inline]
     fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> Scored {
@@ -293,39 +275,9 @@ impl Bank for CusumBank {
         self.restore(slot, &s);
         out
     }
-
-    fn snapshot(&self, slot: usize) -> CusumState {
-        CusumState {
-            n: self.n[slot],
-            mean: self.mean[slot],
-            m2: self.m2[slot],
-            hi: self.hi[slot],
-            lo: self.lo[slot],
-        }
-    }
-
-    fn restore(&mut self, slot: usize, s: &CusumState) {
-        self.n[slot] = s.n;
-        self.mean[slot] = s.mean;
-        self.m2[slot] = s.m2;
-        self.hi[slot] = s.hi;
-        self.lo[slot] = s.lo;
-    }
-
-    fn bytes_per_series(&self) -> usize {
-        5 * size_of::<f64>()
-    }
 }
 
 impl CusumBank {
-    fn restore_push(&mut self, s: &CusumState) {
-        self.n.push(s.n);
-        self.mean.push(s.mean);
-        self.m2.push(s.m2);
-        self.hi.push(s.hi);
-        self.lo.push(s.lo);
-    }
-
     /// Updates every series at once with one new point each (`xs[slot]`), writing scores to
     /// `out`: a branch-free loop across series that vectorises.
     pub fn update_dense(&mut self, xs: &[f64], out: &mut [f64]) {

@@ -206,25 +206,7 @@ impl Bank for EwmaBank {
     type Params = EwmaParams;
     type State = EwmaState;
 
-    fn new(params: EwmaParams) -> Self {
-        Self {
-            params,
-            mean: Vec::new(),
-            var: Vec::new(),
-            n: Vec::new(),
-        }
-    }
-
-    fn add_series(&mut self) -> usize {
-        self.mean.push(0.0);
-        self.var.push(0.0);
-        self.n.push(0.0);
-        self.mean.len() - 1
-    }
-
-    fn len(&self) -> usize {
-        self.mean.len()
-    }
+    crate::bank::soa_bank!(EwmaState { mean, var, n });
 
     #[inline]
     fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> Scored {
@@ -236,24 +218,6 @@ impl Bank for EwmaBank {
             &mut self.n[slot],
             x,
         )
-    }
-
-    fn snapshot(&self, slot: usize) -> EwmaState {
-        EwmaState {
-            mean: self.mean[slot],
-            var: self.var[slot],
-            n: self.n[slot],
-        }
-    }
-
-    fn restore(&mut self, slot: usize, state: &EwmaState) {
-        self.mean[slot] = state.mean;
-        self.var[slot] = state.var;
-        self.n[slot] = state.n;
-    }
-
-    fn bytes_per_series(&self) -> usize {
-        3 * size_of::<f64>()
     }
 }
 

@@ -357,25 +357,10 @@ impl Bank for KnnBank {
         }
     }
 
-    fn add_series(&mut self) -> usize {
-        self.states.push(KnnState::default());
-        self.states.len() - 1
-    }
-
-    fn len(&self) -> usize {
-        self.states.len()
-    }
+    crate::bank::state_vec_bank!(KnnState);
 
     fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> Scored {
         step(&self.params, &mut self.states[slot], &mut self.scratch, x)
-    }
-
-    fn snapshot(&self, slot: usize) -> KnnState {
-        self.states[slot].clone()
-    }
-
-    fn restore(&mut self, slot: usize, state: &KnnState) {
-        self.states[slot].clone_from(state);
     }
 
     fn bytes_per_series(&self) -> usize {

@@ -39,6 +39,7 @@ macro_rules! simd_dispatch {
     };
 }
 
+mod bank;
 mod combine;
 pub mod confidence;
 mod cusum;

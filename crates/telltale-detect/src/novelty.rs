@@ -286,21 +286,9 @@ impl Bank for NoveltyBank {
             states: Vec::new(),
         }
     }
-    fn add_series(&mut self) -> usize {
-        self.states.push(NoveltyState::default());
-        self.states.len() - 1
-    }
-    fn len(&self) -> usize {
-        self.states.len()
-    }
+    crate::bank::state_vec_bank!(NoveltyState);
     fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> Scored {
         step(&self.params, &mut self.states[slot], x)
-    }
-    fn snapshot(&self, slot: usize) -> NoveltyState {
-        self.states[slot].clone()
-    }
-    fn restore(&mut self, slot: usize, state: &NoveltyState) {
-        self.states[slot].clone_from(state);
     }
     /// Bytes per series with the remembered values at their bound (a series that stays in its
     /// range holds far fewer).

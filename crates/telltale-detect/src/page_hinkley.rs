@@ -277,34 +277,15 @@ impl Bank for PageHinkleyBank {
     type Params = PageHinkleyParams;
     type State = PageHinkleyState;
 
-    fn new(params: PageHinkleyParams) -> Self {
-        Self {
-            params,
-            n: Vec::new(),
-            mean: Vec::new(),
-            sum_increase: Vec::new(),
-            sum_decrease: Vec::new(),
-            min_increase: Vec::new(),
-            max_decrease: Vec::new(),
-            drift: Vec::new(),
-        }
-    }
-
-    fn add_series(&mut self) -> usize {
-        let s = PageHinkleyState::default();
-        self.n.push(s.n);
-        self.mean.push(s.mean);
-        self.sum_increase.push(s.sum_increase);
-        self.sum_decrease.push(s.sum_decrease);
-        self.min_increase.push(s.min_increase);
-        self.max_decrease.push(s.max_decrease);
-        self.drift.push(f64::from(u8::from(s.drift)));
-        self.n.len() - 1
-    }
-
-    fn len(&self) -> usize {
-        self.n.len()
-    }
+    crate::bank::soa_bank!(PageHinkleyState {
+        n,
+        mean,
+        sum_increase,
+        sum_decrease,
+        min_increase,
+        max_decrease,
+        drift,
+    });
 
     #[inline]
     fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> Scored {
@@ -312,32 +293,6 @@ impl Bank for PageHinkleyBank {
         let out = step(&self.params, &mut s, x);
         self.restore(slot, &s);
         out
-    }
-
-    fn snapshot(&self, slot: usize) -> PageHinkleyState {
-        PageHinkleyState {
-            n: self.n[slot],
-            mean: self.mean[slot],
-            sum_increase: self.sum_increase[slot],
-            sum_decrease: self.sum_decrease[slot],
-            min_increase: self.min_increase[slot],
-            max_decrease: self.max_decrease[slot],
-            drift: self.drift[slot] != 0.0,
-        }
-    }
-
-    fn restore(&mut self, slot: usize, s: &PageHinkleyState) {
-        self.n[slot] = s.n;
-        self.mean[slot] = s.mean;
-        self.sum_increase[slot] = s.sum_increase;
-        self.sum_decrease[slot] = s.sum_decrease;
-        self.min_increase[slot] = s.min_increase;
-        self.max_decrease[slot] = s.max_decrease;
-        self.drift[slot] = f64::from(u8::from(s.drift));
-    }
-
-    fn bytes_per_series(&self) -> usize {
-        7 * size_of::<f64>()
     }
 }
 

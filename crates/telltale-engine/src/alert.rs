@@ -4,33 +4,9 @@
 //! differ (hysteresis) so a score hovering near one level does not flap. A score of exactly 1
 //! (certainty: a drift detector's alarm) opens at once, whatever `min_points` says.
 
-use serde::Serialize;
+pub use telltale_core::event::{EventState, Severity};
 
 use crate::config::AlertParams;
-
-/// The state an anomaly event reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventState {
-    /// A new anomaly.
-    Open,
-    /// An open anomaly got worse (warning → critical).
-    Update,
-    /// The series is behaving again.
-    Resolved,
-}
-
-/// How bad an anomaly is.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Score between `open` and `critical`.
-    Warning,
-    /// Score at or above `critical`.
-    Critical,
-}
 
 /// A state change of one series' alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use telltale_detect::{
 };
 
 use crate::alert::{AlertBank, Transition};
-use crate::codec::RejectReason;
+use telltale_core::reject::RejectReason;
 use crate::config::{ChainPlan, DetectorSpec, MAX_DETECTORS};
 
 /// One detector bank of a chain.

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use telltale_detect::params::{Count, ScoreLevel};
 use telltale_detect::{Combine, CusumParams, EwmaParams, PageHinkleyParams, RobustZParams};
 
-use crate::key::SeriesKey;
-use crate::time::parse_duration_ms;
+use telltale_core::key::SeriesKey;
+use telltale_core::time::parse_duration_ms;
 
 /// Most detectors one chain may hold.
 pub const MAX_DETECTORS: usize = 8;
@@ -79,7 +79,7 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     /// How `llm_prediction` records become derived series.
     #[serde(default)]
-    pub llm: crate::llm::LlmConfig,
+    pub llm: telltale_codec::llm::LlmConfig,
     /// The live engine's Kafka source and sinks (`telltale run`).
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
@@ -688,7 +688,7 @@ pub struct Plan {
     /// Rules in order.
     pub rules: Vec<Rule>,
     /// Prediction handling.
-    pub llm: crate::llm::LlmConfig,
+    pub llm: telltale_codec::llm::LlmConfig,
     /// `llm.window` in milliseconds.
     pub llm_window_ms: i64,
 }

@@ -16,30 +16,16 @@ use hdrhistogram::Histogram;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
-use crate::alert::{EventState, Severity};
-use crate::codec::{PointBuf, RejectReason};
+use telltale_core::event::EventState;
+use telltale_codec::json::PointBuf;
+use telltale_core::reject::RejectReason;
 use crate::config::Plan;
-use crate::event::{Source, SourceJson, Streams};
-use crate::key::{IdMap, SeriesKey, point_series_id};
+use telltale_core::event::{Source, SourceJson, Streams};
+use telltale_core::key::{IdMap, SeriesKey};
 use crate::shard::{Emitted, Item, Rejected, Shard, ShardBatch, ShardOutput};
 
 /// Batches in flight per shard before the router waits.
 const DEPTH: usize = 4;
-
-/// A compact record of an emitted event, kept for reports (fault scoring).
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventSummary {
-    /// Its series.
-    pub series: Arc<SeriesKey>,
-    /// Its state.
-    pub state: EventState,
-    /// Its severity.
-    pub severity: Severity,
-    /// Timestamp of the point.
-    pub timestamp: i64,
-    /// Onset of the anomaly.
-    pub onset: i64,
-}
 
 /// What a run did.
 #[derive(Debug, Clone, Default)]
@@ -54,8 +40,6 @@ pub struct Report {
     pub events: [u64; 3],
     /// Rejects by reason code.
     pub rejects: BTreeMap<&'static str, u64>,
-    /// Every event, in output order.
-    pub summaries: Vec<EventSummary>,
     /// Bytes of engine state per series with the default chain.
     pub bytes_per_series: usize,
     /// Average heap bytes of a series key (name and labels).
@@ -171,7 +155,6 @@ struct MergeResult {
     points: u64,
     events: [u64; 3],
     rejects: BTreeMap<&'static str, u64>,
-    summaries: Vec<EventSummary>,
     latency: LatencySummary,
 }
 
@@ -214,7 +197,6 @@ fn merge(
         points: 0,
         events: [0; 3],
         rejects: BTreeMap::new(),
-        summaries: Vec::new(),
         latency: LatencySummary::default(),
     };
     // 1 µs .. 1 h, 3 significant digits.
@@ -240,13 +222,6 @@ fn merge(
                 EventState::Update => 1,
                 EventState::Resolved => 2,
             }] += 1;
-            res.summaries.push(EventSummary {
-                series: e.series,
-                state: e.state,
-                severity: e.severity,
-                timestamp: e.timestamp,
-                onset: e.onset,
-            });
         }
         for r in rejects.drain(..) {
             *res.rejects.entry(r.reason.code()).or_default() += 1;
@@ -334,10 +309,10 @@ impl Pipeline {
     /// Routes one parsed point (labels sorted, value finite).
     #[inline]
     pub fn push(&mut self, p: &PointBuf, source: Source) {
-        let id = point_series_id(p, &mut self.scratch);
+        let id = p.series_id(&mut self.scratch);
         self.push_id(
             id,
-            || SeriesKey::from_point(p),
+            || p.series_key(),
             p.timestamp,
             p.value,
             source,
@@ -480,7 +455,6 @@ impl Pipeline {
             series: series as u64,
             events: merged.events,
             rejects: merged.rejects,
-            summaries: merged.summaries,
             bytes_per_series: probe.bytes_per_series(0)
                 + size_of::<(u64, (u32, u32))>()
                 + 1

@@ -16,15 +16,15 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::codec::{CsvLayout, PointBuf, RejectReason, parse_json_line};
-use crate::columnar::{self, ColumnChunk, ColumnarFormat, ColumnarReader, Row};
+use telltale_codec::columnar::{self, ColumnChunk, ColumnarFormat, ColumnarReader};
+use telltale_codec::csv::CsvLayout;
+use telltale_codec::decode::{CsvSeries, Decoded, Decoder, Record};
+use telltale_core::event::{StreamName, Streams};
+use telltale_core::reject::RejectReason;
+
 use crate::config::Plan;
-use crate::event::{Source, StreamName, Streams};
-use crate::key::{IdMap, RawIdCache, SeriesKey, point_series_id, series_id};
-use crate::llm::{
-    LlmConfig, Prediction, REQUEST_MARGIN, derived_points, parse_prediction, series_labels,
-};
-use crate::pipeline::{Outputs, Pipeline, Report};
+use crate::front::Front;
+use crate::pipeline::{Pipeline, Report, Sink};
 
 /// Bytes per chunk handed to a parser.
 const CHUNK: usize = 1 << 20;
@@ -38,7 +38,7 @@ pub enum Format {
     JsonLines,
     /// `timestamp,value` CSV with a header; the series is named after the file.
     Csv,
-    /// Arrow IPC or Parquet (see [`crate::columnar`]).
+    /// Arrow IPC or Parquet (see [`telltale_codec::columnar`]).
     Columnar(ColumnarFormat),
 }
 
@@ -184,14 +184,6 @@ impl Progress {
     }
 }
 
-/// How a CSV input's lines become points.
-#[derive(Debug)]
-struct CsvInfo {
-    layout: CsvLayout,
-    name: String,
-    id: u64,
-}
-
 /// A run of whole lines of one input.
 #[derive(Debug, Default)]
 struct Chunk {
@@ -200,7 +192,7 @@ struct Chunk {
     first_line: u64,
     data: Vec<u8>,
     /// Set for CSV inputs.
-    csv: Option<Arc<CsvInfo>>,
+    csv: Option<Arc<CsvSeries>>,
     /// The first line is a CSV header: skip it (rejecting it if it was not a valid header).
     header: Option<Option<RejectReason>>,
     /// Rows of a columnar input (then `data` is empty and `first_line` is the first row's
@@ -208,402 +200,102 @@ struct Chunk {
     columns: Option<ColumnChunk>,
 }
 
-/// One parsed record.
-#[derive(Debug)]
-enum Record {
-    /// The derived values of one `llm_prediction` (aggregated per window by the router).
-    Request {
-        ids: [u64; 3],
-        values: [f64; 3],
-        count: u8,
-        ts: i64,
-        line: u64,
-    },
-    Point {
-        id: u64,
-        ts: i64,
-        value: f64,
-        line: u64,
-    },
-    Reject {
-        line: u64,
-        reason: RejectReason,
-        text: String,
-    },
-}
-
-/// A parsed chunk: records in line order, and the keys of series this parser had not seen.
+/// A decoded chunk.
 #[derive(Debug, Default)]
 struct Parsed {
     stream: u32,
-    records: Vec<Record>,
-    keys: Vec<(u64, SeriesKey)>,
+    decoded: Decoded,
     data: Vec<u8>,
 }
 
-/// Per-thread parser state.
-#[derive(Debug, Default)]
-struct Parser {
-    /// How predictions become derived points.
-    llm: Arc<LlmConfig>,
-    llm_scratch: Vec<f64>,
-    /// Series this parser has sent the key of (CSV and derived series; JSON points use
-    /// `raw_ids`).
-    seen: IdMap<()>,
-    /// Series ids of JSON points by their raw form.
-    raw_ids: RawIdCache,
-    point: PointBuf,
-    scratch: Vec<u8>,
-    /// Decoder of columnar inputs (with its own series-id cache).
-    columns: columnar::Decoder,
-}
-
-impl Parser {
-    fn parse(&mut self, mut chunk: Chunk, out: &mut Parsed) {
-        out.stream = chunk.stream;
-        if let Some(columns) = chunk.columns.take() {
-            let first = chunk.first_line;
-            let (records, keys) = (&mut out.records, &mut out.keys);
-            self.columns.decode(
-                &columns,
-                |id, key| keys.push((id, key)),
-                |i, row| {
-                    let line = first + i as u64;
-                    records.push(match row {
-                        Row::Point { id, ts, value } => Record::Point {
-                            id,
-                            ts,
-                            value,
-                            line,
-                        },
-                        Row::Reject(reason) => Record::Reject {
-                            line,
-                            reason,
-                            text: columnar::row_json(&columns, i),
-                        },
-                    });
-                },
-            );
-            out.data = std::mem::take(&mut chunk.data);
-            return;
-        }
-        let mut line = chunk.first_line;
-        let mut data = &chunk.data[..];
-        if let Some(header) = chunk.header {
-            let end = data
-                .iter()
-                .position(|b| *b == b'\n')
-                .map_or(data.len(), |i| i + 1);
-            if let Some(reason) = header {
-                out.records.push(Record::Reject {
-                    line,
-                    reason,
-                    text: String::from_utf8_lossy(&data[..end]).trim_end().to_owned(),
-                });
-            }
-            data = &data[end..];
-            line += 1;
-        }
-        // Validating the whole chunk at once is much cheaper than line by line; only a chunk
-        // holding invalid UTF-8 is checked per line (to reject just the bad lines).
-        let chunk_is_utf8 = std::str::from_utf8(data).is_ok();
-        for raw in data.split(|b| *b == b'\n') {
-            let this = line;
-            line += 1;
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            if raw.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let text = if chunk_is_utf8 {
-                // SAFETY: `raw` is a subslice of `data`, which was validated as UTF-8 above,
-                // cut at b'\n' and b'\r' bytes, which are always whole characters.
-                unsafe { std::str::from_utf8_unchecked(raw) }
-            } else {
-                match std::str::from_utf8(raw) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        out.records.push(Record::Reject {
-                            line: this,
-                            reason: RejectReason::NotUtf8,
-                            text: String::from_utf8_lossy(raw).into_owned(),
-                        });
-                        continue;
-                    }
-                }
-            };
-            let parsed = match &chunk.csv {
-                Some(csv) => csv.layout.parse(text).map(|(ts, value)| {
-                    if self.seen.insert(csv.id, ()).is_none() {
-                        out.keys.push((csv.id, SeriesKey::new(&csv.name, &[])));
-                    }
-                    (csv.id, ts, value)
-                }),
-                None => {
-                    let r = parse_json_line(text, &mut self.point);
-                    if r.is_err() {
-                        // Not a point: maybe an `llm_prediction` record (its `labels` is a
-                        // list of class names, so the point parser stops early).
-                        if let Some(pred) = parse_prediction(text) {
-                            match pred {
-                                Ok(p) => self.push_derived(&p, this, out),
-                                Err(reason) => out.records.push(Record::Reject {
-                                    line: this,
-                                    reason,
-                                    text: text.to_owned(),
-                                }),
-                            }
-                            continue;
-                        }
-                    }
-                    r.map(|()| {
-                        let (id, miss) = self.raw_ids.id(&self.point);
-                        if miss {
-                            // Sent on every cache miss: at least with the first point of each
-                            // series this parser sees (the router ignores repeats).
-                            out.keys.push((id, SeriesKey::from_point(&self.point)));
-                        }
-                        (id, self.point.timestamp, self.point.value)
-                    })
-                }
-            };
-            match parsed {
-                Ok((id, ts, value)) => out.records.push(Record::Point {
-                    id,
-                    ts,
-                    value,
-                    line: this,
-                }),
-                Err(reason) => out.records.push(Record::Reject {
-                    line: this,
-                    reason,
-                    text: text.to_owned(),
-                }),
-            }
-        }
-        chunk.data.clear();
+/// Splits a chunk into lines and hands them to the decoder.
+fn parse(dec: &mut Decoder, mut chunk: Chunk, out: &mut Parsed) {
+    out.stream = chunk.stream;
+    let d = &mut out.decoded;
+    if let Some(columns) = chunk.columns.take() {
+        dec.columns(&columns, chunk.first_line, d);
         out.data = std::mem::take(&mut chunk.data);
+        return;
     }
-
-    /// The derived values of a prediction (margin, low confidence, disagreement).
-    fn push_derived(&mut self, p: &Prediction, line: u64, out: &mut Parsed) {
-        let labels = series_labels(p, &self.llm);
-        let (mut ids, mut values, mut count) = ([0u64; 3], [0.0; 3], 0u8);
-        for (metric, value) in derived_points(p, &self.llm, &mut self.llm_scratch) {
-            let Some(value) = value else { continue };
-            self.point.set(metric, &labels, p.timestamp, value);
-            let id = point_series_id(&self.point, &mut self.scratch);
-            if self.seen.insert(id, ()).is_none() {
-                out.keys.push((id, SeriesKey::from_point(&self.point)));
-            }
-            ids[count as usize] = id;
-            values[count as usize] = value;
-            count += 1;
-        }
-        out.records.push(Record::Request {
-            ids,
-            values,
-            count,
-            ts: p.timestamp,
-            line,
-        });
-        if self.llm.per_request {
-            self.point
-                .set(REQUEST_MARGIN, &labels, p.timestamp, values[0]);
-            let id = point_series_id(&self.point, &mut self.scratch);
-            if self.seen.insert(id, ()).is_none() {
-                out.keys.push((id, SeriesKey::from_point(&self.point)));
-            }
-            out.records.push(Record::Point {
-                id,
-                ts: p.timestamp,
-                value: values[0],
-                line,
+    let mut line = chunk.first_line;
+    let mut data = &chunk.data[..];
+    if let Some(header) = chunk.header {
+        let end = data
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(data.len(), |i| i + 1);
+        if let Some(reason) = header {
+            d.records.push(Record::Reject {
+                pos: line,
+                reason,
+                text: String::from_utf8_lossy(&data[..end]).trim_end().to_owned(),
             });
         }
+        data = &data[end..];
+        line += 1;
     }
-}
-
-/// Per-window means of the derived prediction series, kept by the router (the one place that
-/// sees records in input order). A window's point is emitted when the first request of a later
-/// window arrives, or at the end of the input; its timestamp is the window's end.
-#[derive(Debug, Default)]
-struct Aggregator {
-    window: i64,
-    acc: IdMap<Window>,
-}
-
-#[derive(Debug)]
-struct Window {
-    bucket: i64,
-    sum: f64,
-    n: u32,
-    key: Option<SeriesKey>,
-    line: u64,
-}
-
-impl Aggregator {
-    fn emit(pipe: &mut Pipeline, id: u64, w: &mut Window, stream: u32, window: i64) {
-        let key = &mut w.key;
-        pipe.push_id(
-            id,
-            || {
-                key.take()
-                    .expect("the key of a derived series is kept until its first point")
-            },
-            (w.bucket + 1).saturating_mul(window),
-            w.sum / f64::from(w.n),
-            Source {
-                stream,
-                offset: w.line,
-            },
-        );
-        w.sum = 0.0;
-        w.n = 0;
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn add(
-        &mut self,
-        pipe: &mut Pipeline,
-        id: u64,
-        keys: &mut Vec<(u64, SeriesKey)>,
-        ts: i64,
-        value: f64,
-        stream: u32,
-        line: u64,
-    ) {
-        let window = self.window;
-        let bucket = ts.div_euclid(window);
-        let w = self.acc.entry(id).or_insert(Window {
-            bucket,
-            sum: 0.0,
-            n: 0,
-            key: None,
-            line,
-        });
-        if w.key.is_none()
-            && !pipe.knows(id)
-            && let Some(i) = keys.iter().position(|(k, _)| *k == id)
-        {
-            w.key = Some(keys.swap_remove(i).1);
+    // Validating the whole chunk at once is much cheaper than line by line; only a chunk
+    // holding invalid UTF-8 is checked per line (to reject just the bad lines).
+    let chunk_is_utf8 = std::str::from_utf8(data).is_ok();
+    for raw in data.split(|b| *b == b'\n') {
+        let this = line;
+        line += 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
         }
-        // A request older than its series' open window is counted in that window.
-        if w.n > 0 && bucket > w.bucket {
-            Self::emit(pipe, id, w, stream, window);
-        }
-        if w.n == 0 {
-            w.bucket = bucket.max(w.bucket);
-        }
-        w.sum += value;
-        w.n += 1;
-        w.line = line;
-    }
-
-    /// Emits every open window, oldest first (ties by series id, for determinism).
-    fn flush(&mut self, pipe: &mut Pipeline, stream: u32) {
-        let mut open: Vec<(i64, u64)> = self
-            .acc
-            .iter()
-            .filter(|(_, w)| w.n > 0)
-            .map(|(id, w)| (w.bucket, *id))
-            .collect();
-        open.sort_unstable();
-        let window = self.window;
-        for (_, id) in open {
-            let w = self.acc.get_mut(&id).expect("present");
-            Self::emit(pipe, id, w, stream, window);
+        let text = if chunk_is_utf8 {
+            // SAFETY: `raw` is a subslice of `data`, which was validated as UTF-8 above,
+            // cut at b'\n' and b'\r' bytes, which are always whole characters.
+            unsafe { std::str::from_utf8_unchecked(raw) }
+        } else {
+            match std::str::from_utf8(raw) {
+                Ok(t) => t,
+                Err(_) => {
+                    d.records.push(Record::Reject {
+                        pos: this,
+                        reason: RejectReason::NotUtf8,
+                        text: String::from_utf8_lossy(raw).into_owned(),
+                    });
+                    continue;
+                }
+            }
+        };
+        match &chunk.csv {
+            Some(csv) => dec.csv_row(csv, text, this, d),
+            None => dec.json_line(text, this, d),
         }
     }
+    chunk.data.clear();
+    out.data = std::mem::take(&mut chunk.data);
 }
 
-/// Feeds parsed chunks, taken round-robin from the parsers, into the pipeline.
+/// Feeds parsed chunks, taken round-robin from the parsers, into the front end.
 fn route(
-    mut pipe: Pipeline,
+    mut front: Front,
     from_parsers: Vec<Receiver<Parsed>>,
     recycle_records: Sender<Vec<Record>>,
     recycle_data: Sender<Vec<u8>>,
     records: Arc<AtomicU64>,
-    window_ms: i64,
 ) -> io::Result<Report> {
     let n = from_parsers.len();
-    let mut agg = Aggregator {
-        window: window_ms,
-        ..Aggregator::default()
-    };
-    let mut last_stream = 0;
     for k in 0.. {
         let Ok(mut parsed) = from_parsers[k % n].recv() else {
             break;
         };
-        last_stream = parsed.stream;
-        for r in parsed.records.drain(..) {
-            match r {
-                Record::Request {
-                    ids,
-                    values,
-                    count,
-                    ts,
-                    line,
-                } => {
-                    for i in 0..count as usize {
-                        agg.add(
-                            &mut pipe,
-                            ids[i],
-                            &mut parsed.keys,
-                            ts,
-                            values[i],
-                            parsed.stream,
-                            line,
-                        );
-                    }
-                }
-                Record::Point {
-                    id,
-                    ts,
-                    value,
-                    line,
-                } => {
-                    let source = Source {
-                        stream: parsed.stream,
-                        offset: line,
-                    };
-                    let keys = &mut parsed.keys;
-                    pipe.push_id(
-                        id,
-                        || {
-                            let i = keys.iter().position(|(k, _)| *k == id).expect(
-                                "a parser sends the key with the first point of a series it parses",
-                            );
-                            keys.swap_remove(i).1
-                        },
-                        ts,
-                        value,
-                        source,
-                    );
-                }
-                Record::Reject { line, reason, text } => pipe.reject(
-                    Source {
-                        stream: parsed.stream,
-                        offset: line,
-                    },
-                    reason,
-                    &text,
-                ),
-            }
-        }
-        records.store(pipe.records(), Ordering::Relaxed);
-        let _ = recycle_records.send(parsed.records);
+        front.push(&mut parsed.decoded, parsed.stream);
+        records.store(front.pipe.records(), Ordering::Relaxed);
+        let _ = recycle_records.send(parsed.decoded.records);
         let _ = recycle_data.send(parsed.data);
     }
-    agg.flush(&mut pipe, last_stream);
-    pipe.finish()
+    front.finish()
 }
 
 /// Replays `inputs` through a pipeline built from `plan`, writing to `outputs`.
 pub fn replay(
     plan: Plan,
     inputs: &[Input],
-    outputs: Outputs,
+    outputs: impl Sink + 'static,
     progress: bool,
 ) -> io::Result<Report> {
     let streams = Streams::new(
@@ -615,7 +307,7 @@ pub fn replay(
     let parsers = plan.parsers.max(1);
     let llm = Arc::new(plan.llm.clone());
     let window_ms = plan.llm_window_ms;
-    let pipe = Pipeline::start(plan, streams, outputs);
+    let front = Front::new(Pipeline::start(plan, streams, outputs), window_ms);
     let (records_tx, records_rx) = crossbeam_channel::unbounded::<Vec<Record>>();
     let (data_tx, data_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
     let mut to_parsers = Vec::with_capacity(parsers);
@@ -630,16 +322,13 @@ pub fn replay(
             std::thread::Builder::new()
                 .name(format!("telltale-parse-{i}"))
                 .spawn(move || {
-                    let mut parser = Parser {
-                        llm,
-                        ..Parser::default()
-                    };
+                    let mut decoder = Decoder::new(llm);
                     for chunk in rx {
                         let mut out = Parsed::default();
                         if let Ok(records) = recycled.try_recv() {
-                            out.records = records;
+                            out.decoded.records = records;
                         }
-                        parser.parse(chunk, &mut out);
+                        parse(&mut decoder, chunk, &mut out);
                         if ptx.send(out).is_err() {
                             break;
                         }
@@ -655,7 +344,7 @@ pub fn replay(
         let records = records.clone();
         std::thread::Builder::new()
             .name("telltale-route".into())
-            .spawn(move || route(pipe, from_parsers, records_tx, data_tx, records, window_ms))
+            .spawn(move || route(front, from_parsers, records_tx, data_tx, records))
             .expect("spawn router thread")
     };
 
@@ -728,7 +417,7 @@ fn read_inputs(
         let mut carry: Vec<u8> = Vec::new();
         let mut line = 1u64;
         let mut format = input.format;
-        let mut csv: Option<Arc<CsvInfo>> = None;
+        let mut csv: Option<Arc<CsvSeries>> = None;
         let mut eof = false;
         let mut long_line = false;
         while !eof {
@@ -789,9 +478,7 @@ fn read_inputs(
                     ),
                 };
                 header = Some(reject);
-                let name = input.csv_name.clone();
-                let id = series_id(&name, std::iter::empty(), &mut Vec::new());
-                csv = Some(Arc::new(CsvInfo { layout, name, id }));
+                csv = Some(Arc::new(CsvSeries::new(layout, input.csv_name.clone())));
             }
             let lines = buf.iter().filter(|b| **b == b'\n').count() as u64;
             bytes_done += buf.len() as u64;

@@ -7,10 +7,10 @@ use serde_json::value::RawValue;
 
 use crate::alert::{EventState, Severity};
 use crate::chain::ChainGroup;
-use crate::codec::RejectReason;
+use telltale_core::reject::RejectReason;
 use crate::config::Plan;
-use crate::event::{DetectorScore, Event, Source, SourceJson, Streams};
-use crate::key::SeriesKey;
+use telltale_core::event::{DetectorScore, Event, Source, SourceJson, Streams};
+use telltale_core::key::SeriesKey;
 
 /// One entry of a batch sent to a shard.
 #[derive(Debug, Clone)]

@@ -4,8 +4,8 @@ pub mod llm;
 
 use std::collections::BTreeMap;
 
-use telltale_engine::labels::{Fault, LabelsFile, SeriesRef};
-use telltale_engine::time::format_rfc3339;
+use telltale_bench::labels::{Fault, LabelsFile, SeriesRef};
+use telltale_core::time::format_rfc3339;
 
 /// SplitMix64: a tiny, well-mixed, seedable generator (no dependency, stable across versions).
 #[derive(Debug, Clone)]

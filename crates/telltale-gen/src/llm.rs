@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use telltale_engine::labels::{Fault, LabelsFile, SeriesRef};
-use telltale_engine::time::format_rfc3339;
+use telltale_bench::labels::{Fault, LabelsFile, SeriesRef};
+use telltale_core::time::format_rfc3339;
 
 use crate::Rng;
 

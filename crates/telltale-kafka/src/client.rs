@@ -12,8 +12,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use telltale_engine::codec::{PointBuf, parse_json_line};
-use telltale_engine::key::point_series_id;
+use telltale_codec::json::{PointBuf, parse_json_line};
+use 
 
 use crate::Error;
 use crate::run::apply;
@@ -102,7 +102,7 @@ pub fn produce(
         key.clear();
         if parse_json_line(text, &mut point).is_ok() {
             use std::fmt::Write as _;
-            let _ = write!(key, "{:016x}", point_series_id(&point, &mut scratch));
+            let _ = write!(key, "{:016x}", point.series_id(&mut scratch));
         }
         let mut record: BaseRecord<'_, str, str> = BaseRecord::to(topic).payload(text);
         if !key.is_empty() {

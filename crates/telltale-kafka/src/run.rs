@@ -1,7 +1,8 @@
 //! `telltale run`: the live engine between a consumer group and the anomaly topic.
 //!
 //! One consumer thread polls messages in bursts (up to `kafka.batch`), decodes them with the
-//! engine's JSON codec and routes their points to the shards; each burst ends with a pipeline
+//! decode layer replay uses (`telltale_codec::decode`: points and `llm_prediction` records) and
+//! routes them through the same front end (`telltale_engine::front`) to the shards; each burst ends with a pipeline
 //! flush and becomes a *group* remembering, per partition, the next offset to store. A group's
 //! offsets are stored (for librdkafka's auto-commit) only when every batch up to its last one is
 //! confirmed by [`Acks`]: handed to the producer by the merger and acknowledged by the broker.
@@ -21,11 +22,11 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::producer::BaseRecord;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
-use telltale_engine::codec::{PointBuf, RejectReason, parse_json_line};
+use telltale_codec::decode::{Decoded, Decoder, Record};
+use telltale_core::event::{Source, StreamName, Streams};
+use telltale_core::reject::RejectReason;
 use telltale_engine::config::KafkaConfig;
-use telltale_engine::event::{Source, StreamName, Streams};
-use telltale_engine::key::{RawIdCache, SeriesKey};
-use telltale_engine::llm::parse_prediction;
+use telltale_engine::front::Front;
 use telltale_engine::{Config, Pipeline, Report};
 
 use crate::Error;
@@ -298,13 +299,13 @@ fn consumer(k: &KafkaConfig, ctx: SourceCtx) -> Result<BaseConsumer<SourceCtx>, 
     Ok(cfg.create_with_context(ctx)?)
 }
 
-/// Decodes one message and routes its points; a message with any bad record goes to the
-/// dead-letter topic whole and none of its points are scored.
-struct Decoder {
-    point: PointBuf,
+/// Decodes one message with the decode layer replay uses and routes its records through the
+/// same front end; a message with any bad record goes to the dead-letter topic whole and none
+/// of its records are scored.
+struct MessageDecoder {
+    decoder: Decoder,
+    decoded: Decoded,
     points: u64,
-    /// Series ids by the raw form of their name and labels (as replay's parsers do).
-    ids: RawIdCache,
 }
 
 enum Verdict {
@@ -312,64 +313,32 @@ enum Verdict {
     Dead(&'static str, String),
 }
 
-impl Decoder {
-    /// Routes the point in `self.point`.
-    fn route(&mut self, pipe: &mut Pipeline, source: Source) {
-        let (id, _) = self.ids.id(&self.point);
-        let point = &self.point;
-        pipe.push_id(
-            id,
-            || SeriesKey::from_point(point),
-            point.timestamp,
-            point.value,
-            source,
-        );
-        self.points += 1;
-    }
-
-    fn decode(&mut self, payload: Option<&[u8]>, pipe: &mut Pipeline, source: Source) -> Verdict {
+impl MessageDecoder {
+    fn decode(&mut self, payload: Option<&[u8]>, front: &mut Front, source: Source) -> Verdict {
         let Some(bytes) = payload.filter(|b| !b.iter().all(u8::is_ascii_whitespace)) else {
             return Verdict::Dead("empty_message", "message has no payload".into());
         };
         let Ok(text) = std::str::from_utf8(bytes) else {
             return Verdict::Dead("not_utf8", RejectReason::NotUtf8.to_string());
         };
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let first = lines.next().unwrap_or("");
-        let single = lines.next().is_none();
-        if single {
-            return match parse_json_line(first, &mut self.point) {
-                Ok(()) => {
-                    self.route(pipe, source);
-                    Verdict::Routed
-                }
-                Err(reason) => self.dead(first, reason),
-            };
-        }
-        // Several records: all must be valid before any is scored.
+        let d = &mut self.decoded;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            if let Err(reason) = parse_json_line(line, &mut self.point) {
-                return self.dead(line, reason);
-            }
+            self.decoder.json_line(line, source.offset, d);
         }
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            if parse_json_line(line, &mut self.point).is_ok() {
-                self.route(pipe, source);
-            }
+        if let Some((reason, _)) = d.first_reject() {
+            d.records.clear();
+            // The keys announced stay with the front end: the decoder will not announce them
+            // again.
+            front.take_keys(d);
+            return Verdict::Dead(reason.code(), reason.to_string());
         }
+        self.points += d
+            .records
+            .iter()
+            .filter(|r| matches!(r, Record::Point { .. }))
+            .count() as u64;
+        front.push(d, source.stream);
         Verdict::Routed
-    }
-
-    fn dead(&self, line: &str, reason: RejectReason) -> Verdict {
-        if parse_prediction(line).is_some() {
-            return Verdict::Dead(
-                "unsupported_record",
-                "llm_prediction records are scored by `telltale replay`; `telltale run` takes \
-                 points (send the derived confidence series as points)"
-                    .into(),
-            );
-        }
-        Verdict::Dead(reason.code(), reason.to_string())
     }
 }
 
@@ -433,7 +402,7 @@ fn session(
     let k = config.kafka.as_ref().ok_or(Error::NoKafka)?;
     let drain = Duration::from_millis(k.validate()?);
     let linger = Duration::from_millis(
-        telltale_engine::time::parse_duration_ms(&k.linger).unwrap_or(2) as u64,
+        telltale_core::time::parse_duration_ms(&k.linger).unwrap_or(2) as u64,
     );
     let plan = config.plan()?;
     // Output topics are created when missing (as many partitions as the first input topic has,
@@ -478,7 +447,9 @@ fn session(
     let streams = Streams::new(Vec::new());
     let (stamps_tx, stamps_rx): (Sender<Stamps>, Receiver<Stamps>) = unbounded();
     let (recycle_tx, recycle_rx) = unbounded::<Vec<i64>>();
-    let mut pipe = Pipeline::start(
+    let window_ms = plan.llm_window_ms;
+    let llm = Arc::new(plan.llm.clone());
+    let pipe = Pipeline::start(
         plan,
         streams.clone(),
         KafkaSink {
@@ -497,10 +468,11 @@ fn session(
 
     // (topic → partition → stream index), filled as partitions first deliver.
     let mut index: Vec<(String, Vec<u32>)> = Vec::new();
-    let mut dec = Decoder {
-        point: PointBuf::default(),
+    let mut front = Front::new(pipe, window_ms);
+    let mut dec = MessageDecoder {
+        decoder: Decoder::new(llm),
+        decoded: Decoded::default(),
         points: 0,
-        ids: RawIdCache::default(),
     };
     let mut slot_of_stream: Vec<u32> = Vec::new();
     let mut messages = 0u64;
@@ -526,7 +498,7 @@ fn session(
         {
             let mut t = ctx.tracker.lock().unwrap_or_else(|e| e.into_inner());
             t.store_confirmed(&acks, &consumer, &metrics);
-            if pipe.open_batch() - t.confirmed >= RING / 2 {
+            if front.pipe.open_batch() - t.confirmed >= RING / 2 {
                 drop(t);
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
@@ -585,9 +557,9 @@ fn session(
                 stream,
                 offset: m.offset() as u64,
             };
-            if let Verdict::Dead(code, detail) = dec.decode(m.payload(), &mut pipe, source) {
+            if let Verdict::Dead(code, detail) = dec.decode(m.payload(), &mut front, source) {
                 dead += 1;
-                if let Err(e) = dead_letter(&producer, &acks, &metrics, k, &pipe, &m, code, &detail)
+                if let Err(e) = dead_letter(&producer, &acks, &metrics, k, &front.pipe, &m, code, &detail)
                 {
                     fatal = Some(Error::Kafka(e));
                     break;
@@ -605,7 +577,7 @@ fn session(
         for (stream, _) in &offsets {
             slot_of_stream[*stream as usize] = u32::MAX;
         }
-        let last_batch = pipe.flush();
+        let last_batch = front.pipe.flush();
         let full = std::mem::replace(&mut stamps, recycle_rx.try_recv().unwrap_or_default());
         let _ = stamps_tx.send((last_batch, full));
         ctx.tracker
@@ -652,7 +624,9 @@ fn session(
         started.elapsed()
     );
     drop(stamps_tx);
-    let report = pipe.finish()?;
+    // A window of derived LLM series still open stays unemitted: its requests were read, but a
+    // partial mean would be a false point (a restart resumes from the committed offsets).
+    let report = front.pipe.finish()?;
     consumer.unsubscribe();
     drop(consumer);
     Ok(RunSummary {

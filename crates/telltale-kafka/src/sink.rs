@@ -12,8 +12,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
 };
-use telltale_engine::alert::EventState;
-use telltale_engine::event::{StreamName, Streams};
+use telltale_core::event::EventState;
+use telltale_core::event::{StreamName, Streams};
 use telltale_engine::pipeline::Sink;
 use telltale_engine::shard::{Emitted, Rejected};
 

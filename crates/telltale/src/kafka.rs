@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use telltale_engine::Config;
-use telltale_engine::time::parse_duration_ms;
+use telltale_core::time::parse_duration_ms;
 use telltale_kafka::client::{TailFormat, TailOptions, produce, tail};
 use telltale_kafka::metrics::{Metrics, serve};
 

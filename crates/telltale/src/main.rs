@@ -13,10 +13,10 @@ use telltale_bench::corpus::{Corpus, read_tree, read_windows};
 use telltale_bench::report::{SCOREBOARD, chain_table, score_table};
 use telltale_bench::run::run_chain;
 use telltale_bench::scorer::score_corpus;
-use telltale_engine::columnar::{ColumnarWriter, WriteAs};
-use telltale_engine::labels::LabelsFile;
+use telltale_codec::columnar::{ColumnarWriter, WriteAs};
+use telltale_bench::labels::{Collect, EventSummary, LabelsFile};
 use telltale_engine::replay::{discover, replay};
-use telltale_engine::time::{format_rfc3339, parse_duration_ms, parse_rfc3339};
+use telltale_core::time::{format_rfc3339, parse_duration_ms, parse_rfc3339};
 use telltale_engine::{Config, Outputs, Report};
 use telltale_gen::{GenConfig, generate};
 
@@ -322,11 +322,18 @@ fn run_replay(a: ReplayArgs) -> Result<(), Failure> {
         None => Box::new(io::stderr()),
     };
     let start = Instant::now();
-    let report = replay(plan, &inputs, Outputs { events, rejects }, !a.no_progress)?;
+    let outputs = Outputs { events, rejects };
+    let (report, summaries) = if labels.is_some() {
+        let (sink, summaries) = Collect::new(outputs);
+        let report = replay(plan, &inputs, sink, !a.no_progress)?;
+        (report, summaries.try_iter().collect())
+    } else {
+        (replay(plan, &inputs, outputs, !a.no_progress)?, Vec::new())
+    };
     let secs = start.elapsed().as_secs_f64();
     print_summary(&report, secs, a.rejects.is_none());
     if let (Some(labels), Some(path)) = (labels, labels_path) {
-        print_faults(&labels, &report, &path);
+        print_faults(&labels, &summaries, &path);
     }
     Ok(())
 }
@@ -383,7 +390,7 @@ fn run_bench_throughput(a: ThroughputArgs) -> Result<(), Failure> {
     use telltale_bench::throughput::{
         decode_baseline, generate_json, parse_baseline, peak_rss, reset_peak_rss, write_columnar,
     };
-    use telltale_engine::columnar::ColumnarFormat;
+    use telltale_codec::columnar::ColumnarFormat;
     if a.series == 0 || a.points == 0 {
         return Err(Failure("--series and --points must be positive".into(), 2));
     }
@@ -474,8 +481,8 @@ fn run_bench_throughput(a: ThroughputArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_faults(labels: &LabelsFile, r: &Report, path: &Path) {
-    let score = labels.score(&r.summaries);
+fn print_faults(labels: &LabelsFile, summaries: &[EventSummary], path: &Path) {
+    let score = labels.score(summaries);
     eprintln!(
         "faults ({}): {}/{} caught, {} anomalies opened outside any fault",
         path.display(),
@@ -868,7 +875,7 @@ fn run_bench_llm(a: BenchLlmArgs) -> Result<(), Failure> {
         if line.trim().is_empty() {
             continue;
         }
-        match telltale_engine::llm::parse_prediction(line) {
+        match telltale_codec::llm::parse_prediction(line) {
             Some(Ok(p)) => predictions.push(p),
             Some(Err(reason)) => {
                 rejected += 1;

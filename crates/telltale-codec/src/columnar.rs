@@ -14,7 +14,7 @@
 //! No text is parsed per point: a batch's timestamps and values are read as slices, and a
 //! series is recognised by a hash of its string columns computed per distinct dictionary value
 //! (per row only for plain string columns) and mixed across columns, then looked up in a
-//! per-parser cache of series ids, like [`crate::key::RawIdCache`] does for JSON. The canonical
+//! per-parser cache of series ids, like [`telltale_core::key::RawIdCache`] does for JSON. The canonical
 //! key (and its id, the same as JSON input gives) is built only on a cache miss. Columns that
 //! name series should therefore be dictionary-encoded, as `telltale gen` writes them.
 //!
@@ -38,8 +38,8 @@ use arrow_buffer::ArrowNativeType as _;
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::codec::{MAX_LABELS, RejectReason};
-use crate::key::{IdMap, SeriesKey};
+use telltale_core::reject::{MAX_LABELS, RejectReason};
+use telltale_core::key::{IdMap, SeriesKey};
 
 /// Rows handed to one parser at a time (larger batches are sliced, without copying).
 pub const MAX_ROWS: usize = 1 << 16;
@@ -557,7 +557,7 @@ impl Decoder {
                 None => match series_key(b, l, i) {
                     Ok(k) => {
                         let id = k.id();
-                        if self.ids.len() >= crate::key::RawIdCache::MAX {
+                        if self.ids.len() >= telltale_core::key::RawIdCache::MAX {
                             self.ids.clear();
                         }
                         self.ids.insert(h, id);

@@ -24,6 +24,16 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// Days in month `m` (1–12) of year `y` (proleptic Gregorian).
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 fn digits(b: &[u8]) -> Option<i64> {
     if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
         return None;
@@ -32,14 +42,15 @@ fn digits(b: &[u8]) -> Option<i64> {
 }
 
 /// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS[.fff…][Z|±HH:MM]` or the same with a space instead
-/// of `T` (NAB's CSV form). A missing zone means UTC. Returns milliseconds since the epoch.
+/// of `T` (NAB's CSV form). A missing zone means UTC. Dates that do not exist (`2024-02-30`)
+/// and offsets out of range (`+24:00`) are refused. Returns milliseconds since the epoch.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
     let (y, mo, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
         return None;
     }
     let days = days_from_civil(y, mo, d);
@@ -81,7 +92,11 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let offset_min = match &b[i..] {
         [] | [b'Z'] | [b'z'] => 0,
         [sign @ (b'+' | b'-'), hh @ ..] if hh.len() == 5 && hh[2] == b':' => {
-            let v = digits(&hh[0..2])? * 60 + digits(&hh[3..5])?;
+            let (oh, om) = (digits(&hh[0..2])?, digits(&hh[3..5])?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let v = oh * 60 + om;
             if *sign == b'-' { -v } else { v }
         }
         _ => return None,

@@ -5,9 +5,32 @@ use serde::ser::SerializeMap;
 use serde_json::value::RawValue;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::alert::{EventState, Severity};
 use crate::key::{SERIES_SEED, SeriesKey};
 use crate::time::format_rfc3339;
+
+/// The state an anomaly event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventState {
+    /// A new anomaly.
+    Open,
+    /// An open anomaly got worse (warning → critical).
+    Update,
+    /// The series is behaving again.
+    Resolved,
+}
+
+/// How bad an anomaly is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Score between `open` and `critical`.
+    Warning,
+    /// Score at or above `critical`.
+    Critical,
+}
 
 /// Where an input stream lives: a file, standard input, or a Kafka topic partition.
 #[derive(Debug, Clone, PartialEq, Eq)]

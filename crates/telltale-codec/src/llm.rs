@@ -20,8 +20,8 @@ use telltale_detect::confidence::{
     VectorError, disagreement, margin, normalize_probs, probs_from_logprobs, smooth,
 };
 
-use crate::codec::RejectReason;
-use crate::time::parse_rfc3339;
+use telltale_core::reject::RejectReason;
+use telltale_core::time::parse_rfc3339;
 
 /// Derived series names.
 pub const MARGIN: &str = "llm_confidence_margin";

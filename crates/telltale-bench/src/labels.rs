@@ -3,13 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::EventState;
-use crate::key::SeriesKey;
-use crate::pipeline::EventSummary;
-use crate::time::{format_rfc3339, parse_rfc3339};
+use crossbeam_channel::{Receiver, Sender};
+use telltale_core::event::{EventState, Severity, Streams};
+use telltale_core::key::SeriesKey;
+use telltale_core::time::{format_rfc3339, parse_rfc3339};
+use telltale_engine::pipeline::Sink;
+use telltale_engine::shard::{Emitted, Rejected};
 
 /// A labels file: `{"faults": [...]}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -167,12 +170,65 @@ impl LabelsFile {
     }
 }
 
+/// A compact record of an emitted event, kept for reports (fault scoring).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSummary {
+    /// Its series.
+    pub series: Arc<SeriesKey>,
+    /// Its state.
+    pub state: EventState,
+    /// Its severity.
+    pub severity: Severity,
+    /// Timestamp of the point.
+    pub timestamp: i64,
+    /// Onset of the anomaly.
+    pub onset: i64,
+}
+
+/// A sink that passes everything to `inner` and keeps a summary of every event for
+/// [`LabelsFile::score`]: evaluation collects what it needs here, so the live pipeline keeps no
+/// per-event history.
+#[derive(Debug)]
+pub struct Collect<S> {
+    inner: S,
+    tx: Sender<EventSummary>,
+}
+
+impl<S: Sink> Collect<S> {
+    /// Wraps `inner`; the receiver yields the summaries once the pipeline has finished.
+    pub fn new(inner: S) -> (Self, Receiver<EventSummary>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (Self { inner, tx }, rx)
+    }
+}
+
+impl<S: Sink> Sink for Collect<S> {
+    fn event(&mut self, e: &Emitted) -> std::io::Result<()> {
+        let _ = self.tx.send(EventSummary {
+            series: e.series.clone(),
+            state: e.state,
+            severity: e.severity,
+            timestamp: e.timestamp,
+            onset: e.onset,
+        });
+        self.inner.event(e)
+    }
+    fn reject(&mut self, r: &Rejected, streams: &Streams) -> std::io::Result<()> {
+        self.inner.reject(r, streams)
+    }
+    fn batch_done(&mut self, no: u64) -> std::io::Result<()> {
+        self.inner.batch_done(no)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::alert::Severity;
 
     #[test]
     fn caught_missed_and_unexpected() {

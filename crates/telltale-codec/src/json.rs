@@ -1,4 +1,4 @@
-//! Input codecs: the native JSON-lines point format and `timestamp,value` CSV.
+//! The native JSON-lines point format.
 //!
 //! The JSON parser is hand-written for the one object shape we accept, copies the strings it
 //! keeps into a reusable scratch buffer and allocates nothing once warm: parsing is the larger
@@ -9,64 +9,9 @@ use std::ops::Range;
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use crate::time::parse_rfc3339;
-
-/// Why an input record was rejected.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RejectReason {
-    /// The record is not valid JSON of the expected shape (detail says where).
-    Malformed(&'static str),
-    /// A required field is absent.
-    MissingField(&'static str),
-    /// The value is NaN or infinite (or not a number at all).
-    NonFiniteValue,
-    /// The timestamp is neither integer milliseconds nor RFC 3339 text.
-    BadTimestamp,
-    /// The point is older than the newest point already seen for its series.
-    OutOfOrder,
-    /// More labels than the engine accepts on one series.
-    TooManyLabels,
-    /// The bytes are not UTF-8.
-    NotUtf8,
-    /// A probability vector of an `llm_prediction` record is unusable.
-    BadVector(telltale_detect::confidence::VectorError),
-}
-
-impl RejectReason {
-    /// A short stable code for counters and the `reason` field of a rejects record.
-    pub fn code(&self) -> &'static str {
-        match self {
-            RejectReason::Malformed(_) => "malformed",
-            RejectReason::MissingField(_) => "missing_field",
-            RejectReason::NonFiniteValue => "non_finite_value",
-            RejectReason::BadTimestamp => "bad_timestamp",
-            RejectReason::OutOfOrder => "out_of_order",
-            RejectReason::TooManyLabels => "too_many_labels",
-            RejectReason::NotUtf8 => "not_utf8",
-            RejectReason::BadVector(_) => "bad_probabilities",
-        }
-    }
-}
-
-impl fmt::Display for RejectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RejectReason::Malformed(d) => write!(f, "malformed record: {d}"),
-            RejectReason::MissingField(n) => write!(f, "missing field `{n}`"),
-            RejectReason::NonFiniteValue => f.write_str("value is not a finite number"),
-            RejectReason::BadTimestamp => {
-                f.write_str("timestamp is neither integer milliseconds nor RFC 3339 text")
-            }
-            RejectReason::OutOfOrder => f.write_str("timestamp older than the series' last point"),
-            RejectReason::TooManyLabels => write!(f, "more than {MAX_LABELS} labels"),
-            RejectReason::NotUtf8 => f.write_str("record is not valid UTF-8"),
-            RejectReason::BadVector(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// Most labels one series may carry.
-pub const MAX_LABELS: usize = 32;
+use telltale_core::key::{IdMap, SeriesKey, series_id};
+use telltale_core::reject::{MAX_LABELS, RejectReason};
+use telltale_core::time::parse_rfc3339;
 
 type R<T> = Result<T, RejectReason>;
 
@@ -190,6 +135,61 @@ impl PointBuf {
         let start = self.scratch.len();
         self.scratch.push_str(s);
         start..self.scratch.len()
+    }
+}
+
+impl PointBuf {
+    /// The canonical key of this point's series (labels sorted, as the parser leaves them).
+    pub fn series_key(&self) -> SeriesKey {
+        SeriesKey {
+            name: self.metric().into(),
+            labels: (0..self.label_count())
+                .map(|i| {
+                    let (k, v) = self.label(i);
+                    (k.into(), v.into())
+                })
+                .collect(),
+        }
+    }
+
+    /// The id of this point's series (labels sorted, as the parser leaves them); `scratch` is
+    /// reused between calls.
+    pub fn series_id(&self, scratch: &mut Vec<u8>) -> u64 {
+        series_id(
+            self.metric(),
+            (0..self.label_count()).map(|i| self.label(i)),
+            scratch,
+        )
+    }
+}
+
+/// Series ids of parsed points, cached by the raw form of their metric and labels (as written,
+/// before unescaping and sorting): producers write a series the same way every time, so a hit
+/// skips building the canonical key. Bounded: cleared when it reaches [`RawIdCache::MAX`].
+#[derive(Debug, Default)]
+pub struct RawIdCache {
+    ids: IdMap<u64>,
+    scratch: Vec<u8>,
+}
+
+impl RawIdCache {
+    /// Entries before the cache is cleared.
+    pub const MAX: usize = 1 << 22;
+
+    /// The series id of `p` (labels sorted, as the parser leaves them), and whether this
+    /// spelling was not cached (then the caller may need the series' key).
+    #[inline]
+    pub fn id(&mut self, p: &PointBuf) -> (u64, bool) {
+        let raw = p.raw_series_hash();
+        if let Some(id) = self.ids.get(&raw) {
+            return (*id, false);
+        }
+        let id = p.series_id(&mut self.scratch);
+        if self.ids.len() >= Self::MAX {
+            self.ids.clear();
+        }
+        self.ids.insert(raw, id);
+        (id, true)
     }
 }
 
@@ -671,55 +671,6 @@ fn parse_fields(c: &mut Cursor<'_>, out: &mut PointBuf, key_scratch: &mut String
     Ok(())
 }
 
-/// Column positions of a CSV file, read from its header line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CsvLayout {
-    timestamp: usize,
-    value: usize,
-}
-
-impl CsvLayout {
-    /// Reads the header: it must name a `timestamp` and a `value` column (any order, other
-    /// columns ignored). Returns `None` when it does not.
-    pub fn from_header(header: &str) -> Option<Self> {
-        let cols: Vec<&str> = header
-            .trim_end_matches('\r')
-            .split(',')
-            .map(str::trim)
-            .collect();
-        let find = |n: &str| cols.iter().position(|c| c.eq_ignore_ascii_case(n));
-        Some(Self {
-            timestamp: find("timestamp")?,
-            value: find("value")?,
-        })
-    }
-
-    /// Parses one data line into (timestamp ms, value).
-    pub fn parse(&self, line: &str) -> Result<(i64, f64), RejectReason> {
-        let line = line.trim_end_matches('\r');
-        let (mut ts, mut val) = (None, None);
-        for (i, field) in line.split(',').enumerate() {
-            if i == self.timestamp {
-                ts = Some(field.trim());
-            } else if i == self.value {
-                val = Some(field.trim());
-            }
-        }
-        let ts = ts.ok_or(RejectReason::MissingField("timestamp"))?;
-        let val = val.ok_or(RejectReason::MissingField("value"))?;
-        let ts = if ts.bytes().all(|b| b.is_ascii_digit() || b == b'-') && ts.len() < 17 {
-            ts.parse::<i64>().map_err(|_| RejectReason::BadTimestamp)?
-        } else {
-            parse_rfc3339(ts).ok_or(RejectReason::BadTimestamp)?
-        };
-        let v: f64 = val.parse().map_err(|_| RejectReason::NonFiniteValue)?;
-        if !v.is_finite() {
-            return Err(RejectReason::NonFiniteValue);
-        }
-        Ok((ts, v))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -911,27 +862,4 @@ mod tests {
         assert_eq!(p.label(0), ("a", "3"));
     }
 
-    #[test]
-    fn csv_layout_from_header_and_rows() {
-        let l = CsvLayout::from_header("timestamp,value").unwrap();
-        assert_eq!(
-            l.parse("2014-07-01 00:30:00,8127").unwrap(),
-            (1_404_174_600_000, 8127.0)
-        );
-        assert_eq!(
-            l.parse("1700000000000,1.5\r").unwrap(),
-            (1_700_000_000_000, 1.5)
-        );
-        assert_eq!(
-            l.parse("2014-07-01 00:30:00,nan"),
-            Err(RejectReason::NonFiniteValue)
-        );
-        assert_eq!(
-            l.parse("2014-07-01 00:30:00"),
-            Err(RejectReason::MissingField("value"))
-        );
-        let l = CsvLayout::from_header("value,label,timestamp").unwrap();
-        assert_eq!(l.parse("2.5,0,10").unwrap(), (10, 2.5));
-        assert!(CsvLayout::from_header("a,b").is_none());
-    }
 }

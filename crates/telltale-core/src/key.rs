@@ -8,8 +8,6 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::codec::PointBuf;
-
 /// Seed of the series hash. Changing it changes every series id and event id: never do.
 pub const SERIES_SEED: u64 = 0x7e11_7a1e_5e12_1e50;
 
@@ -34,19 +32,6 @@ impl SeriesKey {
         Self {
             name: name.into(),
             labels: labels.into_boxed_slice(),
-        }
-    }
-
-    /// The key of a parsed point.
-    pub fn from_point(p: &PointBuf) -> Self {
-        Self {
-            name: p.metric().into(),
-            labels: (0..p.label_count())
-                .map(|i| {
-                    let (k, v) = p.label(i);
-                    (k.into(), v.into())
-                })
-                .collect(),
         }
     }
 
@@ -137,45 +122,6 @@ pub fn series_id<'a>(
         put(v);
     }
     xxh3_64_with_seed(scratch, SERIES_SEED)
-}
-
-/// The id of a parsed point's series (labels must be sorted, as the parser leaves them).
-pub fn point_series_id(p: &PointBuf, scratch: &mut Vec<u8>) -> u64 {
-    series_id(
-        p.metric(),
-        (0..p.label_count()).map(|i| p.label(i)),
-        scratch,
-    )
-}
-
-/// Series ids of parsed points, cached by the raw form of their metric and labels (as written,
-/// before unescaping and sorting): producers write a series the same way every time, so a hit
-/// skips building the canonical key. Bounded: cleared when it reaches [`RawIdCache::MAX`].
-#[derive(Debug, Default)]
-pub struct RawIdCache {
-    ids: IdMap<u64>,
-    scratch: Vec<u8>,
-}
-
-impl RawIdCache {
-    /// Entries before the cache is cleared.
-    pub const MAX: usize = 1 << 22;
-
-    /// The series id of `p` (labels sorted, as the parser leaves them), and whether this
-    /// spelling was not cached (then the caller may need the series' key).
-    #[inline]
-    pub fn id(&mut self, p: &PointBuf) -> (u64, bool) {
-        let raw = p.raw_series_hash();
-        if let Some(id) = self.ids.get(&raw) {
-            return (*id, false);
-        }
-        let id = point_series_id(p, &mut self.scratch);
-        if self.ids.len() >= Self::MAX {
-            self.ids.clear();
-        }
-        self.ids.insert(raw, id);
-        (id, true)
-    }
 }
 
 /// A hasher for keys that are already well-mixed 64-bit hashes: passes them through.

@@ -1,0 +1,256 @@
+//! The one decode layer of replay and live: a record (a line of a file, a Kafka message's
+//! line, a row of a columnar batch) becomes [`Record`]s — points, the derived values of an
+//! `llm_prediction`, or a reject with its reason — and the keys of series the caller may not
+//! know yet. Replay's parser threads and the live consumer both call a [`Decoder`], so every
+//! record kind and every format behaves the same in both; the engine's front end
+//! (`telltale_engine::front`) turns the records into pipeline points.
+
+use std::sync::Arc;
+
+use telltale_core::key::{IdMap, SeriesKey, series_id};
+use telltale_core::reject::RejectReason;
+
+use crate::columnar::{self, ColumnChunk, Row};
+use crate::csv::CsvLayout;
+use crate::json::{PointBuf, RawIdCache, parse_json_line};
+use crate::llm::{
+    LlmConfig, Prediction, REQUEST_MARGIN, derived_points, parse_prediction, series_labels,
+};
+
+/// One decoded record; `pos` is where it came from (a line or row number in replay, a message
+/// offset live).
+#[derive(Debug)]
+pub enum Record {
+    /// A point of series `id`.
+    Point {
+        /// Series id.
+        id: u64,
+        /// Milliseconds since the Unix epoch.
+        ts: i64,
+        /// Finite value.
+        value: f64,
+        /// Position.
+        pos: u64,
+    },
+    /// The derived values of one `llm_prediction` (the front end averages them per window).
+    Request {
+        /// Series ids of the derived values (`count` of them).
+        ids: [u64; 3],
+        /// The values.
+        values: [f64; 3],
+        /// How many of `ids` / `values` are set.
+        count: u8,
+        /// Timestamp of the request.
+        ts: i64,
+        /// Position.
+        pos: u64,
+    },
+    /// A record that cannot be used.
+    Reject {
+        /// Position.
+        pos: u64,
+        /// Why.
+        reason: RejectReason,
+        /// The record as text (lossy for bytes that are not UTF-8).
+        text: String,
+    },
+}
+
+/// What a decoder produced: records in input order, and the keys of series this decoder had
+/// not announced before (the front end keeps them until the series' first point).
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Records in input order.
+    pub records: Vec<Record>,
+    /// `(series id, key)` of series announced for the first time (repeats are harmless).
+    pub keys: Vec<(u64, SeriesKey)>,
+}
+
+impl Decoded {
+    /// The first reject among the records, if any.
+    pub fn first_reject(&self) -> Option<(RejectReason, &str)> {
+        self.records.iter().find_map(|r| match r {
+            Record::Reject { reason, text, .. } => Some((*reason, text.as_str())),
+            _ => None,
+        })
+    }
+}
+
+/// A CSV input: its column layout and the one series it holds.
+#[derive(Debug)]
+pub struct CsvSeries {
+    /// Column positions.
+    pub layout: CsvLayout,
+    /// Series name (the file's path without extension).
+    pub name: String,
+    /// Its id.
+    pub id: u64,
+}
+
+impl CsvSeries {
+    /// The series `name` read with `layout`.
+    pub fn new(layout: CsvLayout, name: String) -> Self {
+        let id = series_id(&name, std::iter::empty(), &mut Vec::new());
+        Self { layout, name, id }
+    }
+}
+
+/// Per-thread decoder state: reusable buffers and series-id caches; allocates nothing per
+/// point once warm.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    llm: Arc<LlmConfig>,
+    llm_scratch: Vec<f64>,
+    /// Series whose key this decoder has announced (CSV and derived series; JSON points use
+    /// `raw_ids`).
+    seen: IdMap<()>,
+    /// Series ids of JSON points by their raw form.
+    raw_ids: RawIdCache,
+    point: PointBuf,
+    scratch: Vec<u8>,
+    columns: columnar::Decoder,
+}
+
+impl Decoder {
+    /// A decoder turning predictions into derived series as `llm` says.
+    pub fn new(llm: Arc<LlmConfig>) -> Self {
+        Self {
+            llm,
+            ..Self::default()
+        }
+    }
+
+    /// Decodes one JSON line: a point, or an `llm_prediction` record.
+    pub fn json_line(&mut self, text: &str, pos: u64, out: &mut Decoded) {
+        let r = parse_json_line(text, &mut self.point);
+        if r.is_err() {
+            // Not a point: maybe an `llm_prediction` record (its `labels` is a list of class
+            // names, so the point parser stops early).
+            if let Some(pred) = parse_prediction(text) {
+                match pred {
+                    Ok(p) => self.push_derived(&p, pos, out),
+                    Err(reason) => out.records.push(Record::Reject {
+                        pos,
+                        reason,
+                        text: text.to_owned(),
+                    }),
+                }
+                return;
+            }
+        }
+        out.records.push(match r {
+            Ok(()) => {
+                let (id, miss) = self.raw_ids.id(&self.point);
+                if miss {
+                    // Sent on every cache miss: at least with the first point of each series
+                    // this decoder sees.
+                    out.keys.push((id, self.point.series_key()));
+                }
+                Record::Point {
+                    id,
+                    ts: self.point.timestamp,
+                    value: self.point.value,
+                    pos,
+                }
+            }
+            Err(reason) => Record::Reject {
+                pos,
+                reason,
+                text: text.to_owned(),
+            },
+        });
+    }
+
+    /// Decodes one CSV data row of `csv`.
+    pub fn csv_row(&mut self, csv: &CsvSeries, text: &str, pos: u64, out: &mut Decoded) {
+        out.records.push(match csv.layout.parse(text) {
+            Ok((ts, value)) => {
+                announce(&mut self.seen, csv.id, out, || SeriesKey::new(&csv.name, &[]));
+                Record::Point {
+                    id: csv.id,
+                    ts,
+                    value,
+                    pos,
+                }
+            }
+            Err(reason) => Record::Reject {
+                pos,
+                reason,
+                text: text.to_owned(),
+            },
+        });
+    }
+
+    /// Decodes the rows of a columnar batch; row `i` gets position `first + i`.
+    pub fn columns(&mut self, chunk: &ColumnChunk, first: u64, out: &mut Decoded) {
+        let (records, keys) = (&mut out.records, &mut out.keys);
+        self.columns.decode(
+            chunk,
+            |id, key| keys.push((id, key)),
+            |i, row| {
+                let pos = first + i as u64;
+                records.push(match row {
+                    Row::Point { id, ts, value } => Record::Point { id, ts, value, pos },
+                    Row::Reject(reason) => Record::Reject {
+                        pos,
+                        reason,
+                        text: columnar::row_json(chunk, i),
+                    },
+                });
+            },
+        );
+    }
+
+
+    /// The derived values of a prediction (margin, low confidence, disagreement), and its own
+    /// margin as a point when `llm.per_request` is set.
+    fn push_derived(&mut self, p: &Prediction, pos: u64, out: &mut Decoded) {
+        let labels = series_labels(p, &self.llm);
+        let (mut ids, mut values, mut count) = ([0u64; 3], [0.0; 3], 0u8);
+        for (metric, value) in derived_points(p, &self.llm, &mut self.llm_scratch) {
+            let Some(value) = value else { continue };
+            let id = self.derived_id(metric, &labels, p.timestamp, value, out);
+            ids[count as usize] = id;
+            values[count as usize] = value;
+            count += 1;
+        }
+        out.records.push(Record::Request {
+            ids,
+            values,
+            count,
+            ts: p.timestamp,
+            pos,
+        });
+        if self.llm.per_request {
+            let id = self.derived_id(REQUEST_MARGIN, &labels, p.timestamp, values[0], out);
+            out.records.push(Record::Point {
+                id,
+                ts: p.timestamp,
+                value: values[0],
+                pos,
+            });
+        }
+    }
+
+    fn derived_id(
+        &mut self,
+        metric: &str,
+        labels: &[(&str, &str)],
+        ts: i64,
+        value: f64,
+        out: &mut Decoded,
+    ) -> u64 {
+        self.point.set(metric, labels, ts, value);
+        let id = self.point.series_id(&mut self.scratch);
+        let point = &self.point;
+        announce(&mut self.seen, id, out, || point.series_key());
+        id
+    }
+}
+
+/// Announces a series' key the first time this decoder produces a point of it.
+fn announce(seen: &mut IdMap<()>, id: u64, out: &mut Decoded, key: impl FnOnce() -> SeriesKey) {
+    if seen.insert(id, ()).is_none() {
+        out.keys.push((id, key()));
+    }
+}

@@ -7,9 +7,8 @@ use std::io::Write;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use telltale_benches::{json_lines, stream};
-use telltale_engine::chain::ChainGroup;
 use telltale_codec::json::{PointBuf, parse_json_line};
-use 
+use telltale_engine::chain::ChainGroup;
 use telltale_engine::replay::{discover, replay};
 use telltale_engine::{Config, Outputs};
 

@@ -470,3 +470,68 @@ fn produce_and_tail_commands_carry_telemetry_in_and_events_out() {
 fn crate_temp(name: &str) -> std::path::PathBuf {
     telltale_tests::temp_dir(&unique(name))
 }
+
+#[test]
+fn live_llm_predictions_match_replay() {
+    use rdkafka::producer::{BaseRecord, Producer as _};
+    use telltale_tests::{repo_root, run};
+
+    let s = EngineSetup::new("llm", 1);
+    let dir = repo_root().join("datasets/llm-predictions");
+    // The same configuration replayed: the built-in `llm-confidence` rule scores the derived
+    // series in both.
+    let replayed = run(std::slice::from_ref(&dir), &s.config());
+    let pairs = |events: Vec<serde_json::Value>| -> BTreeSet<(String, String)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e["id"].as_str().unwrap().to_owned(),
+                    e["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let want = pairs(
+        String::from_utf8(replayed.events.bytes())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    );
+    assert!(
+        want.iter().any(|(_, st)| st == "open") && want.iter().any(|(_, st)| st == "resolved"),
+        "the replay opens and resolves the confidence collapse: {want:?}"
+    );
+    let text = std::fs::read_to_string(dir.join("predictions.jsonl")).unwrap();
+    let p = producer(&s.brokers);
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut rec = BaseRecord::<(), str>::to(&s.input).payload(line);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    p.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let engine = Engine::start("llm", &s.config());
+    let got = read_until(&s.brokers, &s.anomalies, Duration::from_secs(90), |m| {
+        pairs(m.iter().map(Msg::json).collect()).is_superset(&want)
+    });
+    let got = pairs(got.iter().map(Msg::json).collect());
+    let missing: Vec<_> = want.difference(&got).collect();
+    assert!(
+        missing.is_empty(),
+        "live is missing {missing:?} of the replay's events; log:\n{}",
+        engine.log_text()
+    );
+    assert_eq!(
+        engine.metric("telltale_dead_letters_total").unwrap_or(0.0),
+        0.0,
+        "no prediction is dead-lettered"
+    );
+}

@@ -9,8 +9,8 @@
 
 use std::fmt::Write;
 
-use telltale_detect::confidence::{disagreement, entropy, gini, least_confidence, margin, smooth};
 use telltale_codec::llm::Prediction;
+use telltale_detect::confidence::{disagreement, entropy, gini, least_confidence, margin, smooth};
 
 /// A named uncertainty function of a request (original vector, MuCS-smoothed vector).
 pub type Scorer = (&'static str, fn(&Prediction, &[f64]) -> f64);

@@ -4,10 +4,10 @@
 
 use std::time::Instant;
 
-use telltale_engine::Plan;
 use telltale_core::event::EventState;
-use telltale_engine::chain::ChainGroup;
 use telltale_core::key::SeriesKey;
+use telltale_engine::Plan;
+use telltale_engine::chain::ChainGroup;
 
 use crate::corpus::{Corpus, Series};
 use crate::scorer::{ProfileResult, probation, score_corpus};

@@ -5,11 +5,11 @@ use std::io;
 use std::path::Path;
 use std::time::Instant;
 
-use telltale_codec::json::{PointBuf, parse_json_line};
 use telltale_codec::columnar::{
     ColumnarFormat, ColumnarReader, ColumnarWriter, Decoder, Row, WriteAs,
 };
 use telltale_codec::json::RawIdCache;
+use telltale_codec::json::{PointBuf, parse_json_line};
 
 /// Label names of the generated stream.
 pub const LABEL_NAMES: [&str; 2] = ["host", "region"];

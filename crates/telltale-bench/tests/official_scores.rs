@@ -9,7 +9,10 @@ use telltale_bench::corpus::{read_tree, read_windows};
 use telltale_bench::scorer::score_corpus;
 
 fn check(detector: &str, want: [Option<f64>; 3]) {
-    let Some(dir) = common::nab_dir(&format!("the official {detector} totals"), "reference-scores") else {
+    let Some(dir) = common::nab_dir(
+        &format!("the official {detector} totals"),
+        "reference-scores",
+    ) else {
         return;
     };
     let windows = read_windows(&dir.join("labels/combined_windows.json")).unwrap();

@@ -38,8 +38,8 @@ use arrow_buffer::ArrowNativeType as _;
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use telltale_core::reject::{MAX_LABELS, RejectReason};
 use telltale_core::key::{IdMap, SeriesKey};
+use telltale_core::reject::{MAX_LABELS, RejectReason};
 
 /// Rows handed to one parser at a time (larger batches are sliced, without copying).
 pub const MAX_ROWS: usize = 1 << 16;
@@ -557,7 +557,7 @@ impl Decoder {
                 None => match series_key(b, l, i) {
                     Ok(k) => {
                         let id = k.id();
-                        if self.ids.len() >= telltale_core::key::RawIdCache::MAX {
+                        if self.ids.len() >= crate::json::RawIdCache::MAX {
                             self.ids.clear();
                         }
                         self.ids.insert(h, id);

@@ -72,7 +72,10 @@ mod tests {
             matches!(r, Err(RejectReason::Malformed(m)) if m.contains("quoted")),
             "{r:?}"
         );
-        assert_eq!(l.parse("2024-01-01 00:00:00,ab,5"), Ok((1_704_067_200_000, 5.0)));
+        assert_eq!(
+            l.parse("2024-01-01 00:00:00,ab,5"),
+            Ok((1_704_067_200_000, 5.0))
+        );
     }
 
     #[test]

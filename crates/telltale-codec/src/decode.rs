@@ -163,9 +163,11 @@ impl Decoder {
 
     /// Decodes one CSV data row of `csv`.
     pub fn csv_row(&mut self, csv: &CsvSeries, text: &str, pos: u64, out: &mut Decoded) {
-        out.records.push(match csv.layout.parse(text) {
+        let record = match csv.layout.parse(text) {
             Ok((ts, value)) => {
-                announce(&mut self.seen, csv.id, out, || SeriesKey::new(&csv.name, &[]));
+                announce(&mut self.seen, csv.id, out, || {
+                    SeriesKey::new(&csv.name, &[])
+                });
                 Record::Point {
                     id: csv.id,
                     ts,
@@ -178,7 +180,8 @@ impl Decoder {
                 reason,
                 text: text.to_owned(),
             },
-        });
+        };
+        out.records.push(record);
     }
 
     /// Decodes the rows of a columnar batch; row `i` gets position `first + i`.
@@ -200,7 +203,6 @@ impl Decoder {
             },
         );
     }
-
 
     /// The derived values of a prediction (margin, low confidence, disagreement), and its own
     /// margin as a point when `llm.per_request` is set.

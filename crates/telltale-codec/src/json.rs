@@ -4,7 +4,6 @@
 //! keeps into a reusable scratch buffer and allocates nothing once warm: parsing is the larger
 //! part of a replay's cost, so it is kept tight.
 
-use std::fmt;
 use std::ops::Range;
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
@@ -861,5 +860,4 @@ mod tests {
         assert_eq!(p.label_count(), 2);
         assert_eq!(p.label(0), ("a", "3"));
     }
-
 }

@@ -74,14 +74,18 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A JSON string literal of generated text.
+fn string_literal() -> impl Strategy<Value = String> {
+    (text(), any::<bool>()).prop_map(|(t, a)| literal(&t, a))
+}
+
 /// One field as JSON text, well-typed or not.
 fn field(name: &'static str) -> BoxedStrategy<String> {
-    let s = (text(), any::<bool>()).prop_map(|(t, a)| literal(&t, a));
     let v = match name {
-        "metric" => prop_oneof![4 => s.clone(), 1 => Just("12".to_owned())].boxed(),
+        "metric" => prop_oneof![4 => string_literal(), 1 => Just("12".to_owned())].boxed(),
         "labels" => prop_oneof![
             4 => prop::collection::vec(
-                (prop_oneof![Just("a"), Just("b"), Just("zone"), Just("é")], s.clone(),
+                (prop_oneof![Just("a"), Just("b"), Just("zone"), Just("é")], string_literal(),
                  prop_oneof![9 => Just(true), 1 => Just(false)]),
                 0..5,
             )
@@ -130,10 +134,7 @@ fn field(name: &'static str) -> BoxedStrategy<String> {
 
 fn line() -> impl Strategy<Value = String> {
     (
-        prop::collection::vec(
-            prop_oneof![9 => Just(true), 1 => Just(false)],
-            5,
-        ),
+        prop::collection::vec(prop_oneof![9 => Just(true), 1 => Just(false)], 5),
         field("metric"),
         field("labels"),
         field("timestamp"),
@@ -150,7 +151,10 @@ fn line() -> impl Strategy<Value = String> {
                 .filter(|&&i| present[i])
                 .map(|&i| fields[i].as_str())
                 .collect();
-            format!("{ws}{{{ws}{}{ws}}}{ws}{tail}", body.join(&format!("{ws},{ws}")))
+            format!(
+                "{ws}{{{ws}{}{ws}}}{ws}{tail}",
+                body.join(&format!("{ws},{ws}"))
+            )
         })
 }
 

@@ -266,7 +266,13 @@ impl Bank for CusumBank {
     type Params = CusumParams;
     type State = CusumState;
 
-    crate::bank::soa_bank!(CusumState { n, mean, m2, hi, lo });
+    crate::bank::soa_bank!(CusumState {
+        n,
+        mean,
+        m2,
+        hi,
+        lo
+    });
 
     #[inline]
     fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> Scored {

@@ -7,8 +7,8 @@ use telltale_detect::{
 };
 
 use crate::alert::{AlertBank, Transition};
-use telltale_core::reject::RejectReason;
 use crate::config::{ChainPlan, DetectorSpec, MAX_DETECTORS};
+use telltale_core::reject::RejectReason;
 
 /// One detector bank of a chain.
 #[derive(Debug, Clone)]

@@ -16,13 +16,13 @@ use hdrhistogram::Histogram;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
-use telltale_core::event::EventState;
-use telltale_codec::json::PointBuf;
-use telltale_core::reject::RejectReason;
 use crate::config::Plan;
+use crate::shard::{Emitted, Item, Rejected, Shard, ShardBatch, ShardOutput};
+use telltale_codec::json::PointBuf;
+use telltale_core::event::EventState;
 use telltale_core::event::{Source, SourceJson, Streams};
 use telltale_core::key::{IdMap, SeriesKey};
-use crate::shard::{Emitted, Item, Rejected, Shard, ShardBatch, ShardOutput};
+use telltale_core::reject::RejectReason;
 
 /// Batches in flight per shard before the router waits.
 const DEPTH: usize = 4;
@@ -310,13 +310,7 @@ impl Pipeline {
     #[inline]
     pub fn push(&mut self, p: &PointBuf, source: Source) {
         let id = p.series_id(&mut self.scratch);
-        self.push_id(
-            id,
-            || p.series_key(),
-            p.timestamp,
-            p.value,
-            source,
-        );
+        self.push_id(id, || p.series_key(), p.timestamp, p.value, source);
     }
 
     /// Routes a point of the series `id`; `key` is called only when the series is new.

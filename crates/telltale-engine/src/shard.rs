@@ -7,10 +7,10 @@ use serde_json::value::RawValue;
 
 use crate::alert::{EventState, Severity};
 use crate::chain::ChainGroup;
-use telltale_core::reject::RejectReason;
 use crate::config::Plan;
 use telltale_core::event::{DetectorScore, Event, Source, SourceJson, Streams};
 use telltale_core::key::SeriesKey;
+use telltale_core::reject::RejectReason;
 
 /// One entry of a batch sent to a shard.
 #[derive(Debug, Clone)]

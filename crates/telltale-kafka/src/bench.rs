@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::config::{HttpConfig, KafkaConfig, LiveConfig};
 use hdrhistogram::Histogram;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use telltale_engine::Config;
-use telltale_engine::config::KafkaConfig;
 use telltale_engine::pipeline::LatencySummary;
 
 use crate::Error;
@@ -136,7 +136,6 @@ struct Engine {
 
 impl Engine {
     fn start(base: &Config, brokers: &str, topic: &str) -> Self {
-        let mut config = base.clone();
         let mut k = KafkaConfig {
             brokers: brokers.to_owned(),
             group_id: unique("telltale-bench-engine"),
@@ -153,7 +152,11 @@ impl Engine {
         for (key, v) in consumer_overrides() {
             k.consumer.insert(key.into(), v.into());
         }
-        config.kafka = Some(k);
+        let config = LiveConfig {
+            engine: base.clone(),
+            kafka: Some(k),
+            http: HttpConfig::default(),
+        };
         let metrics = Arc::new(Metrics::default());
         let shutdown = Arc::new(AtomicBool::new(false));
         let thread = {

@@ -13,7 +13,6 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use telltale_codec::json::{PointBuf, parse_json_line};
-use 
 
 use crate::Error;
 use crate::run::apply;
@@ -247,4 +246,15 @@ pub fn human(payload: &[u8]) -> String {
         s("chain"),
         s("id"),
     )
+}
+
+/// The librdkafka this build links: its version and its `builtin.features` (compression codecs,
+/// TLS, SASL), for `telltale --version`.
+pub fn librdkafka_description() -> String {
+    let (_, version) = rdkafka::util::get_rdkafka_version();
+    let features = ClientConfig::new()
+        .create_native_config()
+        .and_then(|c| c.get("builtin.features"))
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    format!("{version} (features: {features})")
 }

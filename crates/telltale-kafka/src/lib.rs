@@ -7,6 +7,7 @@
 //!   at-least-once across crashes, restarts and rebalances.
 //! - [`metrics`]: counters, consumer lag and the verdict latency histogram, served as Prometheus
 //!   text with `/healthz` and `/readyz`.
+//! - [`config`]: the `[kafka]` and `[http]` sections, typed and checked ([`config::LiveConfig`]).
 //! - [`client`]: `telltale produce` (recorded telemetry into a topic, keyed by series) and
 //!   `telltale tail` (anomaly events out of a topic).
 
@@ -14,6 +15,7 @@ pub mod acks;
 pub mod admin;
 pub mod bench;
 pub mod client;
+pub mod config;
 pub mod metrics;
 pub mod run;
 pub mod sink;

@@ -25,9 +25,10 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use telltale_codec::decode::{Decoded, Decoder, Record};
 use telltale_core::event::{Source, StreamName, Streams};
 use telltale_core::reject::RejectReason;
-use telltale_engine::config::KafkaConfig;
 use telltale_engine::front::Front;
-use telltale_engine::{Config, Pipeline, Report};
+use telltale_engine::{Pipeline, Report};
+
+use crate::config::{KafkaConfig, LiveConfig};
 
 use crate::Error;
 use crate::acks::{Acks, RING};
@@ -353,7 +354,7 @@ impl MessageDecoder {
 /// events (at-least-once). Configuration errors, and a first session that cannot start, end the
 /// run.
 pub fn run(
-    config: &Config,
+    config: &LiveConfig,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) -> Result<RunSummary, Error> {
@@ -394,7 +395,7 @@ pub fn run(
 
 /// One Kafka session: clients, pipeline and models, from the committed offsets on.
 fn session(
-    config: &Config,
+    config: &LiveConfig,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     started: &mut bool,
@@ -404,7 +405,7 @@ fn session(
     let linger = Duration::from_millis(
         telltale_core::time::parse_duration_ms(&k.linger).unwrap_or(2) as u64,
     );
-    let plan = config.plan()?;
+    let plan = config.engine.plan()?;
     // Output topics are created when missing (as many partitions as the first input topic has,
     // else 8); input topics belong to whoever produces them.
     let partitions = input_partitions(k).unwrap_or(8);
@@ -559,8 +560,16 @@ fn session(
             };
             if let Verdict::Dead(code, detail) = dec.decode(m.payload(), &mut front, source) {
                 dead += 1;
-                if let Err(e) = dead_letter(&producer, &acks, &metrics, k, &front.pipe, &m, code, &detail)
-                {
+                if let Err(e) = dead_letter(
+                    &producer,
+                    &acks,
+                    &metrics,
+                    k,
+                    &front.pipe,
+                    &m,
+                    code,
+                    &detail,
+                ) {
                     fatal = Some(Error::Kafka(e));
                     break;
                 }

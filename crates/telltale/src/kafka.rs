@@ -9,9 +9,10 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::Args;
-use telltale_engine::Config;
 use telltale_core::time::parse_duration_ms;
+use telltale_engine::Config;
 use telltale_kafka::client::{TailFormat, TailOptions, produce, tail};
+use telltale_kafka::config::LiveConfig;
 use telltale_kafka::metrics::{Metrics, serve};
 
 use crate::Failure;
@@ -183,12 +184,15 @@ fn init_logging() {
 
 pub(crate) fn run(a: RunArgs) -> Result<(), Failure> {
     init_logging();
-    let mut config = Config::from_file(&a.config).map_err(|e| Failure(e.to_string(), 2))?;
+    // Everything (the [kafka] section included) is checked before touching the network.
+    let mut config = LiveConfig::from_file(&a.config).map_err(|e| Failure(e.to_string(), 2))?;
     if let Some(h) = a.http {
         config.http.listen = h;
+        config
+            .http
+            .validate()
+            .map_err(|e| Failure(e.to_string(), 2))?;
     }
-    // Validate everything (the [kafka] section included) before touching the network.
-    config.plan().map_err(|e| Failure(e.to_string(), 2))?;
     if config.kafka.is_none() {
         return Err(Failure(telltale_kafka::Error::NoKafka.to_string(), 2));
     }

@@ -10,13 +10,13 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use mimalloc::MiMalloc;
 use telltale_bench::corpus::{Corpus, read_tree, read_windows};
+use telltale_bench::labels::{Collect, EventSummary, LabelsFile};
 use telltale_bench::report::{SCOREBOARD, chain_table, score_table};
 use telltale_bench::run::run_chain;
 use telltale_bench::scorer::score_corpus;
 use telltale_codec::columnar::{ColumnarWriter, WriteAs};
-use telltale_bench::labels::{Collect, EventSummary, LabelsFile};
-use telltale_engine::replay::{discover, replay};
 use telltale_core::time::{format_rfc3339, parse_duration_ms, parse_rfc3339};
+use telltale_engine::replay::{discover, replay};
 use telltale_engine::{Config, Outputs, Report};
 use telltale_gen::{GenConfig, generate};
 
@@ -27,7 +27,12 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 /// Streaming anomaly detection for the telemetry of LLM and AI platforms.
 #[derive(Debug, Parser)]
-#[command(name = "telltale", version, about)]
+#[command(
+    name = "telltale",
+    version,
+    about,
+    after_help = "Environment:\n  TELLTALE_KAFKA_BROKERS  bootstrap servers for produce, tail and bench kafka (default 127.0.0.1:9092)\n  TELLTALE_LOG            log level of run: error, warn, info (default), debug"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,6 +53,18 @@ enum Command {
     Produce(kafka::ProduceArgs),
     /// Print the anomaly events of a Kafka topic.
     Tail(kafka::TailArgs),
+    /// Check a configuration: exit 0 when it is valid, 2 naming the bad field.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// The TOML configuration to check.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Print the verdict as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +92,7 @@ enum BenchCommand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ThroughputFormat {
     /// JSON lines.
+    #[value(name = "jsonl", alias = "json")]
     Json,
     /// Arrow IPC file (columnar, dictionary-encoded series columns).
     #[value(alias = "binary")]
@@ -117,9 +135,10 @@ struct BenchRunArgs {
     /// Chain configurations to compare, one row each (default: the built-in default chain).
     #[arg(long = "config", short)]
     configs: Vec<PathBuf>,
-    /// Write the results as JSON here.
+    /// Print the results as JSON on stdout (per chain and profile, with each file's raw
+    /// score); the tables then go to stderr.
     #[arg(long)]
-    json: Option<PathBuf>,
+    json: bool,
     /// Write a self-contained HTML report (tables and a plot per file) here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -139,9 +158,10 @@ struct ScoreArgs {
     /// Label windows (default: labels/combined_windows.json beside the results folder).
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// Write the results as JSON here (per detector and profile, with each file's raw score).
+    /// Print the results as JSON on stdout (per detector and profile, with each file's raw
+    /// score); the table then goes to stderr.
     #[arg(long)]
-    json: Option<PathBuf>,
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -257,8 +277,25 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// `--version`: the package version, librdkafka's version and features, and the input codecs.
+fn version() -> &'static str {
+    Box::leak(
+        format!(
+            "{}\nlibrdkafka {}\ninputs: JSON lines (points, llm_prediction), CSV, Arrow IPC (uncompressed, LZ4, Zstandard), Parquet (uncompressed, Snappy, LZ4, Zstandard)",
+            env!("CARGO_PKG_VERSION"),
+            telltale_kafka::client::librdkafka_description(),
+        )
+        .into_boxed_str(),
+    )
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().version(version()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Replay(a) => run_replay(a),
         Command::Gen(a) => match a.command {
@@ -275,6 +312,7 @@ fn main() -> ExitCode {
         Command::Run(a) => kafka::run(a),
         Command::Produce(a) => kafka::run_produce(a),
         Command::Tail(a) => kafka::run_tail(a),
+        Command::Validate(a) => run_validate(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -282,6 +320,34 @@ fn main() -> ExitCode {
             eprintln!("error: {msg}");
             ExitCode::from(code)
         }
+    }
+}
+
+fn run_validate(a: ValidateArgs) -> Result<(), Failure> {
+    let verdict = telltale_kafka::config::LiveConfig::from_file(&a.config)
+        .and_then(|c| Ok((c.engine.plan()?.chains.len(), c.kafka.is_some())));
+    match (verdict, a.json) {
+        (Ok((chains, kafka)), json) => {
+            if json {
+                print_json(&serde_json::json!({
+                    "config": a.config, "valid": true, "chains": chains, "kafka": kafka,
+                }))?;
+            } else {
+                println!(
+                    "{}: valid ({chains} chain(s){})",
+                    a.config.display(),
+                    if kafka { ", [kafka] section" } else { "" }
+                );
+            }
+            Ok(())
+        }
+        (Err(e), true) => {
+            print_json(&serde_json::json!({
+                "config": a.config, "valid": false, "field": e.path, "error": e.to_string(),
+            }))?;
+            Err(Failure(e.to_string(), 2))
+        }
+        (Err(e), false) => Err(Failure(e.to_string(), 2)),
     }
 }
 
@@ -668,15 +734,20 @@ fn run_bench(a: BenchRunArgs) -> Result<(), Failure> {
     if progress {
         eprint!("\r{}\r", " ".repeat(60));
     }
-    println!("{}", chain_table(&results));
-    println!(
-        "published (standard): {}",
+    let table = format!(
+        "{}\npublished (standard): {}\n",
+        chain_table(&results),
         SCOREBOARD
             .iter()
             .map(|(n, s)| format!("{n} {s}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if a.json {
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+    }
     eprintln!(
         "telltale bench: {} files, {} rows, {} chain(s) in {:.2} s",
         corpus.files.len(),
@@ -697,7 +768,7 @@ fn run_bench(a: BenchRunArgs) -> Result<(), Failure> {
         }
         eprintln!("scores: {}", dir.display());
     }
-    if let Some(path) = a.json {
+    if a.json {
         let doc: Vec<serde_json::Value> = results
             .iter()
             .map(|r| {
@@ -713,7 +784,7 @@ fn run_bench(a: BenchRunArgs) -> Result<(), Failure> {
                 })
             })
             .collect();
-        write_json(&path, &serde_json::Value::from(doc))?;
+        print_json(&serde_json::Value::from(doc))?;
     }
     Ok(())
 }
@@ -754,10 +825,11 @@ fn profile_json(p: &telltale_bench::scorer::ProfileResult) -> serde_json::Value 
     })
 }
 
-fn write_json(path: &Path, doc: &serde_json::Value) -> Result<(), Failure> {
-    let mut f = create(path)?;
-    serde_json::to_writer_pretty(&mut f, doc)?;
-    f.flush()?;
+/// `doc`, pretty-printed, on stdout.
+fn print_json(doc: &serde_json::Value) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, doc)?;
+    writeln!(out)?;
     Ok(())
 }
 
@@ -799,8 +871,12 @@ fn run_bench_score(a: ScoreArgs) -> Result<(), Failure> {
         let scored = read_tree(&dir, "anomaly_score").map_err(|e| Failure(e.to_string(), 2))?;
         rows.push((name, score_corpus(&scored, &windows)));
     }
-    print!("{}", score_table(&rows));
-    if let Some(path) = &a.json {
+    if a.json {
+        eprint!("{}", score_table(&rows));
+    } else {
+        print!("{}", score_table(&rows));
+    }
+    if a.json {
         let doc: Vec<serde_json::Value> = rows
             .iter()
             .map(|(name, r)| {
@@ -810,7 +886,7 @@ fn run_bench_score(a: ScoreArgs) -> Result<(), Failure> {
                 })
             })
             .collect();
-        write_json(path, &serde_json::Value::from(doc))?;
+        print_json(&serde_json::Value::from(doc))?;
     }
     Ok(())
 }

@@ -1,0 +1,331 @@
+//! The live engine's configuration: the `[kafka]` and `[http]` sections of the configuration
+//! file. The engine's `Config` keeps them as TOML; this crate owns their types and checks them
+//! with the same rules (unknown fields refused, errors naming the path of the bad field).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use telltale_core::time::parse_duration_ms;
+use telltale_engine::{Config, ConfigError};
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// `[kafka]`: where `telltale run` reads telemetry and writes anomalies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Consumer group id (default `telltale`).
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Telemetry topics; an entry starting with `^` is a regular expression (librdkafka's).
+    pub topics: Vec<String>,
+    /// Where anomaly events go, keyed by series id (default `telltale-anomalies`).
+    #[serde(default = "default_anomaly_topic")]
+    pub anomaly_topic: String,
+    /// Where undecodable messages and invalid points go, unchanged, with the reason in headers
+    /// (default `telltale-dead-letters`).
+    #[serde(default = "default_dlq")]
+    pub dead_letter_topic: String,
+    /// Most messages taken into one engine batch (default 4096).
+    #[serde(default = "default_kafka_batch")]
+    pub batch: usize,
+    /// How long a batch keeps collecting messages after its first one before it is handed to
+    /// the shards (default `2ms`; `0s` hands over whatever librdkafka has queued at once).
+    /// Larger batches cost fewer thread hand-offs per message; this bounds the latency added.
+    #[serde(default = "default_linger")]
+    pub linger: String,
+    /// How long a rebalance or a shutdown may wait for in-flight events to be acknowledged
+    /// before committing (default `10s`; must be below `session.timeout.ms`).
+    #[serde(default = "default_drain")]
+    pub drain_timeout: String,
+    /// Raw librdkafka properties for both clients (strings), e.g. `"client.id" = "edge-1"`.
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+    /// Raw librdkafka properties for the consumer only, e.g. `"session.timeout.ms" = "6000"`.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+    /// Raw librdkafka properties for the producer only, e.g. `"linger.ms" = "1"`.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+}
+
+fn default_group() -> String {
+    "telltale".into()
+}
+fn default_anomaly_topic() -> String {
+    "telltale-anomalies".into()
+}
+fn default_dlq() -> String {
+    "telltale-dead-letters".into()
+}
+fn default_kafka_batch() -> usize {
+    4096
+}
+fn default_linger() -> String {
+    "2ms".into()
+}
+fn default_drain() -> String {
+    "10s".into()
+}
+
+/// librdkafka properties `telltale run` sets itself because its guarantees depend on them.
+pub const KAFKA_RESERVED: &[&str] = &[
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "group.id",
+    "bootstrap.servers",
+];
+
+impl KafkaConfig {
+    /// Checks the section; `Ok` carries the drain timeout in milliseconds.
+    pub fn validate(&self) -> Result<u64, ConfigError> {
+        if self.brokers.trim().is_empty() {
+            return Err(err("kafka.brokers", "must not be empty"));
+        }
+        if self.group_id.is_empty() {
+            return Err(err("kafka.group_id", "must not be empty"));
+        }
+        if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
+            return Err(err(
+                "kafka.topics",
+                "must list at least one topic (no empty names)",
+            ));
+        }
+        for (field, t) in [
+            ("anomaly_topic", &self.anomaly_topic),
+            ("dead_letter_topic", &self.dead_letter_topic),
+        ] {
+            if t.is_empty() {
+                return Err(err(format!("kafka.{field}"), "must not be empty"));
+            }
+            if self.topics.contains(t) {
+                return Err(err(
+                    format!("kafka.{field}"),
+                    format!("`{t}` is also an input topic: the engine would read its own output"),
+                ));
+            }
+        }
+        if self.batch == 0 {
+            return Err(err("kafka.batch", "must be >= 1"));
+        }
+        if parse_duration_ms(&self.linger).is_none_or(|l| !(0..=1000).contains(&l)) {
+            return Err(err(
+                "kafka.linger",
+                "expected a duration from `0s` to `1s`, such as `2ms`",
+            ));
+        }
+        for (table, map) in [
+            ("librdkafka", &self.librdkafka),
+            ("consumer", &self.consumer),
+            ("producer", &self.producer),
+        ] {
+            if let Some(key) = map.keys().find(|k| KAFKA_RESERVED.contains(&k.as_str())) {
+                return Err(err(
+                    format!("kafka.{table}.\"{key}\""),
+                    "is set by telltale (use the [kafka] fields; offsets are stored only after \
+                     events are acknowledged)",
+                ));
+            }
+        }
+        let drain = parse_duration_ms(&self.drain_timeout)
+            .filter(|d| *d > 0)
+            .ok_or_else(|| err("kafka.drain_timeout", "expected a duration such as `10s`"))?;
+        let session = match (
+            self.consumer.get("session.timeout.ms"),
+            self.librdkafka.get("session.timeout.ms"),
+        ) {
+            (None, None) => 45_000,
+            (Some(v), _) | (None, Some(v)) => v.parse::<i64>().map_err(|_| {
+                err(
+                    "kafka.consumer.\"session.timeout.ms\"",
+                    "expected milliseconds",
+                )
+            })?,
+        };
+        if drain >= session {
+            return Err(err(
+                "kafka.drain_timeout",
+                format!(
+                    "{} ms is not below session.timeout.ms ({session} ms): a rebalance would \
+                     time out before the drain ends",
+                    drain
+                ),
+            ));
+        }
+        Ok(drain as u64)
+    }
+}
+
+/// `[http]`: the live engine's endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on (default `127.0.0.1:9464`; empty disables the endpoint).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// A whole configuration for `telltale run`: the engine's, and the live sections checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveConfig {
+    /// Chains, rules, engine and LLM settings.
+    pub engine: Config,
+    /// `[kafka]`, if present.
+    pub kafka: Option<KafkaConfig>,
+    /// `[http]` (defaults when absent).
+    pub http: HttpConfig,
+}
+
+/// Reads a raw section as `T`, naming a bad field as `<section>.<path>`.
+fn section<T: serde::de::DeserializeOwned>(
+    name: &str,
+    table: &toml::Table,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path.is_empty() || path == "." {
+            name.to_owned()
+        } else {
+            format!("{name}.{path}")
+        };
+        err(path, e.into_inner().message().to_owned())
+    })
+}
+
+impl LiveConfig {
+    /// Checks the live sections of `engine` (and its chains, so that nothing fails after
+    /// start-up).
+    pub fn new(engine: Config) -> Result<Self, ConfigError> {
+        engine.plan()?;
+        let kafka = engine
+            .kafka
+            .as_ref()
+            .map(|t| section::<KafkaConfig>("kafka", t))
+            .transpose()?;
+        if let Some(k) = &kafka {
+            k.validate()?;
+        }
+        let http = engine
+            .http
+            .as_ref()
+            .map(|t| section::<HttpConfig>("http", t))
+            .transpose()?
+            .unwrap_or_default();
+        http.validate()?;
+        Ok(Self {
+            engine,
+            kafka,
+            http,
+        })
+    }
+
+    /// Reads, parses and checks a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::new(Config::from_file(path)?).map_err(|mut e| {
+            e.message = format!("{} (in {})", e.message, path.display());
+            e
+        })
+    }
+
+    /// Parses and checks TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::new(Config::from_toml(text)?)
+    }
+}
+
+impl HttpConfig {
+    /// Checks the listen address.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(
+                "http.listen",
+                format!("`{}` is not an address such as 127.0.0.1:9464", self.listen),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(extra: &str) -> Result<LiveConfig, ConfigError> {
+        LiveConfig::from_toml(&format!(
+            "[kafka]\nbrokers = \"127.0.0.1:9092\"\ntopics = [\"telemetry\"]\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn kafka_section_has_sane_defaults() {
+        let c = LiveConfig::from_toml("[kafka]\nbrokers = \"b:9092\"\ntopics = [\"t\"]").unwrap();
+        let k = c.kafka.as_ref().unwrap();
+        assert_eq!(k.group_id, "telltale");
+        assert_eq!(k.anomaly_topic, "telltale-anomalies");
+        assert_eq!(k.dead_letter_topic, "telltale-dead-letters");
+        assert_eq!(k.validate().unwrap(), 10_000);
+        assert_eq!(c.http.listen, "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn drain_timeout_must_be_below_the_session_timeout() {
+        let e =
+            kafka("drain_timeout = \"10s\"\n[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"")
+                .unwrap_err();
+        assert_eq!(e.path, "kafka.drain_timeout");
+        assert!(e.message.contains("6000"), "{e}");
+        assert!(
+            kafka("drain_timeout = \"2s\"\n[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"")
+                .is_ok()
+        );
+        let e = kafka("drain_timeout = \"soon\"").unwrap_err();
+        assert_eq!(e.path, "kafka.drain_timeout");
+    }
+
+    #[test]
+    fn kafka_settings_that_guarantees_depend_on_cannot_be_overridden() {
+        let e = kafka("[kafka.consumer]\n\"enable.auto.offset.store\" = \"true\"").unwrap_err();
+        assert_eq!(e.path, "kafka.consumer.\"enable.auto.offset.store\"");
+        let e = kafka("[kafka.producer]\n\"enable.idempotence\" = \"false\"").unwrap_err();
+        assert_eq!(e.path, "kafka.producer.\"enable.idempotence\"");
+    }
+
+    #[test]
+    fn kafka_output_topics_must_differ_from_inputs() {
+        let e = kafka("anomaly_topic = \"telemetry\"").unwrap_err();
+        assert_eq!(e.path, "kafka.anomaly_topic");
+        let e = LiveConfig::from_toml("[kafka]\nbrokers = \"b\"\ntopics = []").unwrap_err();
+        assert_eq!(e.path, "kafka.topics");
+    }
+
+    #[test]
+    fn unknown_kafka_fields_are_named() {
+        let e = kafka("brokerz = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("brokerz"), "{e}");
+        assert_eq!(e.path, "kafka", "{e}");
+        let e = kafka("[kafka.consumer]\n\"fetch.wait.max.ms\" = 10").unwrap_err();
+        assert!(e.path.starts_with("kafka.consumer"), "{e}");
+        let e = LiveConfig::from_toml("[http]\nlisten = \"nowhere\"").unwrap_err();
+        assert_eq!(e.path, "http.listen");
+    }
+}

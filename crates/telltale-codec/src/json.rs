@@ -263,7 +263,9 @@ impl<'a> Cursor<'a> {
             digits += 1;
             i += 1;
         }
-        if b.get(i) == Some(&b'.') {
+        let int_digits = digits;
+        let dot = b.get(i) == Some(&b'.');
+        if dot {
             i += 1;
             while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
                 mant = mant.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
@@ -273,7 +275,11 @@ impl<'a> Cursor<'a> {
             }
         }
         let exotic = matches!(b.get(i), Some(b'e' | b'E' | b'+' | b'-' | b'.'));
-        if digits == 0 || digits > 15 || frac > 22 || exotic {
+        // Outside JSON's grammar (`01`, `1.`, `.5`): the slow path refuses them.
+        let off_grammar = int_digits == 0
+            || (dot && frac == 0)
+            || (int_digits > 1 && b[start + usize::from(neg)] == b'0');
+        if digits == 0 || digits > 15 || frac > 22 || exotic || off_grammar {
             return self
                 .number_text()?
                 .parse()
@@ -299,7 +305,11 @@ impl<'a> Cursor<'a> {
             i += 1;
         }
         let digits = i - start - usize::from(neg);
-        if digits == 0 || digits > 18 || matches!(b.get(i), Some(b'e' | b'E' | b'+' | b'-' | b'.'))
+        let leading_zero = digits > 1 && b[start + usize::from(neg)] == b'0';
+        if digits == 0
+            || digits > 18
+            || leading_zero
+            || matches!(b.get(i), Some(b'e' | b'E' | b'+' | b'-' | b'.'))
         {
             return parse_timestamp_number(self.number_text()?);
         }
@@ -451,19 +461,38 @@ impl<'a> Cursor<'a> {
     #[inline]
     fn number_text(&mut self) -> R<&'a str> {
         self.ws();
-        let start = self.i;
-        while self.i < self.b.len()
-            && matches!(
-                self.b[self.i],
-                b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'
-            )
-        {
-            self.i += 1;
+        let (b, start) = (self.b, self.i);
+        let digits_from = |mut i: usize| {
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
+        };
+        // JSON's grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+        let mut i = start + usize::from(b.get(start) == Some(&b'-'));
+        i = match b.get(i) {
+            Some(b'0') => i + 1,
+            Some(b'1'..=b'9') => digits_from(i),
+            _ if i == start => return malformed("expected a number"),
+            _ => return malformed("bad number"),
+        };
+        if b.get(i) == Some(&b'.') {
+            let end = digits_from(i + 1);
+            if end == i + 1 {
+                return malformed("bad number");
+            }
+            i = end;
         }
-        if start == self.i {
-            return malformed("expected a number");
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1 + usize::from(matches!(b.get(i + 1), Some(b'+' | b'-')));
+            let end = digits_from(i);
+            if end == i {
+                return malformed("bad number");
+            }
+            i = end;
         }
-        Ok(&self.s[start..self.i])
+        self.i = i;
+        Ok(&self.s[start..i])
     }
 
     /// Skips any JSON value (for fields we do not use).
@@ -800,7 +829,7 @@ mod tests {
             "-1.5E-7",
             "0.0000000000000000000001",
             "3.141592653589793",
-            "100.",
+            "100.5",
             "42.0",
         ] {
             let line = format!(r#"{{"metric":"m","timestamp":{text},"value":{text}}}"#);
@@ -824,6 +853,16 @@ mod tests {
                 text.parse::<f64>().unwrap().to_bits(),
                 "{text}"
             );
+        }
+        // Outside JSON's number grammar: refused in every position.
+        for text in ["01", "-01", "100.", ".5", "-", "1e", "1e+", "+1", "00"] {
+            for line in [
+                format!(r#"{{"metric":"m","timestamp":1,"value":{text}}}"#),
+                format!(r#"{{"metric":"m","timestamp":{text},"value":1}}"#),
+                format!(r#"{{"metric":"m","timestamp":1,"value":1,"x":{text}}}"#),
+            ] {
+                assert!(parse_json_line(&line, &mut p).is_err(), "{line}");
+            }
         }
         for (text, want) in [
             ("1700000000000", 1_700_000_000_000),

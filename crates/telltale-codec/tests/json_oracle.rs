@@ -27,7 +27,13 @@ fn oracle(line: &str) -> Option<Expected> {
     };
     labels.sort();
     let ts = match o.get("timestamp")? {
-        Value::Number(n) => n.as_i64()?,
+        // Integer milliseconds; a number with a fraction or an exponent is rounded to the
+        // millisecond when it is finite and below 9e15 in magnitude.
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|v| v.is_finite() && v.abs() < 9.0e15)
+                .map(|v| v.round() as i64)
+        })?,
         Value::String(s) => parse_rfc3339(s)?,
         _ => return None,
     };
@@ -89,10 +95,22 @@ fn field(name: &'static str) -> BoxedStrategy<String> {
                  prop_oneof![9 => Just(true), 1 => Just(false)]),
                 0..5,
             )
-            .prop_map(|kv| {
+            .prop_map(|mut kv| {
+                // serde_json keeps the last of a repeated name, so a bad value hidden behind a
+                // later good one would read as valid: repeats only among string values.
+                if kv.iter().any(|(_, _, ok)| !ok) {
+                    let mut seen = Vec::new();
+                    kv.retain(|(k, _, _)| {
+                        let new = !seen.contains(k);
+                        seen.push(*k);
+                        new
+                    });
+                }
                 let body: Vec<String> = kv
                     .into_iter()
-                    .map(|(k, v, ok)| format!("{}:{}", literal(k, false), if ok { v } else { "1".into() }))
+                    .map(|(k, v, ok)| {
+                        format!("{}:{}", literal(k, false), if ok { v } else { "1".into() })
+                    })
                     .collect();
                 format!("{{{}}}", body.join(" , "))
             }),

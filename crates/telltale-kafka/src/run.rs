@@ -586,9 +586,13 @@ fn session(
         for (stream, _) in &offsets {
             slot_of_stream[*stream as usize] = u32::MAX;
         }
-        let last_batch = front.pipe.flush();
+        // The burst's timestamps go to the sink before its last batch does, so the sink has them
+        // when that batch is done, however fast the shards are.
+        let last_batch = front.pipe.open_batch();
         let full = std::mem::replace(&mut stamps, recycle_rx.try_recv().unwrap_or_default());
         let _ = stamps_tx.send((last_batch, full));
+        let flushed = front.pipe.flush();
+        debug_assert_eq!(flushed, last_batch);
         ctx.tracker
             .lock()
             .unwrap_or_else(|e| e.into_inner())

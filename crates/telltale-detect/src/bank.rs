@@ -34,8 +34,20 @@ impl Column for bool {
 
 /// `new`, `add_series`, `len`, `snapshot`, `restore` and `bytes_per_series` of a bank whose
 /// struct holds `params` and one `Vec<f64>` per listed field of the state (a new series starts
-/// from the state's `Default`).
+/// from the state's `Default`). With `, step = f`, also `update`: the series' state gathered,
+/// `f(&params, &mut state, x)`, and scattered back.
 macro_rules! soa_bank {
+    ($state:ident { $($fields:ident),+ $(,)? }, step = $step:path) => {
+        $crate::bank::soa_bank!($state { $($fields),+ });
+
+        #[inline]
+        fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> $crate::Scored {
+            let mut s = self.snapshot(slot);
+            let out = $step(&self.params, &mut s, x);
+            self.restore(slot, &s);
+            out
+        }
+    };
     ($state:ident { $first:ident $(, $field:ident)* $(,)? }) => {
         fn new(params: Self::Params) -> Self {
             Self { params, $first: Vec::new(), $($field: Vec::new(),)* }

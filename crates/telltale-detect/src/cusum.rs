@@ -266,21 +266,16 @@ impl Bank for CusumBank {
     type Params = CusumParams;
     type State = CusumState;
 
-    crate::bank::soa_bank!(CusumState {
-        n,
-        mean,
-        m2,
-        hi,
-        lo
-    });
-
-    #[inline]
-    fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> Scored {
-        let mut s = self.snapshot(slot);
-        let out = step(&self.params, &mut s, x);
-        self.restore(slot, &s);
-        out
-    }
+    crate::bank::soa_bank!(
+        CusumState {
+            n,
+            mean,
+            m2,
+            hi,
+            lo
+        },
+        step = step
+    );
 }
 
 impl CusumBank {

@@ -161,52 +161,29 @@ impl Detector for Likelihood {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LikelihoodBank {
     params: LikelihoodParams,
-    fields: [Vec<f64>; 6],
+    mean: Vec<f64>,
+    var: Vec<f64>,
+    n: Vec<f64>,
+    short: Vec<f64>,
+    long_mean: Vec<f64>,
+    long_var: Vec<f64>,
 }
 
 impl Bank for LikelihoodBank {
     type Params = LikelihoodParams;
     type State = LikelihoodState;
 
-    fn new(params: LikelihoodParams) -> Self {
-        Self {
-            params,
-            fields: Default::default(),
-        }
-    }
-    fn add_series(&mut self) -> usize {
-        self.fields.iter_mut().for_each(|f| f.push(0.0));
-        self.fields[0].len() - 1
-    }
-    fn len(&self) -> usize {
-        self.fields[0].len()
-    }
-    fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> Scored {
-        let mut s = self.snapshot(slot);
-        let out = step(&self.params, &mut s, x);
-        self.restore(slot, &s);
-        out
-    }
-    fn snapshot(&self, slot: usize) -> LikelihoodState {
-        let f = &self.fields;
+    crate::bank::soa_bank!(
         LikelihoodState {
-            mean: f[0][slot],
-            var: f[1][slot],
-            n: f[2][slot],
-            short: f[3][slot],
-            long_mean: f[4][slot],
-            long_var: f[5][slot],
-        }
-    }
-    fn restore(&mut self, slot: usize, s: &LikelihoodState) {
-        let values = [s.mean, s.var, s.n, s.short, s.long_mean, s.long_var];
-        for (f, v) in self.fields.iter_mut().zip(values) {
-            f[slot] = v;
-        }
-    }
-    fn bytes_per_series(&self) -> usize {
-        6 * size_of::<f64>()
-    }
+            mean,
+            var,
+            n,
+            short,
+            long_mean,
+            long_var
+        },
+        step = step
+    );
 }
 
 #[cfg(test)]

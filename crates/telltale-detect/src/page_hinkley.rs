@@ -277,23 +277,18 @@ impl Bank for PageHinkleyBank {
     type Params = PageHinkleyParams;
     type State = PageHinkleyState;
 
-    crate::bank::soa_bank!(PageHinkleyState {
-        n,
-        mean,
-        sum_increase,
-        sum_decrease,
-        min_increase,
-        max_decrease,
-        drift,
-    });
-
-    #[inline]
-    fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> Scored {
-        let mut s = self.snapshot(slot);
-        let out = step(&self.params, &mut s, x);
-        self.restore(slot, &s);
-        out
-    }
+    crate::bank::soa_bank!(
+        PageHinkleyState {
+            n,
+            mean,
+            sum_increase,
+            sum_decrease,
+            min_increase,
+            max_decrease,
+            drift,
+        },
+        step = step
+    );
 }
 
 impl PageHinkleyBank {

@@ -399,3 +399,71 @@ fn columnar_file_with_a_bad_schema_fails_at_start_naming_the_column() {
     );
     assert!(o.stdout.is_empty());
 }
+
+#[test]
+fn validate_accepts_every_shipped_configuration_and_names_a_bad_field() {
+    for cfg in [
+        "configs/nab.toml",
+        "configs/kafka.toml",
+        "configs/llm.toml",
+        "configs/docker.toml",
+    ] {
+        let o = bin()
+            .args(["validate", "-c", cfg])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{cfg}: {}", stderr(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("valid"),
+            "{cfg}"
+        );
+    }
+    let dir = temp("validate");
+    for (text, field) in [
+        (
+            "[chain]\ndetectors = [{ kind = \"ewma\", alpha = 2.0 }]\n",
+            "chain.detectors[0].alpha",
+        ),
+        (
+            "[kafka]\nbrokers = \"b\"\ntopics = [\"t\"]\nbrokerz = 1\n",
+            "kafka.brokerz",
+        ),
+        ("[http]\nlisten = \"nowhere\"\n", "http.listen"),
+        ("[engin]\n", "engin"),
+    ] {
+        let cfg = dir.join("bad.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let o = bin().args(["validate", "-c"]).arg(&cfg).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{text}");
+        assert!(stderr(&o).contains(field), "{text}: {}", stderr(&o));
+        let o = bin()
+            .args(["validate", "--json", "-c"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{text}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["valid"], false);
+        assert!(v["error"].as_str().unwrap().contains(field), "{v}");
+    }
+}
+
+#[test]
+fn version_names_librdkafka_and_the_codecs_and_help_names_the_environment() {
+    let o = bin().arg("--version").output().unwrap();
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains(env!("CARGO_PKG_VERSION")), "{out}");
+    assert!(out.contains("librdkafka 2."), "{out}");
+    assert!(
+        out.contains("features:") && out.contains("Parquet"),
+        "{out}"
+    );
+    let o = bin().arg("--help").output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains("TELLTALE_KAFKA_BROKERS") && out.contains("TELLTALE_LOG"),
+        "{out}"
+    );
+}

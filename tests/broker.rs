@@ -129,6 +129,22 @@ pub fn producer(brokers: &str) -> BaseProducer {
 }
 
 /// Produces points `range` of series `0..series`, series `i` to partition `i % partitions`,
+/// Sends `rec`, waiting while the producer's queue is full.
+pub fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
+    p: &BaseProducer,
+    mut rec: BaseRecord<'_, K, P>,
+) {
+    loop {
+        match p.send(rec) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                rec = r;
+                p.poll(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
 /// interleaved in time order; waits for every acknowledgement.
 pub fn produce_points(
     brokers: &str,
@@ -144,19 +160,13 @@ pub fn produce_points(
         for i in 0..series {
             let line = point_line(i, j, every);
             let key = format!("{:016x}", series_key(i).id());
-            let mut rec = BaseRecord::to(topic)
-                .key(&key)
-                .payload(&line)
-                .partition(i as i32 % partitions);
-            loop {
-                match p.send(rec) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        rec = r;
-                        p.poll(Duration::from_millis(5));
-                    }
-                }
-            }
+            send(
+                &p,
+                BaseRecord::to(topic)
+                    .key(&key)
+                    .payload(&line)
+                    .partition(i as i32 % partitions),
+            );
             n += 1;
         }
         p.poll(Duration::ZERO);

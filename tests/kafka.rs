@@ -506,16 +506,7 @@ fn live_llm_predictions_match_replay() {
     let text = std::fs::read_to_string(dir.join("predictions.jsonl")).unwrap();
     let p = producer(&s.brokers);
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let mut rec = BaseRecord::<(), str>::to(&s.input).payload(line);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(5));
-                }
-            }
-        }
+        send(&p, BaseRecord::<(), str>::to(&s.input).payload(line));
     }
     p.flush(Duration::from_secs(30)).expect("flush");
     let engine = Engine::start("llm", &s.config());

@@ -9,13 +9,6 @@ use serde::{Deserialize, Serialize};
 use telltale_core::time::parse_duration_ms;
 use telltale_engine::{Config, ConfigError};
 
-fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        path: path.into(),
-        message: message.into(),
-    }
-}
-
 /// `[kafka]`: where `telltale run` reads telemetry and writes anomalies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,13 +81,13 @@ impl KafkaConfig {
     /// Checks the section; `Ok` carries the drain timeout in milliseconds.
     pub fn validate(&self) -> Result<u64, ConfigError> {
         if self.brokers.trim().is_empty() {
-            return Err(err("kafka.brokers", "must not be empty"));
+            return Err(ConfigError::new("kafka.brokers", "must not be empty"));
         }
         if self.group_id.is_empty() {
-            return Err(err("kafka.group_id", "must not be empty"));
+            return Err(ConfigError::new("kafka.group_id", "must not be empty"));
         }
         if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
-            return Err(err(
+            return Err(ConfigError::new(
                 "kafka.topics",
                 "must list at least one topic (no empty names)",
             ));
@@ -104,20 +97,23 @@ impl KafkaConfig {
             ("dead_letter_topic", &self.dead_letter_topic),
         ] {
             if t.is_empty() {
-                return Err(err(format!("kafka.{field}"), "must not be empty"));
+                return Err(ConfigError::new(
+                    format!("kafka.{field}"),
+                    "must not be empty",
+                ));
             }
             if self.topics.contains(t) {
-                return Err(err(
+                return Err(ConfigError::new(
                     format!("kafka.{field}"),
                     format!("`{t}` is also an input topic: the engine would read its own output"),
                 ));
             }
         }
         if self.batch == 0 {
-            return Err(err("kafka.batch", "must be >= 1"));
+            return Err(ConfigError::new("kafka.batch", "must be >= 1"));
         }
         if parse_duration_ms(&self.linger).is_none_or(|l| !(0..=1000).contains(&l)) {
-            return Err(err(
+            return Err(ConfigError::new(
                 "kafka.linger",
                 "expected a duration from `0s` to `1s`, such as `2ms`",
             ));
@@ -128,7 +124,7 @@ impl KafkaConfig {
             ("producer", &self.producer),
         ] {
             if let Some(key) = map.keys().find(|k| KAFKA_RESERVED.contains(&k.as_str())) {
-                return Err(err(
+                return Err(ConfigError::new(
                     format!("kafka.{table}.\"{key}\""),
                     "is set by telltale (use the [kafka] fields; offsets are stored only after \
                      events are acknowledged)",
@@ -137,21 +133,23 @@ impl KafkaConfig {
         }
         let drain = parse_duration_ms(&self.drain_timeout)
             .filter(|d| *d > 0)
-            .ok_or_else(|| err("kafka.drain_timeout", "expected a duration such as `10s`"))?;
+            .ok_or_else(|| {
+                ConfigError::new("kafka.drain_timeout", "expected a duration such as `10s`")
+            })?;
         let session = match (
             self.consumer.get("session.timeout.ms"),
             self.librdkafka.get("session.timeout.ms"),
         ) {
             (None, None) => 45_000,
             (Some(v), _) | (None, Some(v)) => v.parse::<i64>().map_err(|_| {
-                err(
+                ConfigError::new(
                     "kafka.consumer.\"session.timeout.ms\"",
                     "expected milliseconds",
                 )
             })?,
         };
         if drain >= session {
-            return Err(err(
+            return Err(ConfigError::new(
                 "kafka.drain_timeout",
                 format!(
                     "{} ms is not below session.timeout.ms ({session} ms): a rebalance would \
@@ -208,7 +206,7 @@ fn section<T: serde::de::DeserializeOwned>(
         } else {
             format!("{name}.{path}")
         };
-        err(path, e.into_inner().message().to_owned())
+        ConfigError::new(path, e.into_inner().message().to_owned())
     })
 }
 
@@ -257,7 +255,7 @@ impl HttpConfig {
     /// Checks the listen address.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(err(
+            return Err(ConfigError::new(
                 "http.listen",
                 format!("`{}` is not an address such as 127.0.0.1:9464", self.listen),
             ));

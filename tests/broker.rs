@@ -533,6 +533,19 @@ pub fn http_get(addr: &str, path: &str) -> (String, String) {
     (status, body)
 }
 
+/// Debian's `kcat` on the broker at `brokers`, with the librdkafka our build compiled (`lib`, from
+/// [`built_librdkafka_dir`]: Debian's 2.0.2 cannot talk to the test broker, its ApiVersion
+/// request fails).
+pub fn kcat(lib: &Path, brokers: &str, args: &[&str]) -> std::process::Output {
+    Command::new("kcat")
+        .env("LD_LIBRARY_PATH", lib)
+        .arg("-b")
+        .arg(brokers)
+        .args(args)
+        .output()
+        .expect("kcat (Debian package `kcat`) must be installed: scripts/test.sh installs it")
+}
+
 /// The folder holding the librdkafka shared library our build compiled (2.12.x), for running
 /// Debian's `kcat` against it: Debian's own librdkafka (2.0.2) cannot talk to the test broker.
 pub fn built_librdkafka_dir() -> Option<PathBuf> {
@@ -544,6 +557,12 @@ pub fn built_librdkafka_dir() -> Option<PathBuf> {
         .map(|e| e.path().join("out/src"))
         .filter(|p| p.join("librdkafka.so.1").exists())
         .collect();
-    found.sort();
+    // The newest build: an older one (other features) may still be in the folder.
+    found.sort_by_key(|p| {
+        p.join("librdkafka.so.1")
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+    });
     found.pop()
 }

@@ -75,6 +75,12 @@ pub struct Metrics {
     pub heartbeat_ms: AtomicI64,
     /// A fatal error stops the engine; health turns red.
     pub fatal: AtomicBool,
+    /// Errors librdkafka's consumer reported instead of a message (a batch that cannot be
+    /// decompressed, a partition error): nothing to dead-letter, so they are counted, logged
+    /// and shown on `/readyz`.
+    pub consume_errors: AtomicU64,
+    /// The last of them.
+    pub last_consume_error: Mutex<String>,
     /// Consumer lag per owned partition, from librdkafka statistics: (topic, partition, lag).
     pub lag: Mutex<Vec<(String, i32, i64)>>,
     /// Milliseconds from a message's Kafka timestamp to the moment its points were scored and
@@ -100,6 +106,8 @@ impl Default for Metrics {
             ready: AtomicBool::new(false),
             heartbeat_ms: AtomicI64::new(now_ms()),
             fatal: AtomicBool::new(false),
+            consume_errors: AtomicU64::new(0),
+            last_consume_error: Mutex::new(String::new()),
             lag: Mutex::new(Vec::new()),
             // 1 µs .. 1 h, 3 significant digits.
             latency: Mutex::new(
@@ -139,7 +147,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(4096);
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
+            (
+                "telltale_consume_errors_total",
+                "Errors the consumer reported instead of a message (e.g. a batch that cannot be decompressed).",
+                &self.consume_errors,
+            ),
             (
                 "telltale_messages_in_total",
                 "Kafka messages consumed.",
@@ -324,8 +337,19 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
             }
         }
         ("GET", "/readyz") => {
+            let errors = metrics.consume_errors.load(Ordering::Relaxed);
+            let note = if errors == 0 {
+                String::new()
+            } else {
+                let last = metrics
+                    .last_consume_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                format!("{errors} consumer error(s), last: {last}\n")
+            };
             if metrics.ready.load(Ordering::Relaxed) && metrics.healthy() {
-                ("200 OK", "text/plain", "ready\n".into())
+                ("200 OK", "text/plain", format!("ready\n{note}"))
             } else {
                 (
                     "503 Service Unavailable",

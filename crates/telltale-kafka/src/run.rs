@@ -530,7 +530,14 @@ fn session(
             let m = match polled {
                 None => break,
                 Some(Err(e)) => {
+                    // No message to dead-letter (librdkafka moves past what it cannot
+                    // deliver): counted, logged and shown on /readyz.
+                    metrics.consume_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(target: "telltale::kafka", "consumer: {e}");
+                    *metrics
+                        .last_consume_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = e.to_string();
                     break;
                 }
                 Some(Ok(m)) => m,

@@ -8,7 +8,8 @@
 #
 # State (pid, port, log) lives in target/test-broker/ ($TELLTALE_BROKER_STATE overrides it: a
 # second, private broker). A restart with the same state folder reuses the port when it is free.
-# NISSHI_ROOT overrides the install root.
+# NISSHI_ROOT overrides the install root. TELLTALE_BROKER_ADVERTISE=host:port makes the broker
+# advertise another address than the one it listens on (a TLS proxy in front of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="${NISSHI_ROOT:-$HOME/.local/nisshi}"
@@ -34,8 +35,9 @@ case "${1:-start}" in
     if [ -f "$STATE/port" ]; then PORT=$(free "$(cat "$STATE/port")" || true); fi
     if [ -z "$PORT" ]; then PORT=$(free 0); fi
     DIR=$(mktemp -d)   # nisshi reads a .env from its working directory: start it in an empty one
+    ADVERTISE="${TELLTALE_BROKER_ADVERTISE:-127.0.0.1:$PORT}"
     ( cd "$DIR" && exec "$BIN" broker \
-        --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://127.0.0.1:$PORT" \
+        --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://$ADVERTISE" \
         --storage-engine memory://nisshi/ ) >"$STATE/broker.log" 2>&1 &
     echo $! > "$STATE/pid"
     echo "$PORT" > "$STATE/port"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing, starts it, runs every test.
 #   - Chromium (Debian package) for the report rendering test;
-#   - kcat (Debian package), the outside Kafka client of one broker test;
+#   - kcat (Debian package), the outside Kafka client of the broker tests;
+#   - stunnel4 and openssl (Debian packages): TLS in front of a test broker;
 #   - a Kafka-compatible broker (nisshi, scripts/test-broker.sh) on a free loopback port, stopped
 #     again at the end unless it was already running.
 # Usage: scripts/test.sh [extra cargo test arguments]
@@ -11,6 +12,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]} (Debian packages) for the tests"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

@@ -33,10 +33,19 @@ pub fn brokers() -> String {
 /// Runs `scripts/test-broker.sh start` (state in `state`, default `target/test-broker`) and
 /// returns the address it prints.
 pub fn start_broker(state: Option<&Path>) -> String {
+    start_broker_advertising(state, None)
+}
+
+/// [`start_broker`], the broker advertising `advertise` (`host:port`) instead of its own
+/// address; returns the address it listens on.
+pub fn start_broker_advertising(state: Option<&Path>, advertise: Option<&str>) -> String {
     let mut cmd = Command::new(repo_root().join("scripts/test-broker.sh"));
     cmd.arg("start").stderr(Stdio::inherit());
     if let Some(s) = state {
         cmd.env("TELLTALE_BROKER_STATE", s);
+    }
+    if let Some(a) = advertise {
+        cmd.env("TELLTALE_BROKER_ADVERTISE", a);
     }
     let out = cmd.output().expect("run scripts/test-broker.sh");
     assert!(out.status.success(), "the test broker did not start");
@@ -75,7 +84,11 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates a topic.
 pub fn create_topic(brokers: &str, name: &str, partitions: i32) {
-    telltale_kafka::admin::ensure_topics(brokers, &[(name, partitions)]).expect("create topic");
+    telltale_kafka::admin::ensure_topics(
+        &telltale_kafka::config::Connection::plain(brokers),
+        &[(name, partitions)],
+    )
+    .expect("create topic");
 }
 
 /// The chain used by the broker tests: a static bound, so every anomaly's id depends only on its

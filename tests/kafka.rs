@@ -575,3 +575,214 @@ fn consumes_every_compression_codec() {
         engine.log_text()
     );
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian package `openssl`)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Ends a child process when dropped.
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn connects_over_tls_with_a_ca_file() {
+    let dir = telltale_tests::temp_dir(&unique("tls"));
+    // A CA, and a broker certificate it signs for 127.0.0.1 (clients check the name).
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=telltale test CA",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "broker.key",
+            "-out",
+            "broker.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("san.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "broker.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "broker.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+        ],
+    );
+
+    // A private broker that advertises only the TLS port, and stunnel terminating TLS there:
+    // a client that does not speak TLS cannot get anywhere.
+    let tls_port = free_port();
+    let tls_addr = format!("127.0.0.1:{tls_port}");
+    let state = dir.join("broker");
+    let plain = start_broker_advertising(Some(&state), Some(&tls_addr));
+    std::fs::write(
+        dir.join("stunnel.conf"),
+        format!(
+            "foreground = yes\npid =\n[kafka]\naccept = {tls_addr}\nconnect = {plain}\ncert = {}\nkey = {}\n",
+            dir.join("broker.pem").display(),
+            dir.join("broker.key").display()
+        ),
+    )
+    .unwrap();
+    let stunnel = Reaper(
+        Command::new("stunnel4")
+            .arg(dir.join("stunnel.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stunnel.log")).unwrap())
+            .spawn()
+            .expect("stunnel4 (Debian package `stunnel4`): scripts/test.sh installs it"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&tls_addr).is_err() {
+        assert!(Instant::now() < deadline, "stunnel did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let s = EngineSetup {
+        brokers: tls_addr.clone(),
+        input: unique("tls-in"),
+        anomalies: unique("tls-anomalies"),
+        dlq: unique("tls-dlq"),
+        group: unique("tls-group"),
+    };
+    let config = format!(
+        "{}\n[kafka.tls]\nca_file = \"{}\"\n",
+        s.config(),
+        dir.join("ca.pem").display()
+    );
+    let cfg = dir.join("telltale.toml");
+    std::fs::write(&cfg, &config).unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(telltale_bin())
+            .args(args)
+            .arg("-c")
+            .arg(&cfg)
+            .output()
+            .expect("telltale");
+        assert!(
+            out.status.success(),
+            "telltale {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    // Topics created, points produced, events read: every client through TLS.
+    telltale_kafka::admin::ensure_topics(
+        &telltale_kafka::config::LiveConfig::from_toml(&config)
+            .unwrap()
+            .kafka
+            .unwrap()
+            .connection(),
+        &[(&s.input, 2)],
+    )
+    .expect("topic over TLS");
+    let input = dir.join("points.jsonl");
+    let lines: Vec<String> = (0..100)
+        .flat_map(|j| (0..2).map(move |i| point_line(i, j, EVERY)))
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = cli(&["produce", "--topic", &s.input, input.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("200 acknowledged"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let engine = Engine::start("tls", &config);
+    let want = all_expected(2, 0..100);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        // Until the engine has created the anomaly topic, tail says it does not exist.
+        let out = Command::new(telltale_bin())
+            .args([
+                "tail",
+                "--topic",
+                &s.anomalies,
+                "--from-beginning",
+                "--json",
+            ])
+            .args(["--idle-exit", "3s", "-c"])
+            .arg(&cfg)
+            .output()
+            .expect("telltale tail");
+        let got: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["id"].as_str().map(str::to_owned))
+            .collect();
+        if got.is_superset(&want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "over TLS: {got:?}, want {want:?}; tail: {}\nengine log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            engine.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(engine);
+    drop(stunnel);
+    stop_broker(&state);
+}

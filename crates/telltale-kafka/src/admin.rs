@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::Error;
+use crate::config::Connection;
 
 /// Wakes the thread that blocks on a future.
 struct ThreadWaker(Thread);
@@ -40,17 +40,15 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
 }
 
 /// Names of the topics the cluster has.
-pub fn topic_names(brokers: &str) -> Result<Vec<String>, Error> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+pub fn topic_names(conn: &Connection) -> Result<Vec<String>, Error> {
+    let consumer: BaseConsumer = conn.client_config(&[], &[])?.create()?;
     let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
     Ok(md.topics().iter().map(|t| t.name().to_owned()).collect())
 }
 
 /// Creates each `(name, partitions)` topic that does not exist yet; existing ones are left alone.
-pub fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), Error> {
-    let existing = topic_names(brokers)?;
+pub fn ensure_topics(conn: &Connection, topics: &[(&str, i32)]) -> Result<(), Error> {
+    let existing = topic_names(conn)?;
     let missing: Vec<NewTopic<'_>> = topics
         .iter()
         .filter(|(name, _)| !existing.iter().any(|e| e == name))
@@ -59,9 +57,7 @@ pub fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), Error>
     if missing.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = conn.client_config(&[], &[])?.create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for r in block_on(admin.create_topics(missing.iter(), &opts))? {
         match r {

@@ -16,9 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::{HttpConfig, KafkaConfig, LiveConfig};
+use crate::config::{Connection, HttpConfig, KafkaConfig, LiveConfig};
 use hdrhistogram::Histogram;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use telltale_engine::Config;
@@ -31,8 +30,8 @@ use crate::metrics::{Metrics, now_us};
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// Bootstrap servers.
-    pub brokers: String,
+    /// The cluster.
+    pub conn: Connection,
     /// Messages in the pre-filled topic.
     pub messages: usize,
     /// Series they belong to.
@@ -96,12 +95,15 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), now_us())
 }
 
-fn bare_consumer(brokers: &str, topic: &str) -> Result<BaseConsumer, Error> {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", brokers)
-        .set("group.id", unique("telltale-bench-bare"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false");
+fn bare_consumer(conn: &Connection, topic: &str) -> Result<BaseConsumer, Error> {
+    let mut cfg = conn.client_config(
+        &[
+            ("auto.offset.reset", "earliest"),
+            ("enable.auto.commit", "false"),
+        ],
+        &[],
+    )?;
+    cfg.set("group.id", unique("telltale-bench-bare"));
     for (k, v) in consumer_overrides() {
         cfg.set(k, v);
     }
@@ -111,8 +113,8 @@ fn bare_consumer(brokers: &str, topic: &str) -> Result<BaseConsumer, Error> {
 }
 
 /// Reads `n` messages with a bare consumer; returns the rate from the first to the last.
-fn bare_rate(brokers: &str, topic: &str, n: usize) -> Result<f64, Error> {
-    let c = bare_consumer(brokers, topic)?;
+fn bare_rate(conn: &Connection, topic: &str, n: usize) -> Result<f64, Error> {
+    let c = bare_consumer(conn, topic)?;
     let mut count = 0usize;
     let mut first = None;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -135,9 +137,9 @@ struct Engine {
 }
 
 impl Engine {
-    fn start(base: &Config, brokers: &str, topic: &str) -> Self {
+    fn start(base: &Config, conn: &Connection, topic: &str) -> Self {
         let mut k = KafkaConfig {
-            brokers: brokers.to_owned(),
+            brokers: conn.brokers.clone(),
             group_id: unique("telltale-bench-engine"),
             topics: vec![topic.to_owned()],
             anomaly_topic: format!("{topic}-anomalies"),
@@ -145,9 +147,11 @@ impl Engine {
             batch: 4096,
             linger: "2ms".into(),
             drain_timeout: "4s".into(),
-            librdkafka: Default::default(),
+            librdkafka: conn.librdkafka.clone(),
             consumer: Default::default(),
             producer: Default::default(),
+            tls: conn.tls.clone(),
+            sasl: conn.sasl.clone(),
         };
         for (key, v) in consumer_overrides() {
             k.consumer.insert(key.into(), v.into());
@@ -193,7 +197,7 @@ impl Drop for Engine {
 
 /// Reads all `n` messages of `topic` with a new engine (new group); returns the rate from its
 /// first message to the last fully handled one, and the events it produced.
-fn engine_read(config: &Config, b: &str, topic: &str, n: u64) -> Result<(f64, u64), Error> {
+fn engine_read(config: &Config, b: &Connection, topic: &str, n: u64) -> Result<(f64, u64), Error> {
     let mut engine = Engine::start(config, b, topic);
     let (mut first, mut last) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -222,7 +226,7 @@ fn engine_read(config: &Config, b: &str, topic: &str, n: u64) -> Result<(f64, u6
 
 /// Runs the whole benchmark; `config` supplies the chains (its `[kafka]` section is ignored).
 pub fn bench(opts: &BenchOptions, config: &Config) -> Result<BenchResult, Error> {
-    let b = &opts.brokers;
+    let b = &opts.conn;
     let t0 = 1_700_000_000_000;
     let topic = unique("telltale-bench");
     crate::admin::ensure_topics(b, &[(&topic, opts.partitions)])?;
@@ -310,11 +314,11 @@ pub fn bench(opts: &BenchOptions, config: &Config) -> Result<BenchResult, Error>
         let _ = c.poll(Duration::from_millis(100));
     }
     let producer = {
-        let brokers = b.clone();
+        let conn = b.clone();
         let topic = topic.clone();
         std::thread::spawn(move || {
             produce(
-                &brokers,
+                &conn,
                 &topic,
                 &mut Cursor::new(&live[..]),
                 Some(rate),

@@ -15,7 +15,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use telltale_codec::json::{PointBuf, parse_json_line};
 
 use crate::Error;
-use crate::run::apply;
+use crate::config::Connection;
 
 /// Counts delivery reports.
 #[derive(Debug, Default)]
@@ -62,19 +62,21 @@ pub struct Produced {
 /// (16 hex digits, the engine's id; lines that are not points are sent without a key), at most
 /// `rate` messages per second if given. Waits for every acknowledgement.
 pub fn produce(
-    brokers: &str,
+    conn: &Connection,
     topic: &str,
     input: &mut dyn BufRead,
     rate: Option<f64>,
     overrides: &BTreeMap<String, String>,
 ) -> Result<Produced, Error> {
     let count = Arc::new(Count::default());
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("client.id", "telltale-produce");
-    apply(&mut cfg, &[overrides]);
+    let cfg = conn.client_config(
+        &[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("client.id", "telltale-produce"),
+        ],
+        &[overrides],
+    )?;
     let producer: ThreadedProducer<CountCtx> = cfg.create_with_context(CountCtx(count.clone()))?;
     let started = Instant::now();
     let mut point = PointBuf::default();
@@ -159,18 +161,20 @@ pub struct TailOptions {
 /// Prints the events of `topic` to `out` (every partition, no consumer group, nothing committed).
 /// Returns how many were printed.
 pub fn tail(
-    brokers: &str,
+    conn: &Connection,
     topic: &str,
     opts: &TailOptions,
     overrides: &BTreeMap<String, String>,
     out: &mut dyn Write,
 ) -> Result<u64, Error> {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", brokers)
-        .set("group.id", "telltale-tail")
-        .set("enable.auto.commit", "false")
-        .set("client.id", "telltale-tail");
-    apply(&mut cfg, &[overrides]);
+    let cfg = conn.client_config(
+        &[
+            ("group.id", "telltale-tail"),
+            ("enable.auto.commit", "false"),
+            ("client.id", "telltale-tail"),
+        ],
+        &[overrides],
+    )?;
     let consumer: BaseConsumer = cfg.create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let t = md

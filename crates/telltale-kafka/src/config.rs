@@ -3,8 +3,9 @@
 //! with the same rules (unknown fields refused, errors naming the path of the bad field).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use rdkafka::config::ClientConfig;
 use serde::{Deserialize, Serialize};
 use telltale_core::time::parse_duration_ms;
 use telltale_engine::{Config, ConfigError};
@@ -48,6 +49,244 @@ pub struct KafkaConfig {
     /// Raw librdkafka properties for the producer only, e.g. `"linger.ms" = "1"`.
     #[serde(default)]
     pub producer: BTreeMap<String, String>,
+    /// `[kafka.tls]`: connect over TLS (absent: plaintext).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// `[kafka.sasl]`: authenticate with SASL (only over TLS).
+    #[serde(default)]
+    pub sasl: Option<SaslConfig>,
+}
+
+/// A password: given in the configuration or, better, named by an environment variable; never
+/// printed (its `Debug` form is `***`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Reads a secret given either as `value` or as the environment variable `env`.
+fn secret(
+    path: &str,
+    value: Option<&Secret>,
+    env: Option<&str>,
+) -> Result<Option<Secret>, ConfigError> {
+    match (value, env) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            format!("{path}_env"),
+            format!("give `{path}` or `{path}_env`, not both"),
+        )),
+        (Some(v), None) => Ok(Some(v.clone())),
+        (None, Some(var)) => std::env::var(var).map(|v| Some(Secret(v))).map_err(|_| {
+            ConfigError::new(
+                format!("{path}_env"),
+                format!("the environment variable `{var}` is not set"),
+            )
+        }),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `[kafka.tls]`: TLS to the brokers, verified against a CA; optionally a client certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificates (PEM) the brokers' certificates must chain to (default: the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM), for brokers that authenticate clients by certificate.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The private key's password, if it has one.
+    #[serde(default)]
+    pub key_password: Option<Secret>,
+    /// The environment variable holding the private key's password.
+    #[serde(default)]
+    pub key_password_env: Option<String>,
+}
+
+/// A SASL mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    /// `PLAIN`: user name and password.
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// `SCRAM-SHA-256`.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// `[kafka.sasl]`: SASL authentication (over TLS: it sends credentials).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: SaslMechanism,
+    /// User name.
+    pub username: String,
+    /// Password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// The environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+/// What every client of one cluster shares: where it is and how to connect. The engine's
+/// consumer, producer, admin and metadata clients, `produce`, `tail` and `bench kafka` all get
+/// their librdkafka configuration from [`Connection::client_config`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Connection {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// TLS, if any.
+    pub tls: Option<TlsConfig>,
+    /// SASL, if any.
+    pub sasl: Option<SaslConfig>,
+    /// Raw librdkafka properties for every client.
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+impl Connection {
+    /// A plaintext connection to `brokers`.
+    pub fn plain(brokers: &str) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// Checks the TLS and SASL settings: files readable, secrets resolvable, SASL only over TLS.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(t) = &self.tls {
+            for (field, file) in [
+                ("ca_file", &t.ca_file),
+                ("cert_file", &t.cert_file),
+                ("key_file", &t.key_file),
+            ] {
+                if let Some(f) = file
+                    && let Err(e) = std::fs::File::open(f)
+                {
+                    return Err(ConfigError::new(
+                        format!("kafka.tls.{field}"),
+                        format!("cannot read {}: {e}", f.display()),
+                    ));
+                }
+            }
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                return Err(ConfigError::new(
+                    "kafka.tls.key_file",
+                    "a client certificate needs both `cert_file` and `key_file`",
+                ));
+            }
+            secret(
+                "kafka.tls.key_password",
+                t.key_password.as_ref(),
+                t.key_password_env.as_deref(),
+            )?;
+        }
+        if let Some(s) = &self.sasl {
+            if self.tls.is_none() {
+                return Err(ConfigError::new(
+                    "kafka.sasl",
+                    "SASL sends credentials: configure [kafka.tls] too",
+                ));
+            }
+            if s.username.is_empty() {
+                return Err(ConfigError::new("kafka.sasl.username", "must not be empty"));
+            }
+            if secret(
+                "kafka.sasl.password",
+                s.password.as_ref(),
+                s.password_env.as_deref(),
+            )?
+            .is_none()
+            {
+                return Err(ConfigError::new(
+                    "kafka.sasl.password",
+                    "give `password` or `password_env`",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A librdkafka configuration: `defaults`, the connection's settings, its raw properties,
+    /// then `extra` maps in order (later wins).
+    pub fn client_config(
+        &self,
+        defaults: &[(&str, &str)],
+        extra: &[&BTreeMap<String, String>],
+    ) -> Result<ClientConfig, ConfigError> {
+        let mut cfg = ClientConfig::new();
+        for (k, v) in defaults {
+            cfg.set(*k, *v);
+        }
+        cfg.set("bootstrap.servers", &self.brokers);
+        if let Some(t) = &self.tls {
+            cfg.set(
+                "security.protocol",
+                if self.sasl.is_some() {
+                    "sasl_ssl"
+                } else {
+                    "ssl"
+                },
+            );
+            match &t.ca_file {
+                Some(f) => cfg.set("ssl.ca.location", f.display().to_string()),
+                // The build's OpenSSL does not know where the system keeps its CAs.
+                None => cfg.set("ssl.ca.location", "probe"),
+            };
+            if let (Some(c), Some(k)) = (&t.cert_file, &t.key_file) {
+                cfg.set("ssl.certificate.location", c.display().to_string())
+                    .set("ssl.key.location", k.display().to_string());
+            }
+            if let Some(p) = secret(
+                "kafka.tls.key_password",
+                t.key_password.as_ref(),
+                t.key_password_env.as_deref(),
+            )? {
+                cfg.set("ssl.key.password", p.0);
+            }
+        }
+        if let Some(s) = &self.sasl {
+            cfg.set("sasl.mechanisms", s.mechanism.name())
+                .set("sasl.username", &s.username);
+            if let Some(p) = secret(
+                "kafka.sasl.password",
+                s.password.as_ref(),
+                s.password_env.as_deref(),
+            )? {
+                cfg.set("sasl.password", p.0);
+            }
+        }
+        for m in std::iter::once(&&self.librdkafka).chain(extra) {
+            for (k, v) in m.iter() {
+                cfg.set(k, v);
+            }
+        }
+        Ok(cfg)
+    }
 }
 
 fn default_group() -> String {
@@ -78,8 +317,19 @@ pub const KAFKA_RESERVED: &[&str] = &[
 ];
 
 impl KafkaConfig {
+    /// Where and how every client connects.
+    pub fn connection(&self) -> Connection {
+        Connection {
+            brokers: self.brokers.clone(),
+            tls: self.tls.clone(),
+            sasl: self.sasl.clone(),
+            librdkafka: self.librdkafka.clone(),
+        }
+    }
+
     /// Checks the section; `Ok` carries the drain timeout in milliseconds.
     pub fn validate(&self) -> Result<u64, ConfigError> {
+        self.connection().validate()?;
         if self.brokers.trim().is_empty() {
             return Err(ConfigError::new("kafka.brokers", "must not be empty"));
         }
@@ -325,5 +575,55 @@ mod tests {
         assert!(e.path.starts_with("kafka.consumer"), "{e}");
         let e = LiveConfig::from_toml("[http]\nlisten = \"nowhere\"").unwrap_err();
         assert_eq!(e.path, "http.listen");
+    }
+
+    #[test]
+    fn tls_and_sasl_reach_the_client_configuration_and_secrets_stay_hidden() {
+        let ca = std::env::temp_dir().join(format!("telltale-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, "not checked here").unwrap();
+        // A variable name nothing sets.
+        let var = format!("TELLTALE_TEST_SASL_PASSWORD_{}", std::process::id());
+        let c = |sasl: &str| {
+            LiveConfig::from_toml(&format!(
+                "[kafka]\nbrokers = \"b:9093\"\ntopics = [\"t\"]\n[kafka.tls]\nca_file = {:?}\n{sasl}",
+                ca.display().to_string()
+            ))
+        };
+        let k = c(
+            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"u\"\npassword = \"hunter2\"",
+        )
+        .unwrap()
+        .kafka
+        .unwrap();
+        assert!(!format!("{k:?}").contains("hunter2"), "{k:?}");
+        let cfg = k.connection().client_config(&[], &[]).unwrap();
+        assert_eq!(cfg.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(cfg.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
+        assert_eq!(cfg.get("sasl.password"), Some("hunter2"));
+        assert_eq!(
+            cfg.get("ssl.ca.location"),
+            Some(ca.display().to_string().as_str())
+        );
+        let e = c(&format!(
+            "[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword_env = \"{var}\""
+        ))
+        .unwrap_err();
+        assert_eq!(e.path, "kafka.sasl.password_env", "{e}");
+        let e = LiveConfig::from_toml(
+            "[kafka]\nbrokers = \"b\"\ntopics = [\"t\"]\n[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"",
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "kafka.sasl", "SASL only over TLS: {e}");
+        let e = LiveConfig::from_toml(
+            "[kafka]\nbrokers = \"b\"\ntopics = [\"t\"]\n[kafka.tls]\nca_file = \"/no/such/ca.pem\"",
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "kafka.tls.ca_file", "{e}");
+        let e = LiveConfig::from_toml(
+            "[kafka]\nbrokers = \"b\"\ntopics = [\"t\"]\n[kafka.sasl]\nmechanism = \"GSSAPI\"\nusername = \"u\"",
+        )
+        .unwrap_err();
+        assert!(e.path.starts_with("kafka.sasl"), "{e}");
+        let _ = std::fs::remove_file(ca);
     }
 }

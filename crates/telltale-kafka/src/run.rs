@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
@@ -264,37 +264,30 @@ impl ConsumerContext for SourceCtx {
     }
 }
 
-/// Applies `maps` in order (later wins) on top of `cfg`.
-pub(crate) fn apply(cfg: &mut ClientConfig, maps: &[&std::collections::BTreeMap<String, String>]) {
-    for m in maps {
-        for (k, v) in m.iter() {
-            cfg.set(k, v);
-        }
-    }
-}
-
 /// The engine's producer, configured from `[kafka]`.
 fn producer(k: &KafkaConfig, ctx: DeliveryCtx) -> Result<Producer, Error> {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &k.brokers)
-        .set("linger.ms", "5")
-        .set("client.id", "telltale-engine");
-    apply(&mut cfg, &[&k.librdkafka, &k.producer]);
+    let mut cfg = k.connection().client_config(
+        &[("linger.ms", "5"), ("client.id", "telltale-engine")],
+        &[&k.producer],
+    )?;
     cfg.set("enable.idempotence", "true");
     Ok(cfg.create_with_context(ctx)?)
 }
 
 fn consumer(k: &KafkaConfig, ctx: SourceCtx) -> Result<BaseConsumer<SourceCtx>, Error> {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &k.brokers)
-        .set("auto.offset.reset", "earliest")
-        // librdkafka's default (1 s) idles a partition's fetcher for a whole second whenever
-        // the local queue is over its threshold; the engine drains in bursts, so it would
-        // spend most of its time waiting (210k msg/s instead of 500k+ on the test broker).
-        .set("fetch.queue.backoff.ms", "10")
-        .set("statistics.interval.ms", "5000")
-        .set("client.id", "telltale-engine");
-    apply(&mut cfg, &[&k.librdkafka, &k.consumer]);
+    let mut cfg = k.connection().client_config(
+        &[
+            ("auto.offset.reset", "earliest"),
+            // librdkafka's default (1 s) idles a partition's fetcher for a whole second
+            // whenever the local queue is over its threshold; the engine drains in bursts, so
+            // it would spend most of its time waiting (210k msg/s instead of 500k+ on the test
+            // broker).
+            ("fetch.queue.backoff.ms", "10"),
+            ("statistics.interval.ms", "5000"),
+            ("client.id", "telltale-engine"),
+        ],
+        &[&k.consumer],
+    )?;
     cfg.set("group.id", &k.group_id)
         .set("enable.auto.offset.store", "false");
     Ok(cfg.create_with_context(ctx)?)
@@ -410,7 +403,7 @@ fn session(
     // else 8); input topics belong to whoever produces them.
     let partitions = input_partitions(k).unwrap_or(8);
     crate::admin::ensure_topics(
-        &k.brokers,
+        &k.connection(),
         &[
             (&k.anomaly_topic, partitions),
             (&k.dead_letter_topic, partitions),
@@ -659,10 +652,7 @@ fn session(
 /// Partitions of the first listed (non-regex) input topic, if it exists.
 fn input_partitions(k: &KafkaConfig) -> Option<i32> {
     let topic = k.topics.iter().find(|t| !t.starts_with('^'))?;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &k.brokers)
-        .create()
-        .ok()?;
+    let consumer: BaseConsumer = k.connection().client_config(&[], &[]).ok()?.create().ok()?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .ok()?;

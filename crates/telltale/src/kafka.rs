@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use clap::Args;
 use telltale_core::time::parse_duration_ms;
 use telltale_engine::Config;
 use telltale_kafka::client::{TailFormat, TailOptions, produce, tail};
-use telltale_kafka::config::LiveConfig;
+use telltale_kafka::config::{Connection, LiveConfig};
 use telltale_kafka::metrics::{Metrics, serve};
 
 use crate::Failure;
@@ -20,6 +20,25 @@ use crate::Failure;
 /// Where the brokers are when no flag says: `$TELLTALE_KAFKA_BROKERS`, else 127.0.0.1:9092.
 fn default_brokers() -> String {
     std::env::var("TELLTALE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// The cluster a client command talks to: the `[kafka]` section of `config` (brokers, TLS,
+/// SASL, raw properties) when given, with `brokers` overriding its brokers; else plaintext to
+/// `brokers` or the default.
+fn connection(config: Option<&Path>, brokers: Option<String>) -> Result<Connection, Failure> {
+    let mut conn = match config {
+        Some(p) => {
+            let c = LiveConfig::from_file(p).map_err(|e| Failure(e.to_string(), 2))?;
+            c.kafka
+                .map(|k| k.connection())
+                .ok_or_else(|| Failure(format!("{}: no [kafka] section", p.display()), 2))?
+        }
+        None => Connection::plain(&default_brokers()),
+    };
+    if let Some(b) = brokers {
+        conn.brokers = b;
+    }
+    Ok(conn)
 }
 
 #[derive(Debug, Args)]
@@ -45,6 +64,9 @@ pub(crate) struct ProduceArgs {
     /// Messages per second (default: as fast as the broker takes them).
     #[arg(long)]
     rate: Option<f64>,
+    /// Connect as the [kafka] section of this configuration says (brokers, TLS, SASL).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
     /// Extra librdkafka properties, `key=value` (repeatable).
     #[arg(long = "set", short = 'X', value_parser = key_value)]
     set: Vec<(String, String)>,
@@ -70,6 +92,9 @@ pub(crate) struct TailArgs {
     /// Stop when no event arrived for this long (e.g. 5s).
     #[arg(long)]
     idle_exit: Option<String>,
+    /// Connect as the [kafka] section of this configuration says (brokers, TLS, SASL).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
     /// Extra librdkafka properties, `key=value` (repeatable).
     #[arg(long = "set", short = 'X', value_parser = key_value)]
     set: Vec<(String, String)>,
@@ -95,7 +120,8 @@ pub(crate) struct BenchKafkaArgs {
     /// Alternating bare/engine reads of the filled topic; the best of each is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Chains to run (default: the built-in default chain); its [kafka] section is ignored.
+    /// Chains to run (default: the built-in default chain); its [kafka] section, if any, says
+    /// how to connect (brokers, TLS, SASL).
     #[arg(long, short)]
     config: Option<PathBuf>,
 }
@@ -116,8 +142,12 @@ pub(crate) fn run_bench(a: BenchKafkaArgs) -> Result<(), Failure> {
             2,
         ));
     }
+    let conn = match &a.config {
+        Some(p) if config.kafka.is_some() => connection(Some(p), a.brokers)?,
+        _ => connection(None, a.brokers)?,
+    };
     let opts = telltale_kafka::bench::BenchOptions {
-        brokers: a.brokers.unwrap_or_else(default_brokers),
+        conn,
         messages: a.messages,
         series: a.series,
         partitions: a.partitions,
@@ -127,7 +157,7 @@ pub(crate) fn run_bench(a: BenchKafkaArgs) -> Result<(), Failure> {
     let r = telltale_kafka::bench::bench(&opts, &config)?;
     println!(
         "Kafka consume ({} messages, {} series, {} partitions, broker {}; best of {} rounds)",
-        opts.messages, opts.series, opts.partitions, opts.brokers, opts.rounds
+        opts.messages, opts.series, opts.partitions, opts.conn.brokers, opts.rounds
     );
     println!("  fill (produce)             {:>10.0} msg/s", r.fill_rate);
     println!(
@@ -238,8 +268,8 @@ pub(crate) fn run_produce(a: ProduceArgs) -> Result<(), Failure> {
         Box::new(BufReader::with_capacity(1 << 16, f))
     };
     let overrides: BTreeMap<String, String> = a.set.into_iter().collect();
-    let brokers = a.brokers.unwrap_or_else(default_brokers);
-    let p = produce(&brokers, &a.topic, &mut input, a.rate, &overrides)?;
+    let conn = connection(a.config.as_deref(), a.brokers)?;
+    let p = produce(&conn, &a.topic, &mut input, a.rate, &overrides)?;
     eprintln!(
         "produced {} messages to {} in {:.2} s ({:.0} msg/s), {} acknowledged",
         p.sent,
@@ -274,8 +304,8 @@ pub(crate) fn run_tail(a: TailArgs) -> Result<(), Failure> {
         },
     };
     let overrides: BTreeMap<String, String> = a.set.into_iter().collect();
-    let brokers = a.brokers.unwrap_or_else(default_brokers);
+    let conn = connection(a.config.as_deref(), a.brokers)?;
     let mut out = io::stdout().lock();
-    tail(&brokers, &a.topic, &opts, &overrides, &mut out)?;
+    tail(&conn, &a.topic, &opts, &overrides, &mut out)?;
     Ok(())
 }

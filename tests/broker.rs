@@ -87,6 +87,7 @@ pub fn create_topic(brokers: &str, name: &str, partitions: i32) {
     telltale_kafka::admin::ensure_topics(
         &telltale_kafka::config::Connection::plain(brokers),
         &[(name, partitions)],
+        None,
     )
     .expect("create topic");
 }

@@ -736,6 +736,7 @@ fn connects_over_tls_with_a_ca_file() {
             .unwrap()
             .connection(),
         &[(&s.input, 2)],
+        None,
     )
     .expect("topic over TLS");
     let input = dir.join("points.jsonl");

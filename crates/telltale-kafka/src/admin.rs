@@ -46,13 +46,21 @@ pub fn topic_names(conn: &Connection) -> Result<Vec<String>, Error> {
     Ok(md.topics().iter().map(|t| t.name().to_owned()).collect())
 }
 
-/// Creates each `(name, partitions)` topic that does not exist yet; existing ones are left alone.
-pub fn ensure_topics(conn: &Connection, topics: &[(&str, i32)]) -> Result<(), Error> {
+/// Creates each `(name, partitions)` topic that does not exist yet, with `replication` copies
+/// (`None`: the broker's default); existing ones are left alone.
+pub fn ensure_topics(
+    conn: &Connection,
+    topics: &[(&str, i32)],
+    replication: Option<u16>,
+) -> Result<(), Error> {
+    let replication = replication.map_or(-1, i32::from);
     let existing = topic_names(conn)?;
     let missing: Vec<NewTopic<'_>> = topics
         .iter()
         .filter(|(name, _)| !existing.iter().any(|e| e == name))
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| {
+            NewTopic::new(name, *partitions, TopicReplication::Fixed(replication))
+        })
         .collect();
     if missing.is_empty() {
         return Ok(());

@@ -150,6 +150,7 @@ impl Engine {
             librdkafka: conn.librdkafka.clone(),
             consumer: Default::default(),
             producer: Default::default(),
+            replication_factor: None,
             tls: conn.tls.clone(),
             sasl: conn.sasl.clone(),
         };
@@ -229,7 +230,7 @@ pub fn bench(opts: &BenchOptions, config: &Config) -> Result<BenchResult, Error>
     let b = &opts.conn;
     let t0 = 1_700_000_000_000;
     let topic = unique("telltale-bench");
-    crate::admin::ensure_topics(b, &[(&topic, opts.partitions)])?;
+    crate::admin::ensure_topics(b, &[(&topic, opts.partitions)], None)?;
     let data = lines(opts.series, opts.messages, t0);
     let filled = produce(
         b,
@@ -280,7 +281,7 @@ pub fn bench(opts: &BenchOptions, config: &Config) -> Result<BenchResult, Error>
     let live = lines(opts.series, count, t0);
 
     let topic = unique("telltale-bench-live");
-    crate::admin::ensure_topics(b, &[(&topic, opts.partitions)])?;
+    crate::admin::ensure_topics(b, &[(&topic, opts.partitions)], None)?;
     let mut engine = Engine::start(config, b, &topic);
     wait_ready(&engine.metrics)?;
     produce(
@@ -306,7 +307,7 @@ pub fn bench(opts: &BenchOptions, config: &Config) -> Result<BenchResult, Error>
     engine.stop()?;
 
     let topic = unique("telltale-bench-live-bare");
-    crate::admin::ensure_topics(b, &[(&topic, opts.partitions)])?;
+    crate::admin::ensure_topics(b, &[(&topic, opts.partitions)], None)?;
     let c = bare_consumer(b, &topic)?;
     // Join the group before producing: poll until an assignment arrives.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -49,6 +49,10 @@ pub struct KafkaConfig {
     /// Raw librdkafka properties for the producer only, e.g. `"linger.ms" = "1"`.
     #[serde(default)]
     pub producer: BTreeMap<String, String>,
+    /// Copies of each output topic the engine creates (default: the broker's
+    /// `default.replication.factor`).
+    #[serde(default)]
+    pub replication_factor: Option<u16>,
     /// `[kafka.tls]`: connect over TLS (absent: plaintext).
     #[serde(default)]
     pub tls: Option<TlsConfig>,

@@ -408,6 +408,7 @@ fn session(
             (&k.anomaly_topic, partitions),
             (&k.dead_letter_topic, partitions),
         ],
+        k.replication_factor,
     )?;
     let acks = Arc::new(Acks::default());
     let lost = Arc::new(crate::acks::BrokersLost::default());

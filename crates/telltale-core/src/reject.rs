@@ -22,6 +22,8 @@ pub enum RejectReason {
     NotUtf8,
     /// A probability vector of an `llm_prediction` record is unusable.
     BadVector(telltale_detect::confidence::VectorError),
+    /// A Kafka message with no payload (or only white space).
+    EmptyMessage,
 }
 
 impl RejectReason {
@@ -36,7 +38,47 @@ impl RejectReason {
             RejectReason::TooManyLabels => "too_many_labels",
             RejectReason::NotUtf8 => "not_utf8",
             RejectReason::BadVector(_) => "bad_probabilities",
+            RejectReason::EmptyMessage => "empty_message",
         }
+    }
+
+    /// How many kinds of reject there are.
+    pub const COUNT: usize = 9;
+
+    /// This kind's position in [`RejectReason::codes`] (for counters kept in an array).
+    pub fn index(&self) -> usize {
+        match self {
+            RejectReason::Malformed(_) => 0,
+            RejectReason::MissingField(_) => 1,
+            RejectReason::NonFiniteValue => 2,
+            RejectReason::BadTimestamp => 3,
+            RejectReason::OutOfOrder => 4,
+            RejectReason::TooManyLabels => 5,
+            RejectReason::NotUtf8 => 6,
+            RejectReason::BadVector(_) => 7,
+            RejectReason::EmptyMessage => 8,
+        }
+    }
+
+    /// Every code, by [`RejectReason::index`].
+    pub fn codes() -> [&'static str; Self::COUNT] {
+        use telltale_detect::confidence::VectorError;
+        let kinds = [
+            RejectReason::Malformed(""),
+            RejectReason::MissingField(""),
+            RejectReason::NonFiniteValue,
+            RejectReason::BadTimestamp,
+            RejectReason::OutOfOrder,
+            RejectReason::TooManyLabels,
+            RejectReason::NotUtf8,
+            RejectReason::BadVector(VectorError::Empty),
+            RejectReason::EmptyMessage,
+        ];
+        let mut codes = [""; Self::COUNT];
+        for k in kinds {
+            codes[k.index()] = k.code();
+        }
+        codes
     }
 }
 
@@ -53,9 +95,25 @@ impl fmt::Display for RejectReason {
             RejectReason::TooManyLabels => write!(f, "more than {MAX_LABELS} labels"),
             RejectReason::NotUtf8 => f.write_str("record is not valid UTF-8"),
             RejectReason::BadVector(e) => write!(f, "{e}"),
+            RejectReason::EmptyMessage => f.write_str("message has no payload"),
         }
     }
 }
 
 /// Most labels one series may carry.
 pub const MAX_LABELS: usize = 32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_code_and_index() {
+        let codes = RejectReason::codes();
+        assert!(codes.iter().all(|c| !c.is_empty()), "{codes:?}");
+        let mut unique = codes.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), RejectReason::COUNT, "{codes:?}");
+    }
+}

@@ -13,28 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-
-/// Reject reasons counted separately (the engine's codes plus the Kafka source's own).
-pub const REJECT_CODES: &[&str] = &[
-    "malformed",
-    "missing_field",
-    "non_finite_value",
-    "bad_timestamp",
-    "out_of_order",
-    "too_many_labels",
-    "not_utf8",
-    "bad_probabilities",
-    "empty_message",
-    "unsupported_record",
-];
-
-/// Index of a reject code in [`REJECT_CODES`] (the last one for an unknown code).
-pub fn reject_index(code: &str) -> usize {
-    REJECT_CODES
-        .iter()
-        .position(|c| *c == code)
-        .unwrap_or(REJECT_CODES.len() - 1)
-}
+use telltale_core::reject::RejectReason;
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: &[f64] = &[
@@ -55,8 +34,8 @@ pub struct Metrics {
     pub events_out: [AtomicU64; 3],
     /// Events the broker acknowledged.
     pub events_acked: AtomicU64,
-    /// Rejects by reason ([`REJECT_CODES`]).
-    pub rejects: Vec<AtomicU64>,
+    /// Rejects by reason (by [`RejectReason::index`]).
+    pub rejects: [AtomicU64; RejectReason::COUNT],
     /// Messages written to the dead-letter topic (acknowledged).
     pub dead_letters: AtomicU64,
     /// Offsets stored for commit.
@@ -83,7 +62,7 @@ pub struct Metrics {
     pub last_consume_error: Mutex<String>,
     /// Consumer lag per owned partition, from librdkafka statistics: (topic, partition, lag).
     pub lag: Mutex<Vec<(String, i32, i64)>>,
-    /// Milliseconds from a message's Kafka timestamp to the moment its points were scored and
+    /// Microseconds from a message's Kafka timestamp to the moment its points were scored and
     /// their events handed to the producer.
     pub latency: Mutex<Histogram<u64>>,
 }
@@ -96,7 +75,7 @@ impl Default for Metrics {
             messages_done: AtomicU64::new(0),
             events_out: Default::default(),
             events_acked: AtomicU64::new(0),
-            rejects: REJECT_CODES.iter().map(|_| AtomicU64::new(0)).collect(),
+            rejects: Default::default(),
             dead_letters: AtomicU64::new(0),
             offsets_stored: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
@@ -133,8 +112,8 @@ pub fn now_us() -> i64 {
 
 impl Metrics {
     /// Counts a reject.
-    pub fn reject(&self, code: &str) {
-        self.rejects[reject_index(code)].fetch_add(1, Ordering::Relaxed);
+    pub fn reject(&self, reason: &RejectReason) {
+        self.rejects[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the consumer loop is alive (went round in the last 30 s) and nothing failed.
@@ -223,7 +202,7 @@ impl Metrics {
             "# HELP telltale_rejects_total Records rejected (sent to the dead-letter topic).\n\
              # TYPE telltale_rejects_total counter"
         );
-        for (i, code) in REJECT_CODES.iter().enumerate() {
+        for (i, code) in RejectReason::codes().iter().enumerate() {
             let _ = writeln!(
                 s,
                 "telltale_rejects_total{{reason=\"{code}\"}} {}",
@@ -382,7 +361,7 @@ mod tests {
     fn renders_prometheus_text_with_latency_buckets() {
         let m = Metrics::default();
         m.messages_in.fetch_add(3, Ordering::Relaxed);
-        m.reject("malformed");
+        m.reject(&RejectReason::Malformed("test"));
         m.latency.lock().unwrap().record(1_500).unwrap();
         m.latency.lock().unwrap().record(30_000).unwrap();
         let t = m.render();

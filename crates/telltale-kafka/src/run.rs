@@ -304,16 +304,16 @@ struct MessageDecoder {
 
 enum Verdict {
     Routed,
-    Dead(&'static str, String),
+    Dead(RejectReason),
 }
 
 impl MessageDecoder {
     fn decode(&mut self, payload: Option<&[u8]>, front: &mut Front, source: Source) -> Verdict {
         let Some(bytes) = payload.filter(|b| !b.iter().all(u8::is_ascii_whitespace)) else {
-            return Verdict::Dead("empty_message", "message has no payload".into());
+            return Verdict::Dead(RejectReason::EmptyMessage);
         };
         let Ok(text) = std::str::from_utf8(bytes) else {
-            return Verdict::Dead("not_utf8", RejectReason::NotUtf8.to_string());
+            return Verdict::Dead(RejectReason::NotUtf8);
         };
         let d = &mut self.decoded;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -324,7 +324,7 @@ impl MessageDecoder {
             // The keys announced stay with the front end: the decoder will not announce them
             // again.
             front.take_keys(d);
-            return Verdict::Dead(reason.code(), reason.to_string());
+            return Verdict::Dead(reason);
         }
         self.points += d
             .records
@@ -559,18 +559,10 @@ fn session(
                 stream,
                 offset: m.offset() as u64,
             };
-            if let Verdict::Dead(code, detail) = dec.decode(m.payload(), &mut front, source) {
+            if let Verdict::Dead(reason) = dec.decode(m.payload(), &mut front, source) {
                 dead += 1;
-                if let Err(e) = dead_letter(
-                    &producer,
-                    &acks,
-                    &metrics,
-                    k,
-                    &front.pipe,
-                    &m,
-                    code,
-                    &detail,
-                ) {
+                if let Err(e) = dead_letter(&producer, &acks, &metrics, k, &front.pipe, &m, &reason)
+                {
                     fatal = Some(Error::Kafka(e));
                     break;
                 }
@@ -702,7 +694,6 @@ fn stream_index(
 }
 
 /// Sends a message, unchanged, to the dead-letter topic with the reason in its headers.
-#[allow(clippy::too_many_arguments)]
 fn dead_letter(
     producer: &Producer,
     acks: &Acks,
@@ -710,10 +701,10 @@ fn dead_letter(
     k: &KafkaConfig,
     pipe: &Pipeline,
     m: &BorrowedMessage<'_>,
-    code: &'static str,
-    detail: &str,
+    reason: &RejectReason,
 ) -> KafkaResult<()> {
-    metrics.reject(code);
+    metrics.reject(reason);
+    let (code, detail) = (reason.code(), reason.to_string());
     tracing::debug!(
         target: "telltale::kafka",
         "dead letter {}/{}@{}: {code}: {detail}",
@@ -721,7 +712,7 @@ fn dead_letter(
         m.partition(),
         m.offset()
     );
-    let mut headers = dead_letter_headers(code, detail, m.topic(), m.partition(), m.offset());
+    let mut headers = dead_letter_headers(code, &detail, m.topic(), m.partition(), m.offset());
     if let Some(h) = m.headers() {
         for i in 0..h.count() {
             let header = h.get(i);

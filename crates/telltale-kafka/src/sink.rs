@@ -191,7 +191,7 @@ impl Sink for KafkaSink {
             partition,
             r.source.offset as i64,
         );
-        self.metrics.reject(r.reason.code());
+        self.metrics.reject(&r.reason);
         self.acks.sent(self.batch);
         let record = BaseRecord::with_opaque_to(&self.dlq, dlq_opaque(self.batch))
             .payload(r.record.as_bytes())

@@ -3,6 +3,7 @@
 #   - Chromium (Debian package) for the report rendering test;
 #   - kcat (Debian package), the outside Kafka client of the broker tests;
 #   - stunnel4 and openssl (Debian packages): TLS in front of a test broker;
+#   - prometheus (Debian package) for promtool, which checks the metrics exposition;
 #   - a Kafka-compatible broker (nisshi, scripts/test-broker.sh) on a free loopback port, stopped
 #     again at the end unless it was already running.
 # Usage: scripts/test.sh [extra cargo test arguments]
@@ -14,11 +15,20 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "== installing ${missing[*]} (Debian packages) for the tests"
+# promtool only: the prometheus package's recommendations (exporters) are not needed.
+bare=()
+command -v promtool >/dev/null 2>&1 || bare+=(prometheus)
+if [ $((${#missing[@]} + ${#bare[@]})) -gt 0 ]; then
+  echo "== installing ${missing[*]} ${bare[*]} (Debian packages) for the tests"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [ ${#missing[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if [ ${#bare[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      "${bare[@]}" >/dev/null
+  fi
 fi
 
 if [ -z "${TELLTALE_KAFKA_BROKERS:-}" ]; then

@@ -787,3 +787,39 @@ fn connects_over_tls_with_a_ca_file() {
     drop(stunnel);
     stop_broker(&state);
 }
+
+#[test]
+fn metrics_pass_promtool() {
+    let s = EngineSetup::new("promtool", 2);
+    produce_points(&s.brokers, &s.input, 4, 2, 0..100, EVERY);
+    let engine = Engine::start("promtool", &s.config());
+    let want = all_expected(4, 0..100);
+    let got = read_events(&s, &want);
+    assert_all_present(&got, &want, &engine.log_text());
+    let (_, body) = engine.get("/metrics");
+    assert!(
+        body.contains("telltale_verdict_latency_seconds_count"),
+        "{body}"
+    );
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`): scripts/test.sh installs it");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

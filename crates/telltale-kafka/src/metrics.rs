@@ -2,17 +2,24 @@
 //!
 //! Counters are plain atomics bumped once per message or per batch; labels are fixed sets
 //! (event state, reject reason) or come from librdkafka's statistics (owned partitions), never
-//! from message contents. The latency histogram is recorded once per batch under a mutex that
-//! only the scrape contends for.
+//! from message contents. The exposition is `prometheus-client`'s (OpenMetrics text): the
+//! atomics are read at scrape time by a collector, the latency histogram is the library's. The
+//! endpoint is `tiny_http`'s server: each connection is read on its own thread, so a slow or
+//! idle client holds up no one.
 
-use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use telltale_core::reject::RejectReason;
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
@@ -65,6 +72,8 @@ pub struct Metrics {
     /// Microseconds from a message's Kafka timestamp to the moment its points were scored and
     /// their events handed to the producer.
     pub latency: Mutex<Histogram<u64>>,
+    /// The same latency, in seconds, for the exposition.
+    pub latency_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Default for Metrics {
@@ -91,6 +100,9 @@ impl Default for Metrics {
             // 1 µs .. 1 h, 3 significant digits.
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
+            ),
+            latency_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                BUCKETS.iter().copied(),
             ),
         }
     }
@@ -122,163 +134,167 @@ impl Metrics {
             && now_ms() - self.heartbeat_ms.load(Ordering::Relaxed) < 30_000
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        let mut s = String::with_capacity(4096);
-        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &AtomicU64); 10] = [
-            (
-                "telltale_consume_errors_total",
-                "Errors the consumer reported instead of a message (e.g. a batch that cannot be decompressed).",
-                &self.consume_errors,
-            ),
-            (
-                "telltale_messages_in_total",
-                "Kafka messages consumed.",
-                &self.messages_in,
-            ),
-            (
-                "telltale_points_in_total",
-                "Points decoded and scored.",
-                &self.points_in,
-            ),
-            (
-                "telltale_messages_done_total",
-                "Messages fully handled: scored, events acknowledged, offsets stored.",
-                &self.messages_done,
-            ),
-            (
-                "telltale_events_acked_total",
-                "Anomaly events acknowledged by the broker.",
-                &self.events_acked,
-            ),
-            (
-                "telltale_dead_letters_total",
-                "Messages acknowledged on the dead-letter topic.",
-                &self.dead_letters,
-            ),
-            (
-                "telltale_offsets_stored_total",
-                "Offsets stored for commit after their events were acknowledged.",
-                &self.offsets_stored,
-            ),
-            (
-                "telltale_rebalances_total",
-                "Partition assignments and revocations.",
-                &self.rebalances,
-            ),
-            (
-                "telltale_producer_queue_full_total",
-                "Times the producer queue was full and the engine waited (backpressure).",
-                &self.queue_full,
-            ),
-            (
-                "telltale_session_restarts_total",
-                "Kafka sessions restarted from the committed offsets (delivery failure, brokers lost).",
-                &self.restarts,
-            ),
-        ];
-        for (name, help, v) in counters {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                r(v)
-            );
-        }
-        let _ = writeln!(
-            s,
-            "# HELP telltale_events_out_total Anomaly events handed to the producer.\n\
-             # TYPE telltale_events_out_total counter"
+    /// The exposition of every metric (OpenMetrics text, which Prometheus scrapes).
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Collect(self.clone())));
+        registry.register(
+            "telltale_verdict_latency_seconds",
+            "From a message's Kafka timestamp to its points scored and their events handed to the producer",
+            self.latency_seconds.clone(),
         );
-        for (i, state) in ["open", "update", "resolved"].iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "telltale_events_out_total{{state=\"{state}\"}} {}",
-                r(&self.events_out[i])
-            );
-        }
-        let _ = writeln!(
-            s,
-            "# HELP telltale_rejects_total Records rejected (sent to the dead-letter topic).\n\
-             # TYPE telltale_rejects_total counter"
-        );
-        for (i, code) in RejectReason::codes().iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "telltale_rejects_total{{reason=\"{code}\"}} {}",
-                r(&self.rejects[i])
-            );
-        }
-        let _ = writeln!(
-            s,
-            "# HELP telltale_assigned_partitions Partitions this instance owns.\n\
-             # TYPE telltale_assigned_partitions gauge\ntelltale_assigned_partitions {}",
-            self.assigned.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP telltale_consumer_lag Messages behind the partition's end (librdkafka statistics).\n\
-             # TYPE telltale_consumer_lag gauge"
-        );
-        for (topic, partition, lag) in self.lag.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(
-                s,
-                "telltale_consumer_lag{{topic=\"{}\",partition=\"{partition}\"}} {lag}",
-                escape(topic)
-            );
-        }
-        let h = self
-            .latency
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let _ = writeln!(
-            s,
-            "# HELP telltale_verdict_latency_seconds From a message's Kafka timestamp to its points \
-             scored and their events handed to the producer.\n\
-             # TYPE telltale_verdict_latency_seconds histogram"
-        );
-        for b in BUCKETS {
-            let us = (b * 1e6) as u64;
-            let n = if h.is_empty() {
-                0
-            } else {
-                h.count_between(0, us)
-            };
-            let _ = writeln!(
-                s,
-                "telltale_verdict_latency_seconds_bucket{{le=\"{b}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            s,
-            "telltale_verdict_latency_seconds_bucket{{le=\"+Inf\"}} {}\n\
-             telltale_verdict_latency_seconds_sum {}\n\
-             telltale_verdict_latency_seconds_count {}",
-            h.len(),
-            h.mean() * h.len() as f64 / 1e6,
-            h.len()
-        );
-        s
+        let mut out = String::with_capacity(4096);
+        encode(&mut out, &registry).expect("writing to a String cannot fail");
+        out
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+/// Reads the atomics at scrape time.
+#[derive(Debug)]
+struct Collect(Arc<Metrics>);
+
+impl Collector for Collect {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let m = &self.0;
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let counters: [(&str, &str, &AtomicU64); 10] = [
+            (
+                "telltale_consume_errors",
+                "Errors the consumer reported instead of a message (e.g. a batch that cannot be decompressed)",
+                &m.consume_errors,
+            ),
+            (
+                "telltale_messages_in",
+                "Kafka messages consumed",
+                &m.messages_in,
+            ),
+            (
+                "telltale_points_in",
+                "Points decoded and scored",
+                &m.points_in,
+            ),
+            (
+                "telltale_messages_done",
+                "Messages fully handled: scored, events acknowledged, offsets stored",
+                &m.messages_done,
+            ),
+            (
+                "telltale_events_acked",
+                "Anomaly events acknowledged by the broker",
+                &m.events_acked,
+            ),
+            (
+                "telltale_dead_letters",
+                "Messages acknowledged on the dead-letter topic",
+                &m.dead_letters,
+            ),
+            (
+                "telltale_offsets_stored",
+                "Offsets stored for commit after their events were acknowledged",
+                &m.offsets_stored,
+            ),
+            (
+                "telltale_rebalances",
+                "Partition assignments and revocations",
+                &m.rebalances,
+            ),
+            (
+                "telltale_producer_queue_full",
+                "Times the producer queue was full and the engine waited (backpressure)",
+                &m.queue_full,
+            ),
+            (
+                "telltale_session_restarts",
+                "Kafka sessions restarted from the committed offsets (delivery failure, brokers lost)",
+                &m.restarts,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let c = ConstCounter::new(r(v));
+            c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        let mut family = e.encode_descriptor(
+            "telltale_events_out",
+            "Anomaly events handed to the producer",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, state) in ["open", "update", "resolved"].into_iter().enumerate() {
+            ConstCounter::new(r(&m.events_out[i]))
+                .encode(family.encode_family(&[("state", state)])?)?;
+        }
+        let mut family = e.encode_descriptor(
+            "telltale_rejects",
+            "Records rejected (sent to the dead-letter topic), by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, code) in RejectReason::codes().into_iter().enumerate() {
+            ConstCounter::new(r(&m.rejects[i]))
+                .encode(family.encode_family(&[("reason", code)])?)?;
+        }
+        let g = ConstGauge::new(m.assigned.load(Ordering::Relaxed));
+        g.encode(e.encode_descriptor(
+            "telltale_assigned_partitions",
+            "Partitions this instance owns",
+            None,
+            g.metric_type(),
+        )?)?;
+        let mut family = e.encode_descriptor(
+            "telltale_consumer_lag",
+            "Messages behind the partition's end (librdkafka statistics)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (topic, partition, lag) in m.lag.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let partition = partition.to_string();
+            ConstGauge::new(*lag).encode(
+                family.encode_family(&[("topic", topic.as_str()), ("partition", &partition)])?,
+            )?;
+        }
+        Ok(())
+    }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from a background thread; returns the
+/// The library's OpenMetrics text in Prometheus' classic text format (0.0.4): a counter family
+/// is named with the `_total` suffix its samples carry, and there is no `# EOF`. Everything
+/// else (samples, histograms, escaping) is the same in both.
+fn classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines().filter(|l| *l != "# EOF") {
+        let renamed = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let (name, rest) = line.strip_prefix(prefix)?.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {rest}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// Most bytes of a request's head (request line and headers) the endpoint reads.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from background threads; returns the
 /// bound address (port 0 picks a free one).
 pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let local = listener.local_addr()?;
+    let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
+    let local = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| std::io::Error::other("not an IP listener"))?;
     std::thread::Builder::new()
         .name("telltale-http".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-                if let Err(e) = answer(stream, &metrics) {
+            for request in server.incoming_requests() {
+                let response = answer(&request, &metrics);
+                if let Err(e) = request.respond(response) {
                     tracing::debug!("http: {e}");
                 }
             }
@@ -286,36 +302,55 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketA
     Ok(local)
 }
 
-fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    // Skip the headers.
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
-        line.clear();
+fn answer(
+    request: &tiny_http::Request,
+    metrics: &Arc<Metrics>,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let text = |status: u16, body: String| {
+        tiny_http::Response::from_string(body)
+            .with_status_code(status)
+            .with_header(
+                tiny_http::Header::from_bytes("Content-Type", "text/plain; charset=utf-8")
+                    .expect("valid header"),
+            )
+    };
+    let head: usize = request.url().len()
+        + request
+            .headers()
+            .iter()
+            .map(|h| h.field.as_str().as_str().len() + h.value.as_str().len() + 4)
+            .sum::<usize>();
+    if head > MAX_HEAD {
+        return text(431, "request header fields too large\n".into());
     }
-    let mut parts = request.split_whitespace();
-    let method = parts.next().unwrap_or("");
-    let path = parts.next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
-        ),
-        ("GET", "/healthz") => {
-            if metrics.healthy() {
-                ("200 OK", "text/plain", "ok\n".into())
+    if *request.method() != tiny_http::Method::Get {
+        return text(405, "method not allowed\n".into());
+    }
+    match request.url() {
+        "/metrics" => {
+            // Prometheus asks for OpenMetrics; anyone else (curl, promtool) gets the classic
+            // text format.
+            let openmetrics = request.headers().iter().any(|h| {
+                h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
+            });
+            let (body, content_type) = if openmetrics {
+                (
+                    metrics.render(),
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
             } else {
                 (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "unhealthy\n".into(),
+                    classic(&metrics.render()),
+                    "text/plain; version=0.0.4; charset=utf-8",
                 )
-            }
+            };
+            tiny_http::Response::from_string(body).with_header(
+                tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header"),
+            )
         }
-        ("GET", "/readyz") => {
+        "/healthz" if metrics.healthy() => text(200, "ok\n".into()),
+        "/healthz" => text(503, "unhealthy\n".into()),
+        "/readyz" => {
             let errors = metrics.consume_errors.load(Ordering::Relaxed);
             let note = if errors == 0 {
                 String::new()
@@ -328,49 +363,56 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
                 format!("{errors} consumer error(s), last: {last}\n")
             };
             if metrics.ready.load(Ordering::Relaxed) && metrics.healthy() {
-                ("200 OK", "text/plain", format!("ready\n{note}"))
+                text(200, format!("ready\n{note}"))
             } else {
-                (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "not ready\n".into(),
-                )
+                text(503, format!("not ready\n{note}"))
             }
         }
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "method not allowed\n".into(),
-        ),
-    };
-    let mut stream = reader.into_inner();
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
+        _ => text(404, "not found\n".into()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write as _;
+    use std::net::TcpStream;
+
     use super::*;
 
     #[test]
-    fn renders_prometheus_text_with_latency_buckets() {
-        let m = Metrics::default();
+    fn renders_openmetrics_text_with_an_exact_latency_sum() {
+        let m = Arc::new(Metrics::default());
         m.messages_in.fetch_add(3, Ordering::Relaxed);
         m.reject(&RejectReason::Malformed("test"));
-        m.latency.lock().unwrap().record(1_500).unwrap();
-        m.latency.lock().unwrap().record(30_000).unwrap();
+        m.latency_seconds.observe(0.0015);
+        m.latency_seconds.observe(0.03);
         let t = m.render();
-        assert!(t.contains("telltale_messages_in_total 3\n"));
-        assert!(t.contains("telltale_rejects_total{reason=\"malformed\"} 1\n"));
-        assert!(t.contains("telltale_verdict_latency_seconds_bucket{le=\"0.001\"} 0\n"));
-        assert!(t.contains("telltale_verdict_latency_seconds_bucket{le=\"0.002\"} 1\n"));
-        assert!(t.contains("telltale_verdict_latency_seconds_bucket{le=\"0.05\"} 2\n"));
-        assert!(t.contains("telltale_verdict_latency_seconds_count 2\n"));
+        assert!(t.contains("telltale_messages_in_total 3\n"), "{t}");
+        assert!(
+            t.contains("telltale_rejects_total{reason=\"malformed\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("telltale_verdict_latency_seconds_bucket{le=\"0.001\"} 0\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("telltale_verdict_latency_seconds_bucket{le=\"0.002\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("telltale_verdict_latency_seconds_bucket{le=\"0.05\"} 2\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("telltale_verdict_latency_seconds_count 2\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("telltale_verdict_latency_seconds_sum 0.0315\n"),
+            "{t}"
+        );
+        assert!(t.ends_with("# EOF\n"), "{t}");
     }
 
     #[test]
@@ -379,16 +421,45 @@ mod tests {
         let addr = serve("127.0.0.1:0".parse().unwrap(), m.clone()).unwrap();
         let get = |path: &str| {
             let mut s = TcpStream::connect(addr).unwrap();
-            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
             let mut out = String::new();
             std::io::Read::read_to_string(&mut s, &mut out).unwrap();
             out
         };
+        // A client that connects and says nothing holds up no one.
+        let _idle = TcpStream::connect(addr).unwrap();
         assert!(get("/healthz").starts_with("HTTP/1.1 200"));
         assert!(get("/readyz").starts_with("HTTP/1.1 503"));
         m.ready.store(true, Ordering::Relaxed);
         assert!(get("/readyz").starts_with("HTTP/1.1 200"));
         assert!(get("/metrics").contains("telltale_points_in_total 0"));
         assert!(get("/nope").starts_with("HTTP/1.1 404"));
+        // Prometheus asks for OpenMetrics and gets it; others get the classic format, where a
+        // counter's family carries its `_total` name.
+        let mut c = TcpStream::connect(addr).unwrap();
+        write!(
+            c,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut om = String::new();
+        std::io::Read::read_to_string(&mut c, &mut om).unwrap();
+        assert!(
+            om.contains("application/openmetrics-text") && om.ends_with("# EOF\n"),
+            "{om}"
+        );
+        assert!(om.contains("# TYPE telltale_points_in counter\n"), "{om}");
+        let text = get("/metrics");
+        assert!(
+            text.contains("# TYPE telltale_points_in_total counter\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+        let huge = format!("/metrics?{}", "x".repeat(MAX_HEAD));
+        assert!(get(&huge).starts_with("HTTP/1.1 431"), "{}", get(&huge));
     }
 }

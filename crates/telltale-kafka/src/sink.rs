@@ -227,7 +227,9 @@ impl Sink for KafkaSink {
             });
             let (_, mut v) = next;
             for ts in v.drain(..) {
-                let _ = hist.record((now - ts * 1000).max(1) as u64);
+                let us = (now - ts * 1000).max(1);
+                let _ = hist.record(us as u64);
+                self.metrics.latency_seconds.observe(us as f64 / 1e6);
             }
             let _ = self.recycle.send(v);
         }

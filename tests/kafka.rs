@@ -823,3 +823,59 @@ fn metrics_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn late_points_within_the_lateness_are_scored_and_unkeyed_series_are_counted() {
+    use rdkafka::producer::{BaseRecord, Producer as _};
+
+    let s = EngineSetup::new("lateness", 2);
+    let p = producer(&s.brokers);
+    let to = |i: usize, j: usize, partition: i32| {
+        let line = point_line(i, j, EVERY);
+        send(
+            &p,
+            BaseRecord::<(), str>::to(&s.input)
+                .payload(&line)
+                .partition(partition),
+        );
+    };
+    // Series 0, on partition 0 only: points 1 s late (within the default 5 s) are scored, one
+    // 35 s late is dead-lettered.
+    let mut order: Vec<usize> = (0..40).collect();
+    order.swap(10, 11);
+    order.swap(30, 31);
+    for j in order {
+        to(0, j, 0);
+    }
+    to(0, 5, 0);
+    // Series 1, spread over both partitions as an unkeyed producer would.
+    for j in 0..40 {
+        to(1, j, (j % 2) as i32);
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let engine = Engine::start("lateness", &s.config());
+    let want = expected_ids(0, 0..40, EVERY);
+    assert_eq!(want.len(), 1);
+    let got = read_events(&s, &want);
+    assert_all_present(&got, &want, &engine.log_text());
+    engine.wait_for("every message handled", Duration::from_secs(60), |e| {
+        e.metric("telltale_messages_done_total") == Some(81.0)
+    });
+    assert_eq!(
+        engine.metric("telltale_series_on_several_partitions"),
+        Some(1.0),
+        "series 1 is counted, series 0 is not"
+    );
+    let of_series_0 = |m: &Msg| String::from_utf8_lossy(&m.payload).contains("\"series\":\"0\"");
+    // Every dead letter was acknowledged before the messages counted as done: read them all.
+    let late: Vec<Msg> = read_until(&s.brokers, &s.dlq, Duration::from_secs(10), |_| false)
+        .into_iter()
+        .filter(of_series_0)
+        .collect();
+    assert_eq!(late.len(), 1, "only the point 35 s late: {late:?}");
+    assert_eq!(
+        late[0].header("telltale.reason").as_deref(),
+        Some("out_of_order")
+    );
+    assert!(String::from_utf8_lossy(&late[0].payload).contains(&ts(5).to_string()));
+}

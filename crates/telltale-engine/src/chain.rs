@@ -343,12 +343,20 @@ impl ChainGroup {
             + usize::from(self.plan.quiet.is_some()) * size_of::<(f64, f64)>()
     }
 
-    /// Scores, learns and alerts on one point. Rejects points older than the series' newest.
+    /// Scores, learns and alerts on one point. A point older than the series' newest by at most
+    /// the plan's lateness is scored at the newest time (in arrival order); an older one is
+    /// rejected.
     #[inline]
     pub fn process(&mut self, slot: usize, ts: i64, x: f64) -> Result<Outcome, RejectReason> {
-        if self.ring.last_ts(slot).is_some_and(|last| ts < last) {
-            return Err(RejectReason::OutOfOrder);
-        }
+        let ts = match self.ring.last_ts(slot) {
+            Some(last) if ts < last => {
+                if last - ts > self.plan.max_lateness_ms {
+                    return Err(RejectReason::OutOfOrder);
+                }
+                last
+            }
+            _ => ts,
+        };
         let evicted = self.ring.next_evicted(slot);
         let n = self.banks.len();
         // Whether the point repeats what the series did at the same time on each of the last
@@ -459,13 +467,35 @@ mod tests {
     }
 
     #[test]
-    fn out_of_order_point_is_rejected_and_equal_timestamp_accepted() {
+    fn a_point_later_than_the_lateness_is_rejected_and_one_within_it_scored() {
         let plan = Config::default().plan().unwrap();
+        assert_eq!(
+            plan.chains[0].max_lateness_ms, 5_000,
+            "the default lateness"
+        );
+        let mut g = ChainGroup::new(&plan.chains[0]);
+        let s = g.add_series();
+        g.process(s, 10_000, 1.0).unwrap();
+        g.process(s, 10_000, 1.0).unwrap();
+        g.process(s, 5_000, 1.0).unwrap();
+        assert_eq!(g.ring.last_ts(s), Some(10_000), "scored at the newest time");
+        assert_eq!(
+            g.process(s, 4_999, 1.0).unwrap_err(),
+            RejectReason::OutOfOrder
+        );
+        let plan = Config::from_toml("[engine]\nmax_lateness = \"0s\"")
+            .unwrap()
+            .plan()
+            .unwrap();
         let mut g = ChainGroup::new(&plan.chains[0]);
         let s = g.add_series();
         g.process(s, 100, 1.0).unwrap();
-        g.process(s, 100, 1.0).unwrap();
         assert_eq!(g.process(s, 99, 1.0).unwrap_err(), RejectReason::OutOfOrder);
+        let e = Config::from_toml("[engine]\nmax_lateness = \"soon\"")
+            .unwrap()
+            .plan()
+            .unwrap_err();
+        assert_eq!(e.path, "engine.max_lateness");
     }
 
     /// A spike at 03:00 every day: from the third day the recurrence filter silences the

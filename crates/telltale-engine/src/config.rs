@@ -109,6 +109,15 @@ pub struct EngineConfig {
     /// Parser threads for replayed files; 0 means one per available core (default 0).
     #[serde(default)]
     pub parsers: usize,
+    /// How much older than its series' newest point a point may be and still be scored
+    /// (default `5s`): it is scored in arrival order, at its series' newest time. Older points
+    /// are rejected as `out_of_order`.
+    #[serde(default = "default_lateness")]
+    pub max_lateness: String,
+}
+
+fn default_lateness() -> String {
+    "5s".into()
 }
 
 fn default_batch() -> usize {
@@ -121,6 +130,7 @@ impl Default for EngineConfig {
             shards: 0,
             batch: default_batch(),
             parsers: 0,
+            max_lateness: default_lateness(),
         }
     }
 }
@@ -454,6 +464,8 @@ pub struct ChainPlan {
     pub recurrence: Option<telltale_detect::RecurrenceParams>,
     /// Quiet filter (see [`ChainConfig::quiet`]).
     pub quiet: Option<telltale_detect::QuietParams>,
+    /// Lateness accepted, in milliseconds (see [`EngineConfig::max_lateness`]).
+    pub max_lateness_ms: i64,
 }
 
 /// Glob with `*` and `?`.
@@ -683,6 +695,7 @@ fn validate_chain(
         rank_window: 0,
         recurrence: recurrence.copied(),
         quiet: quiet.copied(),
+        max_lateness_ms: 0,
     })
 }
 
@@ -739,6 +752,15 @@ impl Config {
         if shards > 1024 {
             return Err(err("engine.shards", format!("{shards} is more than 1024")));
         }
+        let lateness = parse_duration_ms(&self.engine.max_lateness).ok_or_else(|| {
+            err(
+                "engine.max_lateness",
+                format!(
+                    "`{}` is not a duration such as \"5s\"",
+                    self.engine.max_lateness
+                ),
+            )
+        })?;
         let c = &self.chain;
         let mut chains = vec![validate_chain(
             "chain",
@@ -832,6 +854,9 @@ impl Config {
             })?;
         for chain in &mut chains {
             chain.rank_window = c.rank_window;
+        }
+        for ch in &mut chains {
+            ch.max_lateness_ms = lateness;
         }
         Ok(Plan {
             llm_window_ms,

@@ -40,6 +40,8 @@ pub struct Report {
     pub events: [u64; 3],
     /// Rejects by reason code.
     pub rejects: BTreeMap<&'static str, u64>,
+    /// Series seen in more than one input stream.
+    pub split_series: u64,
     /// Bytes of engine state per series with the default chain.
     pub bytes_per_series: usize,
     /// Average heap bytes of a series key (name and labels).
@@ -136,7 +138,10 @@ pub struct Pipeline {
     recycled: Receiver<Vec<Item>>,
     workers: Vec<JoinHandle<usize>>,
     merger: Option<JoinHandle<io::Result<MergeResult>>>,
-    table: IdMap<(u32, u32)>,
+    /// Series id → where it lives.
+    table: IdMap<Route>,
+    /// Series seen in more than one input stream (each counted once).
+    split: u64,
     per_shard: Vec<u32>,
     pending: Vec<Vec<Item>>,
     pending_rejects: Vec<Rejected>,
@@ -157,6 +162,18 @@ struct MergeResult {
     rejects: BTreeMap<&'static str, u64>,
     latency: LatencySummary,
 }
+
+/// Where a series lives, and the input stream it first came from.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    shard: u32,
+    slot: u32,
+    /// [`SPLIT`] once the series has come from a second stream.
+    stream: u32,
+}
+
+/// [`Route::stream`] of a series seen in more than one stream.
+const SPLIT: u32 = u32::MAX;
 
 /// When a batch's first record entered the router, and how many records it holds.
 type BatchClock = (Instant, u64);
@@ -286,6 +303,7 @@ impl Pipeline {
             workers,
             merger: Some(merger),
             table: IdMap::default(),
+            split: 0,
             per_shard: vec![0; n],
             pending: (0..n).map(|_| Vec::with_capacity(batch)).collect(),
             pending_rejects: Vec::new(),
@@ -323,9 +341,17 @@ impl Pipeline {
         value: f64,
         source: Source,
     ) {
-        let (shard, slot) = match self.table.get(&id) {
-            Some(v) => *v,
-            None => self.register(id, key()),
+        let (shard, slot) = match self.table.get_mut(&id) {
+            Some(r) => {
+                // A series arriving on a second input stream: live, a producer that does not
+                // key by series (each partition then holds a part of the series).
+                if r.stream != source.stream && r.stream != SPLIT {
+                    r.stream = SPLIT;
+                    self.split += 1;
+                }
+                (r.shard, r.slot)
+            }
+            None => self.register(id, key(), source.stream),
         };
         if self.pending_count == 0 {
             self.batch_started = Some(Instant::now());
@@ -345,7 +371,7 @@ impl Pipeline {
     }
 
     #[cold]
-    fn register(&mut self, id: u64, key: SeriesKey) -> (u32, u32) {
+    fn register(&mut self, id: u64, key: SeriesKey, stream: u32) -> (u32, u32) {
         let key = Arc::new(key);
         self.key_bytes += key.heap_bytes();
         let chain = self.plan.chain_for(&key) as u32;
@@ -353,8 +379,20 @@ impl Pipeline {
         let slot = self.per_shard[shard];
         self.per_shard[shard] += 1;
         self.pending[shard].push(Item::Register { key, id, chain });
-        self.table.insert(id, (shard as u32, slot));
+        self.table.insert(
+            id,
+            Route {
+                shard: shard as u32,
+                slot,
+                stream,
+            },
+        );
         (shard as u32, slot)
+    }
+
+    /// Series seen in more than one input stream so far (live: on more than one partition).
+    pub fn split_series(&self) -> u64 {
+        self.split
     }
 
     /// Whether the series `id` is already in the table.
@@ -444,13 +482,14 @@ impl Pipeline {
             .map_err(|_| io::Error::other("the merger panicked"))??;
         let probe = Shard::new(&self.plan, Streams::new(Vec::new()));
         Ok(Report {
+            split_series: self.split,
             points: merged.points,
             records: self.seq,
             series: series as u64,
             events: merged.events,
             rejects: merged.rejects,
             bytes_per_series: probe.bytes_per_series(0)
-                + size_of::<(u64, (u32, u32))>()
+                + size_of::<(u64, Route)>()
                 + 1
                 + size_of::<SeriesKey>()
                 + 2 * size_of::<usize>(),

@@ -61,6 +61,9 @@ pub struct Metrics {
     pub heartbeat_ms: AtomicI64,
     /// A fatal error stops the engine; health turns red.
     pub fatal: AtomicBool,
+    /// Series seen on more than one partition: the input is not keyed by series, so one
+    /// series' points are spread over partitions (and, with several instances, models).
+    pub split_series: AtomicU64,
     /// Errors librdkafka's consumer reported instead of a message (a batch that cannot be
     /// decompressed, a partition error): nothing to dead-letter, so they are counted, logged
     /// and shown on `/readyz`.
@@ -95,6 +98,7 @@ impl Default for Metrics {
             heartbeat_ms: AtomicI64::new(now_ms()),
             fatal: AtomicBool::new(false),
             consume_errors: AtomicU64::new(0),
+            split_series: AtomicU64::new(0),
             last_consume_error: Mutex::new(String::new()),
             lag: Mutex::new(Vec::new()),
             // 1 µs .. 1 h, 3 significant digits.
@@ -233,6 +237,13 @@ impl Collector for Collect {
             ConstCounter::new(r(&m.rejects[i]))
                 .encode(family.encode_family(&[("reason", code)])?)?;
         }
+        let g = ConstGauge::new(r(&m.split_series) as i64);
+        g.encode(e.encode_descriptor(
+            "telltale_series_on_several_partitions",
+            "Series seen on more than one partition: the input is not keyed by series",
+            None,
+            g.metric_type(),
+        )?)?;
         let g = ConstGauge::new(m.assigned.load(Ordering::Relaxed));
         g.encode(e.encode_descriptor(
             "telltale_assigned_partitions",

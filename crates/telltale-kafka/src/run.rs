@@ -573,6 +573,15 @@ fn session(
         }
         messages += n as u64;
         metrics.messages_in.fetch_add(n as u64, Ordering::Relaxed);
+        let split = front.pipe.split_series();
+        if split > metrics.split_series.swap(split, Ordering::Relaxed) && split == 1 {
+            tracing::warn!(
+                target: "telltale::kafka",
+                "a series arrives on more than one partition: the input is not keyed by series, \
+                 so its points can come out of order and, with several instances, reach two \
+                 models (key messages by series; telltale_series_on_several_partitions counts them)"
+            );
+        }
         metrics
             .points_in
             .fetch_add(dec.points - points_before, Ordering::Relaxed);

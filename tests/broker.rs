@@ -280,6 +280,15 @@ pub fn read_until(
     out
 }
 
+/// Distinct event ids in JSON lines of events (what `kcat -C` or `telltale tail --json` print).
+pub fn event_ids_in_lines(text: &[u8]) -> BTreeSet<String> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Distinct event ids among anomaly-topic messages.
 pub fn event_ids(msgs: &[Msg]) -> BTreeSet<String> {
     msgs.iter()

@@ -379,12 +379,7 @@ fn kcat_produces_telemetry_and_reads_anomalies() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let out = kcat(&["-t", &s.anomalies, "-C", "-e", "-o", "beginning", "-q"]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let ids: BTreeSet<String> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["id"].as_str().map(str::to_owned))
-            .collect();
+        let ids = event_ids_in_lines(&out.stdout);
         if ids.is_superset(&want) {
             break;
         }
@@ -767,11 +762,7 @@ fn connects_over_tls_with_a_ca_file() {
             .arg(&cfg)
             .output()
             .expect("telltale tail");
-        let got: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["id"].as_str().map(str::to_owned))
-            .collect();
+        let got = event_ids_in_lines(&out.stdout);
         if got.is_superset(&want) {
             break;
         }

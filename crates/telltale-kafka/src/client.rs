@@ -58,6 +58,9 @@ pub struct Produced {
     pub elapsed: Duration,
 }
 
+/// How far ahead of its rate `produce` may run before it sleeps.
+const PACE: Duration = Duration::from_millis(5);
+
 /// Sends every non-blank line of `input` as one message to `topic`, keyed by its series id
 /// (16 hex digits, the engine's id; lines that are not points are sent without a key), at most
 /// `rate` messages per second if given. Waits for every acknowledgement.
@@ -94,9 +97,12 @@ pub fn produce(
             continue;
         }
         if let Some(rate) = rate {
+            // Sleep only once ahead by a few milliseconds: messages then go in small bursts
+            // instead of one wake-up of the producer's threads each (which cost ~0.35 ms of
+            // CPU per message at 2,000 msg/s).
             let due = Duration::from_secs_f64(sent as f64 / rate);
             let now = started.elapsed();
-            if due > now {
+            if due > now + PACE {
                 std::thread::sleep(due - now);
             }
         }

@@ -67,10 +67,10 @@ pub struct Decoded {
 }
 
 impl Decoded {
-    /// The first reject among the records, if any.
-    pub fn first_reject(&self) -> Option<(RejectReason, &str)> {
+    /// The reason of the first reject among the records, if any.
+    pub fn first_reject(&self) -> Option<RejectReason> {
         self.records.iter().find_map(|r| match r {
-            Record::Reject { reason, text, .. } => Some((*reason, text.as_str())),
+            Record::Reject { reason, .. } => Some(*reason),
             _ => None,
         })
     }

@@ -40,8 +40,6 @@ pub struct Report {
     pub events: [u64; 3],
     /// Rejects by reason code.
     pub rejects: BTreeMap<&'static str, u64>,
-    /// Series seen in more than one input stream.
-    pub split_series: u64,
     /// Bytes of engine state per series with the default chain.
     pub bytes_per_series: usize,
     /// Average heap bytes of a series key (name and labels).
@@ -482,7 +480,6 @@ impl Pipeline {
             .map_err(|_| io::Error::other("the merger panicked"))??;
         let probe = Shard::new(&self.plan, Streams::new(Vec::new()));
         Ok(Report {
-            split_series: self.split,
             points: merged.points,
             records: self.seq,
             series: series as u64,

@@ -22,7 +22,7 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::producer::BaseRecord;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
-use telltale_codec::decode::{Decoded, Decoder, Record};
+use telltale_codec::decode::{Decoded, Decoder};
 use telltale_core::event::{Source, StreamName, Streams};
 use telltale_core::reject::RejectReason;
 use telltale_engine::front::Front;
@@ -299,7 +299,6 @@ fn consumer(k: &KafkaConfig, ctx: SourceCtx) -> Result<BaseConsumer<SourceCtx>, 
 struct MessageDecoder {
     decoder: Decoder,
     decoded: Decoded,
-    points: u64,
 }
 
 enum Verdict {
@@ -319,18 +318,13 @@ impl MessageDecoder {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             self.decoder.json_line(line, source.offset, d);
         }
-        if let Some((reason, _)) = d.first_reject() {
+        if let Some(reason) = d.first_reject() {
             d.records.clear();
             // The keys announced stay with the front end: the decoder will not announce them
             // again.
             front.take_keys(d);
             return Verdict::Dead(reason);
         }
-        self.points += d
-            .records
-            .iter()
-            .filter(|r| matches!(r, Record::Point { .. }))
-            .count() as u64;
         front.push(d, source.stream);
         Verdict::Routed
     }
@@ -467,7 +461,6 @@ fn session(
     let mut dec = MessageDecoder {
         decoder: Decoder::new(llm),
         decoded: Decoded::default(),
-        points: 0,
     };
     let mut slot_of_stream: Vec<u32> = Vec::new();
     let mut messages = 0u64;
@@ -501,7 +494,8 @@ fn session(
         }
         let mut offsets: Vec<(u32, i64)> = Vec::new();
         let mut n = 0usize;
-        let points_before = dec.points;
+        // Records routed (live: points, as a rejected message never reaches the pipeline).
+        let routed_before = front.pipe.records();
         let mut burst_end: Option<Instant> = None;
         while n < k.batch {
             // Queued messages are taken without a timeout (and without reading the clock);
@@ -574,7 +568,7 @@ fn session(
         messages += n as u64;
         metrics.messages_in.fetch_add(n as u64, Ordering::Relaxed);
         let split = front.pipe.split_series();
-        if split > metrics.split_series.swap(split, Ordering::Relaxed) && split == 1 {
+        if split > 0 && metrics.split_series.swap(split, Ordering::Relaxed) == 0 {
             tracing::warn!(
                 target: "telltale::kafka",
                 "a series arrives on more than one partition: the input is not keyed by series, \
@@ -584,7 +578,7 @@ fn session(
         }
         metrics
             .points_in
-            .fetch_add(dec.points - points_before, Ordering::Relaxed);
+            .fetch_add(front.pipe.records() - routed_before, Ordering::Relaxed);
         for (stream, _) in &offsets {
             slot_of_stream[*stream as usize] = u32::MAX;
         }

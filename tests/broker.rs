@@ -476,7 +476,10 @@ impl Engine {
         let (_, body) = self.get("/metrics");
         body.lines()
             .filter(|l| !l.starts_with('#'))
-            .find(|l| l.starts_with(name))
+            .find(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
     }

@@ -239,7 +239,7 @@ fn rebalances_between_two_instances() {
 }
 
 #[test]
-fn poison_message_goes_to_dlq_and_partition_advances() {
+fn corrupt_message_is_dead_lettered_and_the_partition_moves_on() {
     let s = EngineSetup::new("poison", 1);
     let p = producer(&s.brokers);
     let send = |payload: &[u8], key: Option<&str>| {
@@ -869,4 +869,107 @@ fn late_points_within_the_lateness_are_scored_and_unkeyed_series_are_counted() {
         Some("out_of_order")
     );
     assert!(String::from_utf8_lossy(&late[0].payload).contains(&ts(5).to_string()));
+}
+
+#[test]
+fn unkeyed_producer_gets_one_model_per_series() {
+    use rdkafka::producer::{BaseRecord, Producer as _};
+    use std::collections::BTreeMap;
+
+    let s = EngineSetup::new("repartition", 8);
+    // Two stages: points are spread over the 8 input partitions with no key; the engine
+    // re-keys them by series. Points of one series come from 8 partitions read by two
+    // instances, so their order is not kept: the lateness covers the whole input.
+    let config = s
+        .config()
+        .replace("[engine]\n", "[engine]\nmax_lateness = \"1h\"\n")
+        .replace("[kafka]\n", "[kafka]\nrepartition = true\n");
+    let a = Engine::start("repartition-a", &config);
+    let b = Engine::start("repartition-b", &config);
+    let split = |name: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (x, y) = (a.metric(name).unwrap_or(0.0), b.metric(name).unwrap_or(0.0));
+            if x > 0.0 && y > 0.0 && x + y == 8.0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not split between the instances: a={x} b={y}\n{}\n{}",
+                a.log_text(),
+                b.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    split("telltale_repartition_assigned_partitions");
+    split("telltale_assigned_partitions");
+
+    let (series, points) = (16, 200);
+    let p = producer(&s.brokers);
+    let mut n = 0;
+    for j in 0..points {
+        for i in 0..series {
+            let line = point_line(i, j, EVERY);
+            send(
+                &p,
+                BaseRecord::<(), str>::to(&s.input)
+                    .payload(&line)
+                    .partition(n % 8),
+            );
+            n += 1;
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+
+    let want = all_expected(series, 0..points);
+    assert_eq!(want.len(), 64);
+    let got = read_events(&s, &want);
+    assert_all_present(&got, &want, &a.log_text());
+    let done = |e: &Engine| {
+        e.metric("telltale_repartition_messages_done_total")
+            .unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done(&a) + done(&b) < n as f64 {
+        assert!(Instant::now() < deadline, "input not fully forwarded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every series has exactly one model: each instance models only its own series.
+    let models = |e: &Engine| e.metric("telltale_series").unwrap_or(0.0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while models(&a) + models(&b) < series as f64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        models(&a) > 0.0 && models(&b) > 0.0 && models(&a) + models(&b) == series as f64,
+        "series modelled: a={} b={} (of {series})",
+        models(&a),
+        models(&b)
+    );
+    for e in [&a, &b] {
+        assert_eq!(e.metric("telltale_series_on_several_partitions"), Some(0.0));
+    }
+    // One open per onset: no second model opened the same anomaly (the whole topic, read
+    // again once every input message is handled).
+    let all = read_until(&s.brokers, &s.anomalies, Duration::from_secs(5), |_| false);
+    let mut opens: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &all {
+        let v = m.json();
+        if v["state"] == "open" {
+            *opens
+                .entry(v["id"].as_str().expect("id").to_owned())
+                .or_default() += 1;
+        }
+    }
+    let repeated: Vec<_> = opens.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(repeated.is_empty(), "opened more than once: {repeated:?}");
+    assert_eq!(
+        opens.keys().cloned().collect::<BTreeSet<_>>(),
+        want,
+        "exactly the expected anomalies open"
+    );
+    // Nothing was dead-lettered (no point out of order within the lateness).
+    let dead = read_until(&s.brokers, &s.dlq, Duration::from_secs(5), |_| false);
+    assert!(dead.is_empty(), "dead letters: {dead:?}");
 }

@@ -398,6 +398,11 @@ impl Pipeline {
         self.table.contains_key(&id)
     }
 
+    /// Series routed so far (each has its model on one shard).
+    pub fn series(&self) -> usize {
+        self.table.len()
+    }
+
     /// Records a record rejected before routing (parse errors), in input order.
     pub fn reject(&mut self, source: Source, reason: RejectReason, record: &str) {
         const MAX_RECORD: usize = 4096;

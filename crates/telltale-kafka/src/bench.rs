@@ -153,6 +153,9 @@ impl Engine {
             replication_factor: None,
             tls: conn.tls.clone(),
             sasl: conn.sasl.clone(),
+            repartition: false,
+            repartition_topic: None,
+            repartition_partitions: None,
         };
         for (key, v) in consumer_overrides() {
             k.consumer.insert(key.into(), v.into());

@@ -59,6 +59,20 @@ pub struct KafkaConfig {
     /// `[kafka.sasl]`: authenticate with SASL (only over TLS).
     #[serde(default)]
     pub sasl: Option<SaslConfig>,
+    /// Re-key the input by series before scoring (default `false`): for producers that do not
+    /// key messages by series. A first stage (consumer group `<group_id>-repartition`) decodes
+    /// the input topics and forwards each valid line to the repartition topic, on the partition
+    /// of its series; the scoring stage consumes that topic. The input's offsets are stored
+    /// only once the forwarded lines are acknowledged.
+    #[serde(default)]
+    pub repartition: bool,
+    /// The repartition topic (default `<group_id>-repartition`), created when missing.
+    #[serde(default)]
+    pub repartition_topic: Option<String>,
+    /// Partitions of the repartition topic when the engine creates it (default: as many as the
+    /// first input topic has, else 8). An existing topic keeps its own count.
+    #[serde(default)]
+    pub repartition_partitions: Option<i32>,
 }
 
 /// A password: given in the configuration or, better, named by an environment variable; never
@@ -331,6 +345,13 @@ impl KafkaConfig {
         }
     }
 
+    /// The repartition topic's name.
+    pub fn repartition_topic(&self) -> String {
+        self.repartition_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-repartition", self.group_id))
+    }
+
     /// Checks the section; `Ok` carries the drain timeout in milliseconds.
     pub fn validate(&self) -> Result<u64, ConfigError> {
         self.connection().validate()?;
@@ -346,10 +367,21 @@ impl KafkaConfig {
                 "must list at least one topic (no empty names)",
             ));
         }
-        for (field, t) in [
+        let repartition_topic = self.repartition_topic();
+        if self.repartition_partitions.is_some_and(|p| p < 1) {
+            return Err(ConfigError::new(
+                "kafka.repartition_partitions",
+                "must be >= 1",
+            ));
+        }
+        let mut outputs = vec![
             ("anomaly_topic", &self.anomaly_topic),
             ("dead_letter_topic", &self.dead_letter_topic),
-        ] {
+        ];
+        if self.repartition {
+            outputs.push(("repartition_topic", &repartition_topic));
+        }
+        for (field, t) in outputs {
             if t.is_empty() {
                 return Err(ConfigError::new(
                     format!("kafka.{field}"),

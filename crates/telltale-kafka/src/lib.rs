@@ -14,11 +14,13 @@
 pub mod acks;
 pub mod admin;
 pub mod bench;
+mod burst;
 pub mod client;
 pub mod config;
 pub mod metrics;
 pub mod run;
 pub mod sink;
+mod stage;
 
 pub(crate) use run::log_rdkafka;
 

@@ -70,6 +70,17 @@ pub struct Metrics {
     pub consume_errors: AtomicU64,
     /// The last of them.
     pub last_consume_error: Mutex<String>,
+    /// Series with a model in this instance.
+    pub series: AtomicU64,
+    /// Input partitions the repartition stage owns.
+    pub repartition_assigned: AtomicI64,
+    /// Input messages read by the repartition stage (`repartition = true`).
+    pub repartition_in: AtomicU64,
+    /// Of those, messages fully handled: their lines forwarded and acknowledged (or the message
+    /// dead-lettered), their offsets stored.
+    pub repartition_done: AtomicU64,
+    /// Messages the repartition stage wrote to the repartition topic (acknowledged).
+    pub repartition_out: AtomicU64,
     /// Consumer lag per owned partition, from librdkafka statistics: (topic, partition, lag).
     pub lag: Mutex<Vec<(String, i32, i64)>>,
     /// Microseconds from a message's Kafka timestamp to the moment its points were scored and
@@ -100,6 +111,11 @@ impl Default for Metrics {
             consume_errors: AtomicU64::new(0),
             split_series: AtomicU64::new(0),
             last_consume_error: Mutex::new(String::new()),
+            series: AtomicU64::new(0),
+            repartition_assigned: AtomicI64::new(0),
+            repartition_in: AtomicU64::new(0),
+            repartition_done: AtomicU64::new(0),
+            repartition_out: AtomicU64::new(0),
             lag: Mutex::new(Vec::new()),
             // 1 µs .. 1 h, 3 significant digits.
             latency: Mutex::new(
@@ -161,7 +177,7 @@ impl Collector for Collect {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
         let m = &self.0;
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "telltale_consume_errors",
                 "Errors the consumer reported instead of a message (e.g. a batch that cannot be decompressed)",
@@ -208,6 +224,21 @@ impl Collector for Collect {
                 &m.queue_full,
             ),
             (
+                "telltale_repartition_messages_in",
+                "Input messages read by the repartition stage ([kafka] repartition = true)",
+                &m.repartition_in,
+            ),
+            (
+                "telltale_repartition_messages_done",
+                "Input messages whose lines the repartition stage forwarded (acknowledged) or dead-lettered, offsets stored",
+                &m.repartition_done,
+            ),
+            (
+                "telltale_repartition_forwarded",
+                "Messages written to the repartition topic (acknowledged)",
+                &m.repartition_out,
+            ),
+            (
                 "telltale_session_restarts",
                 "Kafka sessions restarted from the committed offsets (delivery failure, brokers lost)",
                 &m.restarts,
@@ -244,10 +275,24 @@ impl Collector for Collect {
             None,
             g.metric_type(),
         )?)?;
+        let g = ConstGauge::new(r(&m.series) as i64);
+        g.encode(e.encode_descriptor(
+            "telltale_series",
+            "Series with a model in this instance",
+            None,
+            g.metric_type(),
+        )?)?;
         let g = ConstGauge::new(m.assigned.load(Ordering::Relaxed));
         g.encode(e.encode_descriptor(
             "telltale_assigned_partitions",
             "Partitions this instance owns",
+            None,
+            g.metric_type(),
+        )?)?;
+        let g = ConstGauge::new(m.repartition_assigned.load(Ordering::Relaxed));
+        g.encode(e.encode_descriptor(
+            "telltale_repartition_assigned_partitions",
+            "Input partitions the repartition stage of this instance owns",
             None,
             g.metric_type(),
         )?)?;

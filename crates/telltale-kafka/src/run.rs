@@ -17,25 +17,23 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers as _, Message};
-use rdkafka::producer::BaseRecord;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 use telltale_codec::decode::{Decoded, Decoder};
-use telltale_core::event::{Source, StreamName, Streams};
-use telltale_core::reject::RejectReason;
+use telltale_core::event::{StreamName, Streams};
 use telltale_engine::front::Front;
 use telltale_engine::{Pipeline, Report};
 
 use crate::config::{KafkaConfig, LiveConfig};
 
 use crate::Error;
-use crate::acks::{Acks, RING};
+use crate::acks::Acks;
+use crate::burst::Burst;
 use crate::metrics::{Metrics, now_ms};
-use crate::sink::{
-    DeliveryCtx, KafkaSink, Producer, Stamps, dead_letter_headers, dlq_opaque, send_blocking,
-};
+use crate::sink::{DeliveryCtx, KafkaSink, Producer, Stamps};
+use crate::stage::{Dlq, Repartition, Score, Stage, wait_for_room};
 
 /// What a run did, once it stopped.
 #[derive(Debug)]
@@ -48,24 +46,38 @@ pub struct RunSummary {
     pub dead_letters: u64,
 }
 
-/// A burst of messages: the last pipeline batch holding its points, and per partition (stream
-/// index) the offset of its last message, stored once that batch is confirmed (librdkafka's
-/// `rd_kafka_offset_store` then commits that offset + 1, the next one to read).
+/// A burst of messages: per partition (stream index) the offset of its last message, stored
+/// once the last batch holding the burst's outputs is confirmed (librdkafka's
+/// `rd_kafka_offset_store` then commits that offset + 1, the next one to read). The consumer
+/// thread records a group as it hands the burst over; the stage thread fills in `last_batch`
+/// once it has handled the burst.
 #[derive(Debug)]
 struct Group {
-    last_batch: u64,
+    seq: u64,
+    last_batch: Option<u64>,
     offsets: Vec<(u32, i64)>,
     messages: u64,
 }
 
-/// Offset bookkeeping shared by the poll loop and the rebalance callback (both run on the
-/// consumer thread; the mutex is taken once per burst).
+/// Offset bookkeeping shared by the poll loop, the rebalance callback (both on the consumer
+/// thread) and the stage thread (the mutex is taken about twice per burst).
 #[derive(Debug, Default)]
 struct Tracker {
     confirmed: u64,
     groups: VecDeque<Group>,
     /// Stream index → (topic, partition).
     names: Vec<(String, i32)>,
+    stage: Kind,
+}
+
+/// Which stage a session runs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Decode, route and score (the engine).
+    #[default]
+    Score,
+    /// Forward each line to the repartition topic by series.
+    Repartition,
 }
 
 impl Tracker {
@@ -80,12 +92,17 @@ impl Tracker {
         while self
             .groups
             .front()
-            .is_some_and(|g| g.last_batch < self.confirmed)
+            .is_some_and(|g| g.last_batch.is_some_and(|b| b < self.confirmed))
         {
             let g = self.groups.pop_front().expect("front exists");
-            metrics
-                .messages_done
-                .fetch_add(g.messages, Ordering::Relaxed);
+            match self.stage {
+                Kind::Score => metrics
+                    .messages_done
+                    .fetch_add(g.messages, Ordering::Relaxed),
+                Kind::Repartition => metrics
+                    .repartition_done
+                    .fetch_add(g.messages, Ordering::Relaxed),
+            };
             for (stream, offset) in g.offsets {
                 let (topic, partition) = &self.names[stream as usize];
                 match consumer.store_offset(topic, *partition, offset) {
@@ -121,6 +138,7 @@ struct SourceCtx {
     metrics: Arc<Metrics>,
     drain: Duration,
     lost: Arc<crate::acks::BrokersLost>,
+    stage: Kind,
 }
 
 impl SourceCtx {
@@ -182,6 +200,7 @@ impl ClientContext for SourceCtx {
 
     fn stats(&self, s: Statistics) {
         let mut lag = Vec::new();
+        let mine: Vec<&String> = s.topics.keys().collect();
         for (topic, t) in &s.topics {
             for (p, part) in &t.partitions {
                 if *p >= 0 && part.consumer_lag >= 0 && part.fetch_state != "none" {
@@ -189,8 +208,11 @@ impl ClientContext for SourceCtx {
                 }
             }
         }
-        lag.sort();
-        *self.metrics.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+        // Both stages of `repartition = true` report here: each replaces its own topics' lag.
+        let mut all = self.metrics.lag.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|(t, _, _)| !mine.contains(&t));
+        all.extend(lag);
+        all.sort();
     }
 }
 
@@ -205,7 +227,9 @@ impl ConsumerContext for SourceCtx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.metrics.rebalances.fetch_add(1, Ordering::Relaxed);
         if let Rebalance::Revoke(tpl) = rebalance {
-            self.metrics.ready.store(false, Ordering::Relaxed);
+            if self.stage == Kind::Score {
+                self.metrics.ready.store(false, Ordering::Relaxed);
+            }
             let parts = partitions(tpl);
             let started = Instant::now();
             let in_time = self.drain(consumer, Some(&parts));
@@ -246,15 +270,27 @@ impl ConsumerContext for SourceCtx {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let owned = consumer.assignment().map_or(0, |a| a.count());
-        self.metrics.assigned.store(owned as i64, Ordering::Relaxed);
+        let stage = match self.stage {
+            Kind::Score => "",
+            Kind::Repartition => "repartition stage: ",
+        };
+        match self.stage {
+            Kind::Score => self.metrics.assigned.store(owned as i64, Ordering::Relaxed),
+            Kind::Repartition => self
+                .metrics
+                .repartition_assigned
+                .store(owned as i64, Ordering::Relaxed),
+        }
         match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(
                     target: "telltale::kafka",
-                    "assigned {} partition(s); {owned} owned",
+                    "{stage}assigned {} partition(s); {owned} owned",
                     tpl.count()
                 );
-                self.metrics.ready.store(true, Ordering::Relaxed);
+                if self.stage == Kind::Score {
+                    self.metrics.ready.store(true, Ordering::Relaxed);
+                }
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => {
@@ -274,7 +310,11 @@ fn producer(k: &KafkaConfig, ctx: DeliveryCtx) -> Result<Producer, Error> {
     Ok(cfg.create_with_context(ctx)?)
 }
 
-fn consumer(k: &KafkaConfig, ctx: SourceCtx) -> Result<BaseConsumer<SourceCtx>, Error> {
+fn consumer(
+    k: &KafkaConfig,
+    group: &str,
+    ctx: SourceCtx,
+) -> Result<BaseConsumer<SourceCtx>, Error> {
     let mut cfg = k.connection().client_config(
         &[
             ("auto.offset.reset", "earliest"),
@@ -288,46 +328,9 @@ fn consumer(k: &KafkaConfig, ctx: SourceCtx) -> Result<BaseConsumer<SourceCtx>, 
         ],
         &[&k.consumer],
     )?;
-    cfg.set("group.id", &k.group_id)
+    cfg.set("group.id", group)
         .set("enable.auto.offset.store", "false");
     Ok(cfg.create_with_context(ctx)?)
-}
-
-/// Decodes one message with the decode layer replay uses and routes its records through the
-/// same front end; a message with any bad record goes to the dead-letter topic whole and none
-/// of its records are scored.
-struct MessageDecoder {
-    decoder: Decoder,
-    decoded: Decoded,
-}
-
-enum Verdict {
-    Routed,
-    Dead(RejectReason),
-}
-
-impl MessageDecoder {
-    fn decode(&mut self, payload: Option<&[u8]>, front: &mut Front, source: Source) -> Verdict {
-        let Some(bytes) = payload.filter(|b| !b.iter().all(u8::is_ascii_whitespace)) else {
-            return Verdict::Dead(RejectReason::EmptyMessage);
-        };
-        let Ok(text) = std::str::from_utf8(bytes) else {
-            return Verdict::Dead(RejectReason::NotUtf8);
-        };
-        let d = &mut self.decoded;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            self.decoder.json_line(line, source.offset, d);
-        }
-        if let Some(reason) = d.first_reject() {
-            d.records.clear();
-            // The keys announced stay with the front end: the decoder will not announce them
-            // again.
-            front.take_keys(d);
-            return Verdict::Dead(reason);
-        }
-        front.push(d, source.stream);
-        Verdict::Routed
-    }
 }
 
 /// Runs the live engine until `shutdown` is set (then drains, commits and returns).
@@ -340,16 +343,78 @@ impl MessageDecoder {
 /// models. So the engine outlives broker restarts and never skips a message; it may repeat
 /// events (at-least-once). Configuration errors, and a first session that cannot start, end the
 /// run.
+///
+/// With `[kafka] repartition = true` a second thread runs the first stage (input topics →
+/// repartition topic, by series) the same way, and the engine scores the repartition topic.
 pub fn run(
     config: &LiveConfig,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) -> Result<RunSummary, Error> {
+    let k = config.kafka.as_ref().ok_or(Error::NoKafka)?;
+    k.validate()?;
+    if !k.repartition {
+        return run_stage(config, Kind::Score, &shutdown, &metrics);
+    }
+    let topic = k.repartition_topic();
+    let partitions = k
+        .repartition_partitions
+        .or_else(|| input_partitions(k))
+        .unwrap_or(8);
+    crate::admin::ensure_topics(
+        &k.connection(),
+        &[(&topic, partitions)],
+        k.replication_factor,
+    )?;
+    // The scoring stage reads the repartition topic; the first stage stops once the scoring
+    // stage has (so a shutdown drains both, first stage last is harmless: what it forwarded
+    // after the scoring stage stopped is read on the next start).
+    let mut scoring = config.clone();
+    if let Some(sk) = scoring.kafka.as_mut() {
+        sk.topics = vec![topic];
+        sk.repartition = false;
+    }
+    let first = {
+        let (config, shutdown, metrics) = (config.clone(), shutdown.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("telltale-repart".into())
+            .spawn(move || {
+                let r = run_stage(&config, Kind::Repartition, &shutdown, &metrics);
+                // A first stage that cannot go on stops the engine.
+                shutdown.store(true, Ordering::Relaxed);
+                r
+            })
+            .map_err(Error::Io)?
+    };
+    let scored = run_stage(&scoring, Kind::Score, &shutdown, &metrics);
+    shutdown.store(true, Ordering::Relaxed);
+    let forwarded = first
+        .join()
+        .map_err(|_| Error::Delivery("the repartition stage panicked".into()))?;
+    let mut summary = scored?;
+    let forwarded = forwarded?;
+    summary.messages += forwarded.messages;
+    summary.dead_letters += forwarded.dead_letters;
+    Ok(summary)
+}
+
+fn run_stage(
+    config: &LiveConfig,
+    stage: Kind,
+    shutdown: &Arc<AtomicBool>,
+    metrics: &Arc<Metrics>,
+) -> Result<RunSummary, Error> {
     let mut started = false;
     let mut backoff = Duration::from_secs(1);
     loop {
         let began = Instant::now();
-        let result = session(config, shutdown.clone(), metrics.clone(), &mut started);
+        let result = session(
+            config,
+            stage,
+            shutdown.clone(),
+            metrics.clone(),
+            &mut started,
+        );
         if began.elapsed() > Duration::from_secs(60) {
             backoff = Duration::from_secs(1);
         }
@@ -380,9 +445,18 @@ pub fn run(
     }
 }
 
-/// One Kafka session: clients, pipeline and models, from the committed offsets on.
+/// What the stage thread hands back when its input ends.
+type StageEnd = (Box<dyn Stage>, Result<(), Error>);
+
+/// One Kafka session: clients, stage thread (and, scoring, pipeline and models), from the
+/// committed offsets on.
+///
+/// The consumer thread only polls: it copies each burst of messages into a [`Burst`] (recycled)
+/// and hands it to the stage thread, which decodes, routes or forwards, and produces; the
+/// consumer thread stores the offsets of bursts whose outputs are acknowledged.
 fn session(
     config: &LiveConfig,
+    stage_kind: Kind,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     started: &mut bool,
@@ -393,17 +467,17 @@ fn session(
         telltale_core::time::parse_duration_ms(&k.linger).unwrap_or(2) as u64,
     );
     let plan = config.engine.plan()?;
+    let partitions = input_partitions(k).unwrap_or(8);
     // Output topics are created when missing (as many partitions as the first input topic has,
     // else 8); input topics belong to whoever produces them.
-    let partitions = input_partitions(k).unwrap_or(8);
-    crate::admin::ensure_topics(
-        &k.connection(),
-        &[
+    let outputs: Vec<(&str, i32)> = match stage_kind {
+        Kind::Score => vec![
             (&k.anomaly_topic, partitions),
             (&k.dead_letter_topic, partitions),
         ],
-        k.replication_factor,
-    )?;
+        Kind::Repartition => vec![(&k.dead_letter_topic, partitions)],
+    };
+    crate::admin::ensure_topics(&k.connection(), &outputs, k.replication_factor)?;
     let acks = Arc::new(Acks::default());
     let lost = Arc::new(crate::acks::BrokersLost::default());
     let producer = Arc::new(producer(
@@ -412,64 +486,137 @@ fn session(
             acks: acks.clone(),
             metrics: metrics.clone(),
             lost: lost.clone(),
+            forwards: stage_kind == Kind::Repartition,
         },
     )?);
+    let group = match stage_kind {
+        Kind::Score => k.group_id.clone(),
+        Kind::Repartition => format!("{}-repartition", k.group_id),
+    };
     let consumer = consumer(
         k,
+        &group,
         SourceCtx {
-            tracker: Mutex::new(Tracker::default()),
+            tracker: Mutex::new(Tracker {
+                stage: stage_kind,
+                ..Tracker::default()
+            }),
             acks: acks.clone(),
             metrics: metrics.clone(),
             drain,
             lost: lost.clone(),
+            stage: stage_kind,
         },
     )?;
+
     let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     *started = true;
-    tracing::info!(
-        target: "telltale::kafka",
-        "consuming {:?} as group `{}` from {}; anomalies to `{}`, dead letters to `{}`",
-        k.topics, k.group_id, k.brokers, k.anomaly_topic, k.dead_letter_topic
-    );
 
     let streams = Streams::new(Vec::new());
-    let (stamps_tx, stamps_rx): (Sender<Stamps>, Receiver<Stamps>) = unbounded();
-    let (recycle_tx, recycle_rx) = unbounded::<Vec<i64>>();
-    let window_ms = plan.llm_window_ms;
     let llm = Arc::new(plan.llm.clone());
-    let pipe = Pipeline::start(
-        plan,
-        streams.clone(),
-        KafkaSink {
-            producer: producer.clone(),
-            acks: acks.clone(),
-            metrics: metrics.clone(),
-            topic: k.anomaly_topic.clone(),
-            dlq: k.dead_letter_topic.clone(),
-            batch: 0,
-            stamps: stamps_rx,
-            recycle: recycle_tx,
-            waiting: None,
-            key: String::new(),
-        },
-    );
+    let dlq = Dlq {
+        producer: producer.clone(),
+        acks: acks.clone(),
+        metrics: metrics.clone(),
+        topic: k.dead_letter_topic.clone(),
+        streams: streams.clone(),
+    };
+    let stage: Box<dyn Stage> = match stage_kind {
+        Kind::Score => {
+            tracing::info!(
+                target: "telltale::kafka",
+                "consuming {:?} as group `{group}` from {}; anomalies to `{}`, dead letters to `{}`",
+                k.topics, k.brokers, k.anomaly_topic, k.dead_letter_topic
+            );
+            let (stamps_tx, stamps_rx): (Sender<Stamps>, Receiver<Stamps>) = unbounded();
+            let (recycle_tx, recycle_rx) = unbounded::<Vec<i64>>();
+            let window_ms = plan.llm_window_ms;
+            let pipe = Pipeline::start(
+                plan,
+                streams.clone(),
+                KafkaSink {
+                    producer: producer.clone(),
+                    acks: acks.clone(),
+                    metrics: metrics.clone(),
+                    topic: k.anomaly_topic.clone(),
+                    dlq: k.dead_letter_topic.clone(),
+                    batch: 0,
+                    stamps: stamps_rx,
+                    recycle: recycle_tx,
+                    waiting: None,
+                    key: String::new(),
+                },
+            );
+            Box::new(Score {
+                front: Front::new(pipe, window_ms),
+                decoder: Decoder::new(llm),
+                decoded: Decoded::default(),
+                dlq,
+                stamps: stamps_tx,
+                recycled: recycle_rx,
+                dead: 0,
+            })
+        }
+        Kind::Repartition => {
+            let topic = k.repartition_topic();
+            let n = topic_partitions(k, &topic).ok_or_else(|| {
+                Error::Delivery(format!("the repartition topic `{topic}` has no partitions"))
+            })?;
+            tracing::info!(
+                target: "telltale::kafka",
+                "repartition stage: consuming {:?} as group `{group}`; lines to `{topic}` \
+                 ({n} partitions) by series, dead letters to `{}`",
+                k.topics, k.dead_letter_topic
+            );
+            Box::new(Repartition::new(Decoder::new(llm), dlq, topic, n as usize))
+        }
+    };
+
+    // Bursts go to the stage thread and come back empty; two in flight keep both threads busy.
+    let (burst_tx, burst_rx) = crossbeam_channel::bounded::<Burst>(2);
+    let (empty_tx, empty_rx) = unbounded::<Burst>();
+    let ctx = consumer.context().clone();
+    let worker = {
+        let (ctx, acks) = (ctx.clone(), acks.clone());
+        std::thread::Builder::new()
+            .name(match stage_kind {
+                Kind::Score => "telltale-route".into(),
+                Kind::Repartition => "telltale-forward".into(),
+            })
+            .spawn(move || -> StageEnd {
+                let mut stage = stage;
+                let mut confirmed = 0;
+                for mut burst in burst_rx {
+                    if !wait_for_room(&acks, &mut confirmed, stage.open_batch()) {
+                        return (stage, Ok(()));
+                    }
+                    let last = match stage.burst(&mut burst) {
+                        Ok(last) => last,
+                        Err(e) => return (stage, Err(e)),
+                    };
+                    {
+                        let mut t = ctx.tracker.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(g) = t.groups.iter_mut().find(|g| g.seq == burst.seq) {
+                            g.last_batch = Some(last);
+                        }
+                    }
+                    let _ = empty_tx.send(burst);
+                }
+                (stage, Ok(()))
+            })
+            .map_err(Error::Io)?
+    };
 
     // (topic → partition → stream index), filled as partitions first deliver.
     let mut index: Vec<(String, Vec<u32>)> = Vec::new();
-    let mut front = Front::new(pipe, window_ms);
-    let mut dec = MessageDecoder {
-        decoder: Decoder::new(llm),
-        decoded: Decoded::default(),
-    };
     let mut slot_of_stream: Vec<u32> = Vec::new();
     let mut messages = 0u64;
-    let mut dead = 0u64;
-    let ctx = consumer.context();
     let mut fatal = None;
-    let mut stamps: Vec<i64> = Vec::new();
+    let mut seq = 0u64;
+    let mut burst = Burst::default();
 
-    while !shutdown.load(Ordering::Relaxed) {
+    'session: while !shutdown.load(Ordering::Relaxed) {
         metrics.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         if let Some(f) = acks.failure() {
             fatal = Some(Error::Delivery(f.to_owned()));
@@ -483,21 +630,14 @@ fn session(
             fatal = Some(Error::Delivery("lost every broker".into()));
             break;
         }
-        {
-            let mut t = ctx.tracker.lock().unwrap_or_else(|e| e.into_inner());
-            t.store_confirmed(&acks, &consumer, &metrics);
-            if front.pipe.open_batch() - t.confirmed >= RING / 2 {
-                drop(t);
-                std::thread::sleep(Duration::from_millis(1));
-                continue;
-            }
-        }
+        ctx.tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .store_confirmed(&acks, &consumer, &metrics);
+        burst.clear(seq);
         let mut offsets: Vec<(u32, i64)> = Vec::new();
-        let mut n = 0usize;
-        // Records routed (live: points, as a rejected message never reaches the pipeline).
-        let routed_before = front.pipe.records();
         let mut burst_end: Option<Instant> = None;
-        while n < k.batch {
+        while burst.msgs.len() < k.batch {
             // Queued messages are taken without a timeout (and without reading the clock);
             // only an empty queue waits: up to 100 ms for a burst's first message, then until
             // the burst's linger time is up.
@@ -518,92 +658,75 @@ fn session(
             let m = match polled {
                 None => break,
                 Some(Err(e)) => {
-                    // No message to dead-letter (librdkafka moves past what it cannot
-                    // deliver): counted, logged and shown on /readyz.
-                    metrics.consume_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(target: "telltale::kafka", "consumer: {e}");
-                    *metrics
-                        .last_consume_error
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = e.to_string();
+                    consume_error(&metrics, &e.to_string());
                     break;
                 }
                 Some(Ok(m)) => m,
             };
-            if n == 0 {
+            if burst.msgs.is_empty() {
                 burst_end = Some(Instant::now() + linger);
             }
-            n += 1;
-            let stream = stream_index(&mut index, &streams, ctx, &m);
-            let s = stream as usize;
-            if slot_of_stream.len() <= s {
-                slot_of_stream.resize(s + 1, u32::MAX);
-            }
-            match slot_of_stream[s] {
-                u32::MAX => {
-                    slot_of_stream[s] = offsets.len() as u32;
-                    offsets.push((stream, m.offset()));
-                }
-                i => offsets[i as usize].1 = m.offset(),
-            }
-            if let Some(ts) = m.timestamp().to_millis() {
-                stamps.push(ts);
-            }
-            let source = Source {
-                stream,
-                offset: m.offset() as u64,
-            };
-            if let Verdict::Dead(reason) = dec.decode(m.payload(), &mut front, source) {
-                dead += 1;
-                if let Err(e) = dead_letter(&producer, &acks, &metrics, k, &front.pipe, &m, &reason)
-                {
-                    fatal = Some(Error::Kafka(e));
-                    break;
-                }
-            }
+            let stream = stream_index(&mut index, &streams, &ctx, m.topic(), m.partition());
+            note_offset(&mut slot_of_stream, &mut offsets, stream, m.offset());
+            burst.push(stream, &m);
         }
+        let n = burst.msgs.len() as u64;
         if n == 0 {
             continue;
         }
-        messages += n as u64;
-        metrics.messages_in.fetch_add(n as u64, Ordering::Relaxed);
-        let split = front.pipe.split_series();
-        if split > 0 && metrics.split_series.swap(split, Ordering::Relaxed) == 0 {
-            tracing::warn!(
-                target: "telltale::kafka",
-                "a series arrives on more than one partition: the input is not keyed by series, \
-                 so its points can come out of order and, with several instances, reach two \
-                 models (key messages by series; telltale_series_on_several_partitions counts them)"
-            );
-        }
-        metrics
-            .points_in
-            .fetch_add(front.pipe.records() - routed_before, Ordering::Relaxed);
         for (stream, _) in &offsets {
             slot_of_stream[*stream as usize] = u32::MAX;
         }
-        // The burst's timestamps go to the sink before its last batch does, so the sink has them
-        // when that batch is done, however fast the shards are.
-        let last_batch = front.pipe.open_batch();
-        let full = std::mem::replace(&mut stamps, recycle_rx.try_recv().unwrap_or_default());
-        let _ = stamps_tx.send((last_batch, full));
-        let flushed = front.pipe.flush();
-        debug_assert_eq!(flushed, last_batch);
+        messages += n;
+        match stage_kind {
+            Kind::Score => metrics.messages_in.fetch_add(n, Ordering::Relaxed),
+            Kind::Repartition => metrics.repartition_in.fetch_add(n, Ordering::Relaxed),
+        };
         ctx.tracker
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .groups
             .push_back(Group {
-                last_batch,
+                seq,
+                last_batch: None,
                 offsets,
-                messages: n as u64,
+                messages: n,
             });
-        if fatal.is_some() {
-            break;
+        seq += 1;
+        // Hand the burst over; while the stage thread is busy, keep storing offsets and
+        // watching for failures.
+        let mut full = std::mem::replace(&mut burst, empty_rx.try_recv().unwrap_or_default());
+        loop {
+            match burst_tx.send_timeout(full, Duration::from_millis(5)) {
+                Ok(()) => break,
+                Err(crossbeam_channel::SendTimeoutError::Timeout(b)) => {
+                    full = b;
+                    metrics.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+                    ctx.tracker
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .store_confirmed(&acks, &consumer, &metrics);
+                    if acks.failure().is_some() {
+                        continue 'session;
+                    }
+                }
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                    fatal = Some(Error::Delivery("the stage thread stopped".into()));
+                    break 'session;
+                }
+            }
         }
     }
 
-    metrics.ready.store(false, Ordering::Relaxed);
+    if stage_kind == Kind::Score {
+        metrics.ready.store(false, Ordering::Relaxed);
+    }
+    // The stage thread handles what it was given, then hands the stage back.
+    drop(burst_tx);
+    let (stage, ended) = worker
+        .join()
+        .map_err(|_| Error::Delivery("the stage thread panicked".into()))?;
+    let fatal = fatal.or(ended.err());
     if let Some(e) = fatal.or_else(|| acks.failure().map(|f| Error::Delivery(f.to_owned()))) {
         // Nothing unacknowledged is committed: the pipeline and producer are dropped without
         // a drain (their threads wind down on their own; the producer's queue is purged).
@@ -614,7 +737,7 @@ fn session(
         return Err(e);
     }
     tracing::info!(target: "telltale::kafka", "shutting down: draining in-flight events");
-    let started = Instant::now();
+    let drain_started = Instant::now();
     let drained = ctx.drain(&consumer, None);
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
@@ -630,12 +753,10 @@ fn session(
     tracing::info!(
         target: "telltale::kafka",
         "drained and committed in {:?}",
-        started.elapsed()
+        drain_started.elapsed()
     );
-    drop(stamps_tx);
-    // A window of derived LLM series still open stays unemitted: its requests were read, but a
-    // partial mean would be a false point (a restart resumes from the committed offsets).
-    let report = front.pipe.finish()?;
+    let dead = stage.dead_letters();
+    let report = stage.finish()?.unwrap_or_default();
     consumer.unsubscribe();
     drop(consumer);
     Ok(RunSummary {
@@ -645,9 +766,8 @@ fn session(
     })
 }
 
-/// Partitions of the first listed (non-regex) input topic, if it exists.
-fn input_partitions(k: &KafkaConfig) -> Option<i32> {
-    let topic = k.topics.iter().find(|t| !t.starts_with('^'))?;
+/// Partitions of `topic`, if it exists.
+fn topic_partitions(k: &KafkaConfig, topic: &str) -> Option<i32> {
     let consumer: BaseConsumer = k.connection().client_config(&[], &[]).ok()?.create().ok()?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
@@ -656,15 +776,21 @@ fn input_partitions(k: &KafkaConfig) -> Option<i32> {
     (n > 0).then_some(n)
 }
 
+/// Partitions of the first listed (non-regex) input topic, if it exists.
+fn input_partitions(k: &KafkaConfig) -> Option<i32> {
+    let topic = k.topics.iter().find(|t| !t.starts_with('^'))?;
+    topic_partitions(k, topic)
+}
+
 /// The stream index of a message's partition, registering it on first sight.
 fn stream_index(
     index: &mut Vec<(String, Vec<u32>)>,
     streams: &Streams,
     ctx: &SourceCtx,
-    m: &BorrowedMessage<'_>,
+    topic: &str,
+    partition: i32,
 ) -> u32 {
-    let p = m.partition().max(0) as usize;
-    let topic = m.topic();
+    let p = partition.max(0) as usize;
     // A consumer reads a handful of topics: a scan beats hashing the name per message.
     if let Some((_, v)) = index.iter().find(|(t, _)| t == topic)
         && let Some(&s) = v.get(p)
@@ -673,14 +799,14 @@ fn stream_index(
         return s;
     }
     let s = streams.push(StreamName::Kafka {
-        topic: m.topic().to_owned(),
-        partition: m.partition(),
+        topic: topic.to_owned(),
+        partition,
     });
     ctx.tracker
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .names
-        .push((m.topic().to_owned(), m.partition()));
+        .push((topic.to_owned(), partition));
     let i = match index.iter().position(|(t, _)| t == topic) {
         Some(i) => i,
         None => {
@@ -696,42 +822,29 @@ fn stream_index(
     s
 }
 
-/// Sends a message, unchanged, to the dead-letter topic with the reason in its headers.
-fn dead_letter(
-    producer: &Producer,
-    acks: &Acks,
-    metrics: &Metrics,
-    k: &KafkaConfig,
-    pipe: &Pipeline,
-    m: &BorrowedMessage<'_>,
-    reason: &RejectReason,
-) -> KafkaResult<()> {
-    metrics.reject(reason);
-    let (code, detail) = (reason.code(), reason.to_string());
-    tracing::debug!(
-        target: "telltale::kafka",
-        "dead letter {}/{}@{}: {code}: {detail}",
-        m.topic(),
-        m.partition(),
-        m.offset()
-    );
-    let mut headers = dead_letter_headers(code, &detail, m.topic(), m.partition(), m.offset());
-    if let Some(h) = m.headers() {
-        for i in 0..h.count() {
-            let header = h.get(i);
-            headers = headers.insert(header);
+/// Notes `offset` as the last of `stream` in the burst being read.
+fn note_offset(slots: &mut Vec<u32>, offsets: &mut Vec<(u32, i64)>, stream: u32, offset: i64) {
+    let s = stream as usize;
+    if slots.len() <= s {
+        slots.resize(s + 1, u32::MAX);
+    }
+    match slots[s] {
+        u32::MAX => {
+            slots[s] = offsets.len() as u32;
+            offsets.push((stream, offset));
         }
+        i => offsets[i as usize].1 = offset,
     }
-    let no = pipe.open_batch();
-    acks.sent(no);
-    let mut record = BaseRecord::with_opaque_to(&k.dead_letter_topic, dlq_opaque(no))
-        .payload(m.payload().unwrap_or(&[]))
-        .headers(headers);
-    if let Some(key) = m.key() {
-        record = record.key(key);
-    }
-    if let Some(ts) = m.timestamp().to_millis() {
-        record = record.timestamp(ts);
-    }
-    send_blocking(producer, metrics, record).inspect_err(|_| acks.failed(no, "dead letter".into()))
+}
+
+/// An error librdkafka's consumer reported in place of a message: nothing to dead-letter
+/// (librdkafka moves past what it cannot deliver), so it is counted, logged and shown on
+/// `/readyz`.
+fn consume_error(metrics: &Metrics, e: &str) {
+    metrics.consume_errors.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(target: "telltale::kafka", "consumer: {e}");
+    *metrics
+        .last_consume_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = e.to_owned();
 }

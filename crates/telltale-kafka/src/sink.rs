@@ -30,6 +30,8 @@ pub struct DeliveryCtx {
     pub(crate) acks: Arc<Acks>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) lost: Arc<crate::acks::BrokersLost>,
+    /// The repartition stage's producer: what it sends are forwarded lines, not events.
+    pub(crate) forwards: bool,
 }
 
 impl ClientContext for DeliveryCtx {
@@ -53,6 +55,8 @@ impl ProducerContext for DeliveryCtx {
             Ok(_) => {
                 if opaque & DLQ_BIT != 0 {
                     self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+                } else if self.forwards {
+                    self.metrics.repartition_out.fetch_add(1, Ordering::Relaxed);
                 } else {
                     self.metrics.events_acked.fetch_add(1, Ordering::Relaxed);
                 }

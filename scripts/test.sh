@@ -4,6 +4,8 @@
 #   - kcat (Debian package), the outside Kafka client of the broker tests;
 #   - stunnel4 and openssl (Debian packages): TLS in front of a test broker;
 #   - prometheus (Debian package) for promtool, which checks the metrics exposition;
+#   - python3-venv (Debian package) and two PyPI packages in target/test-venv: real outside
+#     writers and readers of line protocol and CloudEvents;
 #   - a Kafka-compatible broker (nisshi, scripts/test-broker.sh) on a free loopback port, stopped
 #     again at the end unless it was already running.
 # Usage: scripts/test.sh [extra cargo test arguments]
@@ -15,6 +17,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # promtool only: the prometheus package's recommendations (exporters) are not needed.
 bare=()
 command -v promtool >/dev/null 2>&1 || bare+=(prometheus)
@@ -29,6 +32,15 @@ if [ $((${#missing[@]} + ${#bare[@]})) -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
       "${bare[@]}" >/dev/null
   fi
+fi
+
+# Python peers (PyPI, pinned in tests/common.rs): the InfluxDB client's line protocol
+# serializer and the CloudEvents SDK, in a virtual environment of the tests' own.
+if ! grep -qs "influxdb-client==1.50.0 cloudevents==2.2.0" target/test-venv/.peers; then
+  echo "== installing the Python test peers into target/test-venv"
+  python3 -m venv target/test-venv
+  target/test-venv/bin/python3 -m pip install -q influxdb-client==1.50.0 cloudevents==2.2.0
+  printf '%s' "influxdb-client==1.50.0 cloudevents==2.2.0" > target/test-venv/.peers
 fi
 
 if [ -z "${TELLTALE_KAFKA_BROKERS:-}" ]; then

@@ -88,3 +88,50 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// Python packages the tests use as real outside peers (pinned).
+pub const PYTHON_PEERS: &[&str] = &["influxdb-client==1.50.0", "cloudevents==2.2.0"];
+
+/// A Python interpreter with [`PYTHON_PEERS`] installed: the virtual environment
+/// `target/test-venv` (which `scripts/test.sh` makes), made here if it is missing.
+pub fn python() -> PathBuf {
+    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PY.get_or_init(|| {
+        let venv = repo_root().join("target/test-venv");
+        let py = venv.join("bin/python3");
+        let ready = venv.join(".peers");
+        if std::fs::read_to_string(&ready).ok().as_deref() != Some(&PYTHON_PEERS.join(" ")) {
+            let ok = std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "python3 -m venv {} failed", venv.display());
+            let ok = std::process::Command::new(&py)
+                .args(["-m", "pip", "install", "-q"])
+                .args(PYTHON_PEERS)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "pip install {PYTHON_PEERS:?} failed");
+            std::fs::write(&ready, PYTHON_PEERS.join(" ")).expect("write marker");
+        }
+        py
+    })
+    .clone()
+}
+
+/// Runs a Python script with [`python`]; returns its standard output.
+pub fn python_output(script: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}

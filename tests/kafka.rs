@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use telltale_core::event::event_id;
+use telltale_core::key::SeriesKey;
 use telltale_tests::broker::*;
 
 const EVERY: usize = 50;
@@ -972,4 +974,211 @@ fn unkeyed_producer_gets_one_model_per_series() {
     // Nothing was dead-lettered (no point out of order within the lateness).
     let dead = read_until(&s.brokers, &s.dlq, Duration::from_secs(5), |_| false);
     assert!(dead.is_empty(), "dead letters: {dead:?}");
+}
+
+/// Line protocol written by the InfluxDB client library's serializer: 4 hosts × 200 points,
+/// fields `latency_ms` (a spike every 50 points), `tokens` (integer) and `model` (a string).
+const INFLUX_POINTS: &str = r#"
+from influxdb_client import Point, WritePrecision
+t0 = 1700000000000
+for j in range(200):
+    for h in range(4):
+        latency = 5000.0 if j % 50 == 25 else 100.0 + (h * 31 + j * 17) % 13
+        p = (Point("llm serving").tag("host", "h%d" % h).tag("zone", "eu,west")
+             .field("latency_ms", latency).field("tokens", 100 + j % 7).field("model", "m 1")
+             .time((t0 + j * 1000) * 1000000, WritePrecision.NS))
+        print(p.to_line_protocol())
+"#;
+
+#[test]
+fn influx_lines_from_a_real_serializer() {
+    use rdkafka::producer::{BaseRecord, Producer as _};
+
+    let lines = telltale_tests::python_output(INFLUX_POINTS, &[]);
+    assert_eq!(lines.lines().count(), 800);
+    let key = |h: usize, field: &str| {
+        SeriesKey::new(
+            &format!("llm serving_{field}"),
+            &[("host", &format!("h{h}")), ("zone", "eu,west")],
+        )
+    };
+    let want: BTreeSet<String> = (0..4)
+        .flat_map(|h| {
+            let id = key(h, "latency_ms").id();
+            (0..200)
+                .filter(|j| is_spike(*j, EVERY))
+                .map(move |j| format!("{:016x}", event_id(id, CHAIN, ts(j))))
+        })
+        .collect();
+    assert_eq!(want.len(), 16);
+
+    // From a file: the same events as the same points written as JSON lines.
+    let dir = telltale_tests::temp_dir(&unique("influx"));
+    let lp = dir.join("points.lp");
+    std::fs::write(&lp, &lines).expect("write");
+    let mut json = String::new();
+    for j in 0..200 {
+        for h in 0..4 {
+            let latency = if is_spike(j, EVERY) {
+                5000.0
+            } else {
+                100.0 + ((h * 31 + j * 17) % 13) as f64
+            };
+            for (field, value) in [("latency_ms", latency), ("tokens", (100 + j % 7) as f64)] {
+                json.push_str(&format!(
+                    r#"{{"metric":"llm serving_{field}","labels":{{"host":"h{h}","zone":"eu,west"}},"timestamp":{},"value":{value}}}"#,
+                    ts(j)
+                ));
+                json.push('\n');
+            }
+        }
+    }
+    let jl = dir.join("points.jsonl");
+    std::fs::write(&jl, json).expect("write");
+    let setup = EngineSetup::new("influx", 2);
+    let config = setup.config();
+    let from_lp = telltale_tests::run(std::slice::from_ref(&lp), &config);
+    let from_json = telltale_tests::run(&[jl], &config);
+    let states = |r: &telltale_tests::Run| -> BTreeSet<(String, String)> {
+        r.events
+            .json_lines()
+            .iter()
+            .map(|e| {
+                (
+                    e["id"].as_str().unwrap().to_owned(),
+                    e["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(from_lp.report.points, 1600, "two numeric fields per line");
+    assert!(from_lp.rejects.bytes().is_empty());
+    assert_eq!(states(&from_lp), states(&from_json));
+    let ids: BTreeSet<String> = states(&from_lp).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, want);
+
+    // On Kafka: ten lines per message, keyed by host, and one message with a bad line.
+    let p = producer(&setup.brokers);
+    let all: Vec<&str> = lines.lines().collect();
+    for h in 0..4 {
+        let of_host: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|l| l.contains(&format!("host=h{h},")))
+            .collect();
+        for chunk in of_host.chunks(10) {
+            let payload = chunk.join("\n");
+            send(
+                &p,
+                BaseRecord::to(&setup.input)
+                    .key(&format!("h{h}"))
+                    .payload(&payload),
+            );
+        }
+    }
+    let bad = "llm\\ serving,host=h9 latency_ms=abc 1700000000000000000";
+    send(&p, BaseRecord::to(&setup.input).key("h9").payload(bad));
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let engine = Engine::start("influx", &config);
+    let got = read_events(&setup, &want);
+    assert_all_present(&got, &want, &engine.log_text());
+    for m in &got {
+        let v = m.json();
+        assert_eq!(v["series"]["name"], "llm serving_latency_ms");
+        assert_eq!(v["series"]["labels"]["zone"], "eu,west");
+    }
+    let dead = read_until(&setup.brokers, &setup.dlq, Duration::from_secs(30), |m| {
+        !m.is_empty()
+    });
+    assert_eq!(dead.len(), 1);
+    assert_eq!(&dead[0].payload[..], bad.as_bytes());
+    assert_eq!(
+        dead[0].header("telltale.reason").as_deref(),
+        Some("malformed")
+    );
+}
+
+/// Parses each message (one JSON object per line: headers, key, value) with the CloudEvents
+/// SDK's Kafka binding and prints `id type subject time data.id data.state` per event.
+const PARSE_CLOUDEVENTS: &str = r#"
+import json, sys
+from cloudevents.core.bindings import kafka
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    msg = kafka.KafkaMessage(
+        headers={k: v.encode() for k, v in m["headers"].items()},
+        key=m["key"].encode(),
+        value=m["value"].encode(),
+    )
+    ev = kafka.from_kafka_event(msg)
+    a = ev.get_attributes()
+    data = ev.get_data()
+    if isinstance(data, (bytes, str)):
+        data = json.loads(data)
+    print(a["id"], a["type"], a["subject"], a["time"].isoformat(), data["id"], data["state"])
+"#;
+
+#[test]
+fn cloudevents_output_validates() {
+    let s = EngineSetup::new("cloudevents", 2);
+    let config = s
+        .config()
+        .replace("[kafka]\n", "[kafka]\nevent_format = \"cloudevents\"\n");
+    let (series, points) = (4, 100);
+    produce_points(&s.brokers, &s.input, series, 2, 0..points, EVERY);
+    let engine = Engine::start("cloudevents", &config);
+    let want = all_expected(series, 0..points);
+    let data_ids = |msgs: &[Msg]| -> BTreeSet<String> {
+        msgs.iter()
+            .filter_map(|m| m.json()["data"]["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let got = read_until(&s.brokers, &s.anomalies, Duration::from_secs(90), |m| {
+        data_ids(m).is_superset(&want)
+    });
+    assert_eq!(data_ids(&got), want, "{}", engine.log_text());
+    // Every message goes through the CloudEvents SDK's Kafka binding.
+    let dir = telltale_tests::temp_dir(&unique("cloudevents"));
+    let file = dir.join("messages.jsonl");
+    let mut lines = String::new();
+    for m in &got {
+        let headers: serde_json::Map<String, serde_json::Value> = m
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into()))
+            .collect();
+        lines.push_str(
+            &serde_json::json!({
+                "headers": headers,
+                "key": String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()),
+                "value": String::from_utf8_lossy(&m.payload),
+            })
+            .to_string(),
+        );
+        lines.push('\n');
+    }
+    std::fs::write(&file, lines).expect("write");
+    let parsed = telltale_tests::python_output(PARSE_CLOUDEVENTS, &[file.to_str().unwrap()]);
+    let rows: Vec<Vec<&str>> = parsed.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(rows.len(), got.len(), "every message parsed");
+    let mut ce_ids = BTreeSet::new();
+    for r in &rows {
+        let [ce_id, ty, subject, time, data_id, state] = r[..] else {
+            panic!("row {r:?}")
+        };
+        assert_eq!(ty, format!("dev.telltale.anomaly.{state}"));
+        assert_eq!(subject, data_id);
+        assert!(ce_id.starts_with(&format!("{data_id}-{state}-")), "{ce_id}");
+        assert!(time.starts_with("2023-11-14T"), "{time}");
+        ce_ids.insert(ce_id.to_owned());
+    }
+    // Open and resolved of one anomaly are distinct events.
+    let opens = rows.iter().filter(|r| r[5] == "open").count();
+    let resolved = rows.iter().filter(|r| r[5] == "resolved").count();
+    assert_eq!(opens, want.len());
+    assert_eq!(resolved, want.len());
+    assert_eq!(
+        ce_ids.len(),
+        opens + resolved + rows.iter().filter(|r| r[5] == "update").count()
+    );
 }

@@ -7,11 +7,14 @@
 
 use std::sync::Arc;
 
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
 use telltale_core::key::{IdMap, SeriesKey, series_id};
 use telltale_core::reject::RejectReason;
 
 use crate::columnar::{self, ColumnChunk, Row};
 use crate::csv::CsvLayout;
+use crate::influx::{self, KEY_ESCAPES, MEASUREMENT_ESCAPES, Precision};
 use crate::json::{PointBuf, RawIdCache, parse_json_line};
 use crate::llm::{
     LlmConfig, Prediction, REQUEST_MARGIN, derived_points, parse_prediction, series_labels,
@@ -109,6 +112,15 @@ pub struct Decoder {
     point: PointBuf,
     scratch: Vec<u8>,
     columns: columnar::Decoder,
+    influx: influx::Line,
+    /// Unit of line protocol timestamps.
+    precision: Precision,
+    /// Series ids of line protocol fields by the raw spelling of their series set and key.
+    influx_ids: IdMap<u64>,
+    /// Ids of line protocol series sets (measurement and tags) by their raw spelling.
+    influx_sets: IdMap<u64>,
+    /// Routing key of the last line decoded (see [`Decoder::last_route`]).
+    route: u64,
 }
 
 impl Decoder {
@@ -117,6 +129,91 @@ impl Decoder {
         Self {
             llm,
             ..Self::default()
+        }
+    }
+
+    /// Line protocol timestamps are in `precision` (default nanoseconds).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// Decodes one line of text: JSON (a point or an `llm_prediction` record) when it starts
+    /// with `{`, InfluxDB line protocol otherwise.
+    pub fn line(&mut self, text: &str, pos: u64, out: &mut Decoded) {
+        if text.trim_start().starts_with('{') {
+            self.json_line(text, pos, out);
+        } else {
+            self.influx_line(text, pos, out);
+        }
+    }
+
+    /// The key that keeps together what the last decoded line feeds: a JSON point's series id,
+    /// a prediction's first derived series (every derived series of it shares its labels), a
+    /// line protocol line's series set (measurement and tags, whatever its fields).
+    pub fn last_route(&self) -> u64 {
+        self.route
+    }
+
+    /// Decodes one line of InfluxDB line protocol (see [`crate::influx`]): a point per numeric
+    /// field; a comment line gives nothing.
+    pub fn influx_line(&mut self, text: &str, pos: u64, out: &mut Decoded) {
+        if text.trim_start().starts_with('#') {
+            return;
+        }
+        if let Err(reason) = influx::parse_line(text, &mut self.influx) {
+            out.records.push(Record::Reject {
+                pos,
+                reason,
+                text: text.to_owned(),
+            });
+            return;
+        }
+        let l = &self.influx;
+        if l.tags.len() > telltale_core::reject::MAX_LABELS {
+            out.records.push(Record::Reject {
+                pos,
+                reason: RejectReason::TooManyLabels,
+                text: text.to_owned(),
+            });
+            return;
+        }
+        let ts = self.precision.to_ms(l.timestamp);
+        let set = xxh3_64(text[l.series.clone()].as_bytes());
+        let mut names = None;
+        self.route = match self.influx_sets.get(&set) {
+            Some(id) => *id,
+            None => {
+                let (measurement, tags) = names.get_or_insert_with(|| influx_names(text, l));
+                self.point.set(measurement, &borrowed(tags), ts, 0.0);
+                let id = self.point.series_id(&mut self.scratch);
+                bounded_insert(&mut self.influx_sets, set, id);
+                id
+            }
+        };
+        for (key, value) in &l.fields {
+            let raw = xxh3_64_with_seed(text[key.clone()].as_bytes(), set);
+            let id = match self.influx_ids.get(&raw) {
+                Some(id) => *id,
+                None => {
+                    let (measurement, tags) = names.get_or_insert_with(|| influx_names(text, l));
+                    let mut field = String::new();
+                    influx::unescape(&text[key.clone()], KEY_ESCAPES, &mut field);
+                    let metric = format!("{measurement}_{field}");
+                    self.point.set(&metric, &borrowed(tags), ts, *value);
+                    let id = self.point.series_id(&mut self.scratch);
+                    bounded_insert(&mut self.influx_ids, raw, id);
+                    // Sent on every cache miss: at least with the series' first point.
+                    out.keys.push((id, self.point.series_key()));
+                    id
+                }
+            };
+            out.records.push(Record::Point {
+                id,
+                ts,
+                value: *value,
+                pos,
+            });
         }
     }
 
@@ -141,6 +238,7 @@ impl Decoder {
         out.records.push(match r {
             Ok(()) => {
                 let (id, miss) = self.raw_ids.id(&self.point);
+                self.route = id;
                 if miss {
                     // Sent on every cache miss: at least with the first point of each series
                     // this decoder sees.
@@ -216,6 +314,7 @@ impl Decoder {
             values[count as usize] = value;
             count += 1;
         }
+        self.route = ids[0];
         out.records.push(Record::Request {
             ids,
             values,
@@ -248,6 +347,39 @@ impl Decoder {
         announce(&mut self.seen, id, out, || point.series_key());
         id
     }
+}
+
+/// The unescaped measurement and tags of a parsed line protocol line (a new series only).
+fn influx_names(text: &str, l: &influx::Line) -> (String, Vec<(String, String)>) {
+    let mut measurement = String::new();
+    influx::unescape(
+        &text[l.measurement.clone()],
+        MEASUREMENT_ESCAPES,
+        &mut measurement,
+    );
+    let tags = l
+        .tags
+        .iter()
+        .map(|(k, v)| {
+            let (mut key, mut value) = (String::new(), String::new());
+            influx::unescape(&text[k.clone()], KEY_ESCAPES, &mut key);
+            influx::unescape(&text[v.clone()], KEY_ESCAPES, &mut value);
+            (key, value)
+        })
+        .collect();
+    (measurement, tags)
+}
+
+fn borrowed(tags: &[(String, String)]) -> Vec<(&str, &str)> {
+    tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Inserts into a cache bounded like [`RawIdCache`]: cleared when full.
+fn bounded_insert(map: &mut IdMap<u64>, key: u64, id: u64) {
+    if map.len() >= RawIdCache::MAX {
+        map.clear();
+    }
+    map.insert(key, id);
 }
 
 /// Announces a series' key the first time this decoder produces a point of it.

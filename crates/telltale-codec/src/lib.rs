@@ -3,5 +3,6 @@
 pub mod columnar;
 pub mod csv;
 pub mod decode;
+pub mod influx;
 pub mod json;
 pub mod llm;

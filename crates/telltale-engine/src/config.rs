@@ -114,6 +114,10 @@ pub struct EngineConfig {
     /// are rejected as `out_of_order`.
     #[serde(default = "default_lateness")]
     pub max_lateness: String,
+    /// Unit of InfluxDB line protocol timestamps: `ns` (default, as Telegraf and the InfluxDB
+    /// clients write them), `us`, `ms` or `s`.
+    #[serde(default)]
+    pub influx_precision: telltale_codec::influx::Precision,
 }
 
 fn default_lateness() -> String {
@@ -131,6 +135,7 @@ impl Default for EngineConfig {
             batch: default_batch(),
             parsers: 0,
             max_lateness: default_lateness(),
+            influx_precision: Default::default(),
         }
     }
 }
@@ -542,6 +547,8 @@ pub struct Plan {
     pub llm: telltale_codec::llm::LlmConfig,
     /// `llm.window` in milliseconds.
     pub llm_window_ms: i64,
+    /// Unit of line protocol timestamps.
+    pub influx_precision: telltale_codec::influx::Precision,
 }
 
 impl Plan {
@@ -860,6 +867,7 @@ impl Config {
         }
         Ok(Plan {
             llm_window_ms,
+            influx_precision: self.engine.influx_precision,
             llm: self.llm.clone(),
             shards,
             parsers,

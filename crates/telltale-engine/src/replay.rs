@@ -34,7 +34,8 @@ const DEPTH: usize = 4;
 /// The record format of an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// Native JSON lines.
+    /// Lines of text: native JSON (points and `llm_prediction` records) or InfluxDB line
+    /// protocol, told apart line by line.
     JsonLines,
     /// `timestamp,value` CSV with a header; the series is named after the file.
     Csv,
@@ -57,7 +58,7 @@ pub struct Input {
 
 fn format_of(path: &Path) -> Option<Format> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("jsonl" | "ndjson") => Some(Format::JsonLines),
+        Some("jsonl" | "ndjson" | "lp" | "influx") => Some(Format::JsonLines),
         Some("csv") => Some(Format::Csv),
         _ => ColumnarFormat::of(path).map(Format::Columnar),
     }
@@ -78,7 +79,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
-/// Expands the given paths: a folder contributes every `*.jsonl`, `*.ndjson`, `*.csv`, Arrow IPC
+/// Expands the given paths: a folder contributes every `*.jsonl`, `*.ndjson`, `*.lp`, `*.influx`, `*.csv`, Arrow IPC
 /// (`*.arrow`, `*.arrows`, `*.ipc`, `*.feather`) and `*.parquet` file below it, in path order; a
 /// file is taken as it is (JSON lines unless its extension names another format).
 pub fn discover(paths: &[PathBuf]) -> io::Result<Vec<Input>> {
@@ -98,7 +99,7 @@ pub fn discover(paths: &[PathBuf]) -> io::Result<Vec<Input>> {
                 return Err(io::Error::new(
                     io::ErrorKind::NotFound,
                     format!(
-                        "{} holds no .jsonl, .ndjson, .csv, .arrow or .parquet file",
+                        "{} holds no .jsonl, .ndjson, .lp, .influx, .csv, .arrow or .parquet file",
                         p.display()
                     ),
                 ));
@@ -263,7 +264,7 @@ fn parse(dec: &mut Decoder, mut chunk: Chunk, out: &mut Parsed) {
         };
         match &chunk.csv {
             Some(csv) => dec.csv_row(csv, text, this, d),
-            None => dec.json_line(text, this, d),
+            None => dec.line(text, this, d),
         }
     }
     chunk.data.clear();
@@ -307,6 +308,7 @@ pub fn replay(
     let parsers = plan.parsers.max(1);
     let llm = Arc::new(plan.llm.clone());
     let window_ms = plan.llm_window_ms;
+    let precision = plan.influx_precision;
     let front = Front::new(Pipeline::start(plan, streams, outputs), window_ms);
     let (records_tx, records_rx) = crossbeam_channel::unbounded::<Vec<Record>>();
     let (data_tx, data_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
@@ -322,7 +324,7 @@ pub fn replay(
             std::thread::Builder::new()
                 .name(format!("telltale-parse-{i}"))
                 .spawn(move || {
-                    let mut decoder = Decoder::new(llm);
+                    let mut decoder = Decoder::new(llm).with_precision(precision);
                     for chunk in rx {
                         let mut out = Parsed::default();
                         if let Ok(records) = recycled.try_recv() {
@@ -458,8 +460,11 @@ fn read_inputs(
             }
             let mut header = None;
             if format.is_none() {
+                // JSON starts with `{`; a line protocol line has `field=value`, which no CSV
+                // header has.
                 let first = buf.iter().find(|b| !b.is_ascii_whitespace()).copied();
-                format = Some(if first == Some(b'{') {
+                let first_line = buf.split(|b| *b == b'\n').next().unwrap_or(&[]);
+                format = Some(if first == Some(b'{') || first_line.contains(&b'=') {
                     Format::JsonLines
                 } else {
                     Format::Csv

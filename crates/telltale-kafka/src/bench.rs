@@ -153,6 +153,7 @@ impl Engine {
             replication_factor: None,
             tls: conn.tls.clone(),
             sasl: conn.sasl.clone(),
+            event_format: Default::default(),
             repartition: false,
             repartition_topic: None,
             repartition_partitions: None,

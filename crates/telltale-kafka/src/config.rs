@@ -59,6 +59,11 @@ pub struct KafkaConfig {
     /// `[kafka.sasl]`: authenticate with SASL (only over TLS).
     #[serde(default)]
     pub sasl: Option<SaslConfig>,
+    /// How anomaly events are written: `json` (default, the event schema) or `cloudevents`
+    /// (CloudEvents 1.0, structured JSON mode: the event is the `data` of an envelope whose
+    /// `type` is `dev.telltale.anomaly.<state>`).
+    #[serde(default)]
+    pub event_format: EventFormat,
     /// Re-key the input by series before scoring (default `false`): for producers that do not
     /// key messages by series. A first stage (consumer group `<group_id>-repartition`) decodes
     /// the input topics and forwards each valid line to the repartition topic, on the partition
@@ -73,6 +78,17 @@ pub struct KafkaConfig {
     /// first input topic has, else 8). An existing topic keeps its own count.
     #[serde(default)]
     pub repartition_partitions: Option<i32>,
+}
+
+/// How anomaly events are written to the anomaly topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventFormat {
+    /// The event schema, one JSON object per message.
+    #[default]
+    Json,
+    /// CloudEvents 1.0 in structured JSON mode.
+    Cloudevents,
 }
 
 /// A password: given in the configuration or, better, named by an environment variable; never

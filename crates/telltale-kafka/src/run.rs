@@ -26,7 +26,7 @@ use telltale_core::event::{StreamName, Streams};
 use telltale_engine::front::Front;
 use telltale_engine::{Pipeline, Report};
 
-use crate::config::{KafkaConfig, LiveConfig};
+use crate::config::{EventFormat, KafkaConfig, LiveConfig};
 
 use crate::Error;
 use crate::acks::Acks;
@@ -515,6 +515,7 @@ fn session(
 
     let streams = Streams::new(Vec::new());
     let llm = Arc::new(plan.llm.clone());
+    let precision = plan.influx_precision;
     let dlq = Dlq {
         producer: producer.clone(),
         acks: acks.clone(),
@@ -546,11 +547,14 @@ fn session(
                     recycle: recycle_tx,
                     waiting: None,
                     key: String::new(),
+                    cloudevents: (k.event_format == EventFormat::Cloudevents)
+                        .then(|| format!("/telltale/{}", k.group_id)),
+                    envelope: Vec::new(),
                 },
             );
             Box::new(Score {
                 front: Front::new(pipe, window_ms),
-                decoder: Decoder::new(llm),
+                decoder: Decoder::new(llm).with_precision(precision),
                 decoded: Decoded::default(),
                 dlq,
                 stamps: stamps_tx,
@@ -569,7 +573,12 @@ fn session(
                  ({n} partitions) by series, dead letters to `{}`",
                 k.topics, k.dead_letter_topic
             );
-            Box::new(Repartition::new(Decoder::new(llm), dlq, topic, n as usize))
+            Box::new(Repartition::new(
+                Decoder::new(llm).with_precision(precision),
+                dlq,
+                topic,
+                n as usize,
+            ))
         }
     };
 

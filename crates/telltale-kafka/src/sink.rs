@@ -119,6 +119,44 @@ pub(crate) fn dead_letter_headers(
         .insert(h("telltale.source.offset", offset.as_bytes()))
 }
 
+/// Content type of a structured-mode CloudEvent in JSON (the Kafka binding's `content-type`).
+const CLOUDEVENTS_JSON: &str = "application/cloudevents+json; charset=UTF-8";
+
+/// Writes `e` into `out` as a CloudEvents 1.0 structured JSON event: `data` is the event,
+/// `type` is `dev.telltale.anomaly.<state>`, `subject` the anomaly id, `time` the point's time.
+/// `id` is `<anomaly id>-<state>-<point time in ms>`: open, update and resolved of one anomaly
+/// are distinct events (consumers treat a repeated source and id as a duplicate), while a
+/// re-sent event (at-least-once) keeps its id.
+fn cloudevent(e: &Emitted, source: &str, out: &mut Vec<u8>) -> std::io::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        id: &'a str,
+    }
+    let head: Head<'_> = serde_json::from_slice(&e.json).map_err(std::io::Error::other)?;
+    let state = match e.state {
+        EventState::Open => "open",
+        EventState::Update => "update",
+        EventState::Resolved => "resolved",
+    };
+    let envelope = serde_json::json!({
+        "specversion": "1.0",
+        "id": format!("{}-{state}-{}", head.id, e.timestamp),
+        "source": source,
+        "type": format!("dev.telltale.anomaly.{state}"),
+        "subject": head.id,
+        "time": telltale_core::time::format_rfc3339(e.timestamp),
+        "datacontenttype": "application/json",
+    });
+    out.clear();
+    serde_json::to_writer(&mut *out, &envelope).map_err(std::io::Error::other)?;
+    // The event itself goes in as written (not re-serialised): `…,"data":<event>}`.
+    out.pop();
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(&e.json);
+    out.push(b'}');
+    Ok(())
+}
+
 /// Opaque for a dead letter of batch `no`.
 pub(crate) fn dlq_opaque(no: u64) -> usize {
     no as usize | DLQ_BIT
@@ -140,6 +178,9 @@ pub(crate) struct KafkaSink {
     pub(crate) recycle: Sender<Vec<i64>>,
     pub(crate) waiting: Option<Stamps>,
     pub(crate) key: String,
+    /// CloudEvents envelope: its `source`, when `event_format = "cloudevents"`.
+    pub(crate) cloudevents: Option<String>,
+    pub(crate) envelope: Vec<u8>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -165,9 +206,18 @@ impl Sink for KafkaSink {
         self.key.clear();
         let _ = write!(self.key, "{:016x}", e.id);
         self.acks.sent(self.batch);
-        let record = BaseRecord::with_opaque_to(&self.topic, self.batch as usize)
+        let mut record = BaseRecord::with_opaque_to(&self.topic, self.batch as usize)
             .key(self.key.as_bytes())
             .payload(&e.json[..]);
+        if let Some(source) = &self.cloudevents {
+            cloudevent(e, source, &mut self.envelope)?;
+            record = record.payload(&self.envelope[..]).headers(
+                OwnedHeaders::new_with_capacity(1).insert(Header {
+                    key: "content-type",
+                    value: Some(CLOUDEVENTS_JSON.as_bytes()),
+                }),
+            );
+        }
         if let Err(err) = send_blocking(&self.producer, &self.metrics, record) {
             self.fail(err);
         }

@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _};
-use telltale_codec::decode::{Decoded, Decoder, Record};
+use telltale_codec::decode::{Decoded, Decoder};
 use telltale_core::event::{StreamName, Streams};
 use telltale_core::reject::RejectReason;
 use telltale_engine::Report;
@@ -116,7 +116,7 @@ impl Score {
         let d = &mut self.decoded;
         let verdict = lines(burst.payload(m)).map(|lines| {
             for line in lines {
-                self.decoder.json_line(line, m.offset as u64, d);
+                self.decoder.line(line, m.offset as u64, d);
             }
             d.first_reject()
         });
@@ -257,19 +257,18 @@ impl Repartition {
                     let d = &mut self.decoded;
                     d.records.clear();
                     d.keys.clear();
-                    self.decoder.json_line(line, m.offset as u64, d);
-                    // A line is one record: a point, a prediction (keyed by its first derived
-                    // series: every derived series of a prediction shares its labels), or a
-                    // reject.
-                    let id = match d.records.first() {
-                        Some(Record::Point { id, .. }) => *id,
-                        Some(Record::Request { ids, count, .. }) if *count > 0 => ids[0],
-                        Some(Record::Request { .. }) | None => continue,
-                        Some(Record::Reject { reason: r, .. }) => {
-                            reason = Some(*r);
-                            break;
-                        }
-                    };
+                    self.decoder.line(line, m.offset as u64, d);
+                    if let Some(r) = d.first_reject() {
+                        reason = Some(r);
+                        break;
+                    }
+                    if d.records.is_empty() {
+                        // A comment line.
+                        continue;
+                    }
+                    // What one line feeds stays together: a point's series, a prediction's
+                    // derived series (they share its labels), a line protocol line's fields.
+                    let id = self.decoder.last_route();
                     // Lines are slices of the payload.
                     let start = line.as_ptr() as usize - payload.as_ptr() as usize;
                     self.scratch

@@ -166,7 +166,7 @@ struct ScoreArgs {
 
 #[derive(Debug, Args)]
 struct ReplayArgs {
-    /// Inputs: JSON-lines, CSV, Arrow IPC or Parquet files, folders of them (NAB layout included), or - for stdin (JSON lines, CSV or an Arrow IPC stream).
+    /// Inputs: JSON lines, InfluxDB line protocol, CSV, Arrow IPC or Parquet files, folders of them (NAB layout included), or - for stdin (JSON lines, line protocol, CSV or an Arrow IPC stream).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// TOML configuration (default: the built-in default chain).

@@ -1182,3 +1182,131 @@ fn cloudevents_output_validates() {
         opens + resolved + rows.iter().filter(|r| r[5] == "update").count()
     );
 }
+
+/// Serves `/metrics` with one gauge whose value the test sets: a scrape target for Prometheus.
+fn gauge_target(value: std::sync::Arc<std::sync::atomic::AtomicU64>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let v = f64::from_bits(value.load(std::sync::atomic::Ordering::Relaxed));
+            let body = format!("# TYPE tt_rw_gauge gauge\ntt_rw_gauge{{pool=\"a\"}} {v}\n");
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn prometheus_remote_write_reaches_the_engine() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let s = EngineSetup::new("remote-write", 2);
+    let engine = Engine::start("remote-write", &s.config());
+    let http = engine.http_addr();
+    let value = Arc::new(AtomicU64::new(100f64.to_bits()));
+    let target = gauge_target(value.clone());
+    let dir = telltale_tests::temp_dir(&unique("prometheus"));
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tt\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\nremote_write:\n  - url: http://{http}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n      min_backoff: 100ms\n      max_backoff: 1s\n"
+        ),
+    )
+    .expect("write config");
+    let prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).expect("log"))
+        .spawn()
+        .expect("prometheus (Debian package `prometheus`) must be installed");
+    let _prometheus = Reaper(prometheus);
+    let log = || std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
+
+    // Points arrive: the gauge and Prometheus' own series about the scrape.
+    let samples = |e: &Engine| {
+        e.metric("telltale_remote_write_samples_total")
+            .unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while samples(&engine) < 20.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no remote write reached the engine\nprometheus:\n{}\nengine:\n{}",
+            log(),
+            engine.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A step in the target's value opens an anomaly on the gauge's series.
+    value.store(5000f64.to_bits(), Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(3));
+    value.store(100f64.to_bits(), Ordering::Relaxed);
+    let opened = |msgs: &[Msg]| {
+        msgs.iter().any(|m| {
+            let v = m.json();
+            v["state"] == "open" && v["series"]["name"] == "tt_rw_gauge"
+        })
+    };
+    let got = read_until(&s.brokers, &s.anomalies, Duration::from_secs(60), opened);
+    assert!(
+        opened(&got),
+        "no anomaly on tt_rw_gauge: {got:?}\nengine:\n{}",
+        engine.log_text()
+    );
+    let event = got
+        .iter()
+        .map(Msg::json)
+        .find(|v| v["series"]["name"] == "tt_rw_gauge")
+        .expect("event");
+    assert_eq!(event["series"]["labels"]["job"], "tt");
+    assert_eq!(event["series"]["labels"]["pool"], "a");
+    assert_eq!(event["value"], 5000.0);
+    assert_eq!(event["source"]["file"], "POST /api/v1/write");
+    assert_eq!(
+        engine.metric("telltale_remote_write_refused_total"),
+        Some(0.0)
+    );
+
+    // A body that is not snappy is refused with 400 (not to be retried), and the stream goes on.
+    let post = |body: &[u8]| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&http).expect("connect");
+        write!(
+            c,
+            "POST /api/v1/write HTTP/1.1\r\nHost: {http}\r\nContent-Encoding: snappy\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .expect("write");
+        c.write_all(body).expect("body");
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        answer
+    };
+    let answer = post(b"definitely not snappy");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("snappy"), "{answer}");
+    assert_eq!(
+        engine.metric("telltale_remote_write_refused_total"),
+        Some(1.0)
+    );
+    let before = samples(&engine);
+    engine.wait_for("remote write goes on", Duration::from_secs(30), |e| {
+        samples(e) > before
+    });
+}

@@ -6,3 +6,4 @@ pub mod decode;
 pub mod influx;
 pub mod json;
 pub mod llm;
+pub mod remote_write;

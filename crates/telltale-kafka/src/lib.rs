@@ -17,6 +17,7 @@ pub mod bench;
 mod burst;
 pub mod client;
 pub mod config;
+pub mod ingest;
 pub mod metrics;
 pub mod run;
 pub mod sink;

@@ -22,6 +22,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use telltale_core::reject::RejectReason;
 
+use crate::ingest::Ingest;
+
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
@@ -72,6 +74,14 @@ pub struct Metrics {
     pub last_consume_error: Mutex<String>,
     /// Series with a model in this instance.
     pub series: AtomicU64,
+    /// Remote-write requests whose points went into the engine.
+    pub remote_write_requests: AtomicU64,
+    /// Samples in them (points and rejects; staleness markers not counted).
+    pub remote_write_samples: AtomicU64,
+    /// Remote-write requests refused as unreadable or too large (400, 413).
+    pub remote_write_refused: AtomicU64,
+    /// Remote-write requests answered 503 (engine not taking points, or too many at once).
+    pub remote_write_busy: AtomicU64,
     /// Input partitions the repartition stage owns.
     pub repartition_assigned: AtomicI64,
     /// Input messages read by the repartition stage (`repartition = true`).
@@ -112,6 +122,10 @@ impl Default for Metrics {
             split_series: AtomicU64::new(0),
             last_consume_error: Mutex::new(String::new()),
             series: AtomicU64::new(0),
+            remote_write_requests: AtomicU64::new(0),
+            remote_write_samples: AtomicU64::new(0),
+            remote_write_refused: AtomicU64::new(0),
+            remote_write_busy: AtomicU64::new(0),
             repartition_assigned: AtomicI64::new(0),
             repartition_in: AtomicU64::new(0),
             repartition_done: AtomicU64::new(0),
@@ -177,7 +191,27 @@ impl Collector for Collect {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
         let m = &self.0;
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 17] = [
+            (
+                "telltale_remote_write_requests",
+                "Prometheus remote-write requests whose points went into the engine",
+                &m.remote_write_requests,
+            ),
+            (
+                "telltale_remote_write_samples",
+                "Samples in accepted remote-write requests (staleness markers not counted)",
+                &m.remote_write_samples,
+            ),
+            (
+                "telltale_remote_write_refused",
+                "Remote-write requests refused as unreadable or too large (400, 413)",
+                &m.remote_write_refused,
+            ),
+            (
+                "telltale_remote_write_busy",
+                "Remote-write requests answered 503 (to be retried)",
+                &m.remote_write_busy,
+            ),
             (
                 "telltale_consume_errors",
                 "Errors the consumer reported instead of a message (e.g. a batch that cannot be decompressed)",
@@ -339,7 +373,16 @@ const MAX_HEAD: usize = 8 * 1024;
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from background threads; returns the
 /// bound address (port 0 picks a free one).
-pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+///
+/// With `ingest`, `POST /api/v1/write` takes Prometheus remote write: each request on its own
+/// thread (at most [`MAX_WRITES`] at once), answered 204 once its points are in the engine,
+/// 400 when the body cannot be read (not to be retried), 413 when it is too large, 503 when the
+/// engine does not take it in time (to be retried).
+pub fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ingest: Option<Arc<Ingest>>,
+) -> std::io::Result<SocketAddr> {
     let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
     let local = server
         .server_addr()
@@ -348,7 +391,36 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketA
     std::thread::Builder::new()
         .name("telltale-http".into())
         .spawn(move || {
+            let writes = Arc::new(AtomicU64::new(0));
             for request in server.incoming_requests() {
+                if let Some(ingest) = &ingest
+                    && *request.method() == tiny_http::Method::Post
+                    && request.url() == "/api/v1/write"
+                    && head_size(&request) <= MAX_HEAD
+                {
+                    if writes.fetch_add(1, Ordering::AcqRel) >= MAX_WRITES {
+                        writes.fetch_sub(1, Ordering::AcqRel);
+                        metrics.remote_write_busy.fetch_add(1, Ordering::Relaxed);
+                        let _ = request.respond(plain(503, "too many writes in flight\n".into()));
+                        continue;
+                    }
+                    let (metrics, ingest, writes) =
+                        (metrics.clone(), ingest.clone(), writes.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name("telltale-write".into())
+                        .spawn(move || {
+                            let mut request = request;
+                            let response = remote_write(&mut request, &metrics, &ingest);
+                            if let Err(e) = request.respond(response) {
+                                tracing::debug!("http: {e}");
+                            }
+                            writes.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    if let Err(e) = spawned {
+                        tracing::warn!("http: cannot start a write thread: {e}");
+                    }
+                    continue;
+                }
                 let response = answer(&request, &metrics);
                 if let Err(e) = request.respond(response) {
                     tracing::debug!("http: {e}");
@@ -358,24 +430,86 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketA
     Ok(local)
 }
 
-fn answer(
-    request: &tiny_http::Request,
-    metrics: &Arc<Metrics>,
-) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let text = |status: u16, body: String| {
-        tiny_http::Response::from_string(body)
-            .with_status_code(status)
-            .with_header(
-                tiny_http::Header::from_bytes("Content-Type", "text/plain; charset=utf-8")
-                    .expect("valid header"),
-            )
-    };
-    let head: usize = request.url().len()
+/// Remote-write requests handled at once; more get 503.
+pub const MAX_WRITES: u64 = 8;
+
+/// Largest remote-write body read (compressed).
+const MAX_BODY: usize = 32 << 20;
+
+fn plain(status: u16, body: String) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    tiny_http::Response::from_string(body)
+        .with_status_code(status)
+        .with_header(
+            tiny_http::Header::from_bytes("Content-Type", "text/plain; charset=utf-8")
+                .expect("valid header"),
+        )
+}
+
+fn head_size(request: &tiny_http::Request) -> usize {
+    request.url().len()
         + request
             .headers()
             .iter()
             .map(|h| h.field.as_str().as_str().len() + h.value.as_str().len() + 4)
-            .sum::<usize>();
+            .sum::<usize>()
+}
+
+/// `POST /api/v1/write`: decode, hand to the engine, answer.
+fn remote_write(
+    request: &mut tiny_http::Request,
+    metrics: &Metrics,
+    ingest: &Ingest,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    use std::io::Read as _;
+    if request.body_length().is_some_and(|n| n > MAX_BODY) {
+        metrics.remote_write_refused.fetch_add(1, Ordering::Relaxed);
+        return plain(413, format!("body over {MAX_BODY} bytes\n"));
+    }
+    let mut body = Vec::new();
+    let read = request
+        .as_reader()
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body);
+    if let Err(e) = read {
+        return plain(400, format!("cannot read the body: {e}\n"));
+    }
+    if body.len() > MAX_BODY {
+        metrics.remote_write_refused.fetch_add(1, Ordering::Relaxed);
+        return plain(413, format!("body over {MAX_BODY} bytes\n"));
+    }
+    let mut decoded = telltale_codec::decode::Decoded::default();
+    let summary =
+        match telltale_codec::remote_write::decode(&body, ingest.next_request(), &mut decoded) {
+            Ok(s) => s,
+            Err(e) => {
+                metrics.remote_write_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("remote write refused: {e}");
+                return plain(400, format!("{e}\n"));
+            }
+        };
+    match ingest.submit(decoded, std::time::Duration::from_secs(10)) {
+        Ok(()) => {
+            metrics
+                .remote_write_requests
+                .fetch_add(1, Ordering::Relaxed);
+            metrics
+                .remote_write_samples
+                .fetch_add(summary.samples as u64, Ordering::Relaxed);
+            tiny_http::Response::from_string(String::new()).with_status_code(204)
+        }
+        Err(_) => {
+            metrics.remote_write_busy.fetch_add(1, Ordering::Relaxed);
+            plain(503, "the engine is not taking points now; retry\n".into())
+        }
+    }
+}
+
+fn answer(
+    request: &tiny_http::Request,
+    metrics: &Arc<Metrics>,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let text = plain;
+    let head = head_size(request);
     if head > MAX_HEAD {
         return text(431, "request header fields too large\n".into());
     }
@@ -474,7 +608,7 @@ mod tests {
     #[test]
     fn endpoint_answers_health_readiness_and_metrics() {
         let m = Arc::new(Metrics::default());
-        let addr = serve("127.0.0.1:0".parse().unwrap(), m.clone()).unwrap();
+        let addr = serve("127.0.0.1:0".parse().unwrap(), m.clone(), None).unwrap();
         let get = |path: &str| {
             let mut s = TcpStream::connect(addr).unwrap();
             write!(

@@ -31,6 +31,7 @@ use crate::config::{EventFormat, KafkaConfig, LiveConfig};
 use crate::Error;
 use crate::acks::Acks;
 use crate::burst::Burst;
+use crate::ingest::Ingest;
 use crate::metrics::{Metrics, now_ms};
 use crate::sink::{DeliveryCtx, KafkaSink, Producer, Stamps};
 use crate::stage::{Dlq, Repartition, Score, Stage, wait_for_room};
@@ -351,10 +352,20 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) -> Result<RunSummary, Error> {
+    run_with(config, shutdown, metrics, None)
+}
+
+/// [`run`], also scoring the points HTTP requests hand to `ingest` (Prometheus remote write).
+pub fn run_with(
+    config: &LiveConfig,
+    shutdown: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    ingest: Option<Arc<Ingest>>,
+) -> Result<RunSummary, Error> {
     let k = config.kafka.as_ref().ok_or(Error::NoKafka)?;
     k.validate()?;
     if !k.repartition {
-        return run_stage(config, Kind::Score, &shutdown, &metrics);
+        return run_stage(config, Kind::Score, &shutdown, &metrics, ingest.as_ref());
     }
     let topic = k.repartition_topic();
     let partitions = k
@@ -379,14 +390,14 @@ pub fn run(
         std::thread::Builder::new()
             .name("telltale-repart".into())
             .spawn(move || {
-                let r = run_stage(&config, Kind::Repartition, &shutdown, &metrics);
+                let r = run_stage(&config, Kind::Repartition, &shutdown, &metrics, None);
                 // A first stage that cannot go on stops the engine.
                 shutdown.store(true, Ordering::Relaxed);
                 r
             })
             .map_err(Error::Io)?
     };
-    let scored = run_stage(&scoring, Kind::Score, &shutdown, &metrics);
+    let scored = run_stage(&scoring, Kind::Score, &shutdown, &metrics, ingest.as_ref());
     shutdown.store(true, Ordering::Relaxed);
     let forwarded = first
         .join()
@@ -403,6 +414,7 @@ fn run_stage(
     stage: Kind,
     shutdown: &Arc<AtomicBool>,
     metrics: &Arc<Metrics>,
+    ingest: Option<&Arc<Ingest>>,
 ) -> Result<RunSummary, Error> {
     let mut started = false;
     let mut backoff = Duration::from_secs(1);
@@ -413,6 +425,7 @@ fn run_stage(
             stage,
             shutdown.clone(),
             metrics.clone(),
+            ingest,
             &mut started,
         );
         if began.elapsed() > Duration::from_secs(60) {
@@ -445,6 +458,9 @@ fn run_stage(
     }
 }
 
+/// The input stream name of points that came over HTTP (remote write).
+const REMOTE_WRITE: &str = "POST /api/v1/write";
+
 /// What the stage thread hands back when its input ends.
 type StageEnd = (Box<dyn Stage>, Result<(), Error>);
 
@@ -459,6 +475,7 @@ fn session(
     stage_kind: Kind,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    ingest: Option<&Arc<Ingest>>,
     started: &mut bool,
 ) -> Result<RunSummary, Error> {
     let k = config.kafka.as_ref().ok_or(Error::NoKafka)?;
@@ -552,7 +569,9 @@ fn session(
                     envelope: Vec::new(),
                 },
             );
+            let http_stream = streams.push(StreamName::File(REMOTE_WRITE.into()));
             Box::new(Score {
+                http_stream,
                 front: Front::new(pipe, window_ms),
                 decoder: Decoder::new(llm).with_precision(precision),
                 decoded: Decoded::default(),
@@ -588,6 +607,9 @@ fn session(
     let ctx = consumer.context().clone();
     let worker = {
         let (ctx, acks) = (ctx.clone(), acks.clone());
+        let http = ingest
+            .filter(|_| stage_kind == Kind::Score)
+            .map(|i| i.receiver());
         std::thread::Builder::new()
             .name(match stage_kind {
                 Kind::Score => "telltale-route".into(),
@@ -596,7 +618,25 @@ fn session(
             .spawn(move || -> StageEnd {
                 let mut stage = stage;
                 let mut confirmed = 0;
-                for mut burst in burst_rx {
+                // HTTP input, when there is any, is taken between bursts.
+                let http = http.unwrap_or_else(crossbeam_channel::never);
+                loop {
+                    let mut burst = crossbeam_channel::select! {
+                        recv(burst_rx) -> b => match b {
+                            Ok(b) => b,
+                            Err(_) => break,
+                        },
+                        recv(http) -> h => {
+                            let Ok(h) = h else { continue };
+                            if !wait_for_room(&acks, &mut confirmed, stage.open_batch()) {
+                                return (stage, Ok(()));
+                            }
+                            if let Err(e) = stage.http(h) {
+                                return (stage, Err(e));
+                            }
+                            continue;
+                        }
+                    };
                     if !wait_for_room(&acks, &mut confirmed, stage.open_batch()) {
                         return (stage, Ok(()));
                     }
@@ -811,11 +851,14 @@ fn stream_index(
         topic: topic.to_owned(),
         partition,
     });
-    ctx.tracker
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .names
-        .push((topic.to_owned(), partition));
+    // Stream indexes are shared with streams that are not partitions (HTTP input): the name
+    // goes at the stream's own index.
+    let mut t = ctx.tracker.lock().unwrap_or_else(|e| e.into_inner());
+    if t.names.len() <= s as usize {
+        t.names.resize(s as usize + 1, (String::new(), -1));
+    }
+    t.names[s as usize] = (topic.to_owned(), partition);
+    drop(t);
     let i = match index.iter().position(|(t, _)| t == topic) {
         Some(i) => i,
         None => {

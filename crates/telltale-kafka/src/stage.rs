@@ -26,6 +26,7 @@ use telltale_engine::front::Front;
 use crate::Error;
 use crate::acks::{Acks, RING};
 use crate::burst::{Burst, Meta};
+use crate::ingest::HttpBatch;
 use crate::metrics::Metrics;
 use crate::sink::{Producer, Stamps, dead_letter_headers, dlq_opaque, send_blocking};
 
@@ -39,6 +40,13 @@ pub(crate) trait Stage: Send {
 
     /// Messages dead-lettered so far.
     fn dead_letters(&self) -> u64;
+
+    /// Routes the records of an HTTP request and flushes them; returns the batch holding them.
+    fn http(&mut self, batch: HttpBatch) -> Result<u64, Error> {
+        // Only the scoring stage takes HTTP input.
+        drop(batch);
+        Ok(self.open_batch())
+    }
 
     /// Ends the stage (the input is drained): the scoring stage's report, if any.
     fn finish(self: Box<Self>) -> Result<Option<Report>, Error>;
@@ -99,6 +107,8 @@ fn lines(payload: &[u8]) -> Result<impl Iterator<Item = &str>, RejectReason> {
 
 /// The scoring stage: decode, route, score.
 pub(crate) struct Score {
+    /// Input stream of points that come over HTTP.
+    pub(crate) http_stream: u32,
     pub(crate) front: Front,
     pub(crate) decoder: Decoder,
     pub(crate) decoded: Decoded,
@@ -179,6 +189,21 @@ impl Stage for Score {
 
     fn dead_letters(&self) -> u64 {
         self.dead
+    }
+
+    fn http(&mut self, mut batch: HttpBatch) -> Result<u64, Error> {
+        let metrics = &self.dlq.metrics;
+        let before = self.front.pipe.records();
+        self.front.push(&mut batch.decoded, self.http_stream);
+        metrics
+            .points_in
+            .fetch_add(self.front.pipe.records() - before, Ordering::Relaxed);
+        metrics
+            .series
+            .store(self.front.pipe.series() as u64, Ordering::Relaxed);
+        let last = self.front.pipe.flush();
+        let _ = batch.reply.send(());
+        Ok(last)
     }
 
     fn finish(self: Box<Self>) -> Result<Option<Report>, Error> {

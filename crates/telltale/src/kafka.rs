@@ -233,17 +233,20 @@ pub(crate) fn run(a: RunArgs) -> Result<(), Failure> {
         signal_hook::flag::register(sig, shutdown.clone())?;
     }
     let metrics = Arc::new(Metrics::default());
+    let ingest = Arc::new(telltale_kafka::ingest::Ingest::default());
     if !config.http.listen.is_empty() {
         let addr = config
             .http
             .listen
             .parse()
             .map_err(|e| Failure(format!("http.listen: {e}"), 2))?;
-        let bound = serve(addr, metrics.clone())
+        let bound = serve(addr, metrics.clone(), Some(ingest.clone()))
             .map_err(|e| Failure(format!("cannot listen on {addr}: {e}"), 1))?;
-        tracing::info!("serving /metrics, /healthz, /readyz on http://{bound}");
+        tracing::info!(
+            "serving /metrics, /healthz, /readyz and POST /api/v1/write on http://{bound}"
+        );
     }
-    let summary = telltale_kafka::run::run(&config, shutdown, metrics)?;
+    let summary = telltale_kafka::run::run_with(&config, shutdown, metrics, Some(ingest))?;
     tracing::info!(
         "stopped: {} messages, {} points, {} series, {} events, {} dead letters",
         summary.messages,

@@ -34,13 +34,16 @@ if [ $((${#missing[@]} + ${#bare[@]})) -gt 0 ]; then
   fi
 fi
 
-# Python peers (PyPI, pinned in tests/common.rs): the InfluxDB client's line protocol
-# serializer and the CloudEvents SDK, in a virtual environment of the tests' own.
-if ! grep -qs "influxdb-client==1.50.0 cloudevents==2.2.0" target/test-venv/.peers; then
+# Python peers (PyPI, pinned here and in tests/common.rs): the InfluxDB client's line protocol
+# serializer, the CloudEvents SDK and the OpenTelemetry SDK, its OTLP/HTTP exporter and its
+# protobuf messages, in a virtual environment of the tests' own.
+PEERS="influxdb-client==1.50.0 cloudevents==2.2.0 opentelemetry-sdk==1.45.0 opentelemetry-exporter-otlp-proto-http==1.45.0 opentelemetry-proto==1.45.0"
+if [ "$(cat target/test-venv/.peers 2>/dev/null)" != "$PEERS" ]; then
   echo "== installing the Python test peers into target/test-venv"
   python3 -m venv target/test-venv
-  target/test-venv/bin/python3 -m pip install -q influxdb-client==1.50.0 cloudevents==2.2.0
-  printf '%s' "influxdb-client==1.50.0 cloudevents==2.2.0" > target/test-venv/.peers
+  # shellcheck disable=SC2086
+  target/test-venv/bin/python3 -m pip install -q $PEERS
+  printf '%s' "$PEERS" > target/test-venv/.peers
 fi
 
 if [ -z "${TELLTALE_KAFKA_BROKERS:-}" ]; then

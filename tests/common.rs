@@ -90,7 +90,13 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// Python packages the tests use as real outside peers (pinned).
-pub const PYTHON_PEERS: &[&str] = &["influxdb-client==1.50.0", "cloudevents==2.2.0"];
+pub const PYTHON_PEERS: &[&str] = &[
+    "influxdb-client==1.50.0",
+    "cloudevents==2.2.0",
+    "opentelemetry-sdk==1.45.0",
+    "opentelemetry-exporter-otlp-proto-http==1.45.0",
+    "opentelemetry-proto==1.45.0",
+];
 
 /// A Python interpreter with [`PYTHON_PEERS`] installed: the virtual environment
 /// `target/test-venv` (which `scripts/test.sh` makes), made here if it is missing.

@@ -1310,3 +1310,163 @@ fn prometheus_remote_write_reaches_the_engine() {
         samples(e) > before
     });
 }
+
+/// The OpenTelemetry SDK's OTLP/HTTP exporter, sending every 300 ms for 30 cycles: a gauge
+/// `tt_otel_queue_depth` (10, or 5000 in cycle 20) and a counter `tt_otel_requests` (+10 a
+/// cycle, +1,000,000 in cycle 20), both with attribute `pool=a`, resource `service.name=tt-svc`.
+const OTEL_SDK: &str = r#"
+import sys, time
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.metrics import Observation
+
+cycle = [0]
+def depth(options):
+    yield Observation(5000.0 if cycle[0] == 20 else 10.0, {"pool": "a"})
+
+exporter = OTLPMetricExporter(endpoint=sys.argv[1])
+reader = PeriodicExportingMetricReader(exporter, export_interval_millis=100000)
+provider = MeterProvider(resource=Resource.create({"service.name": "tt-svc"}), metric_readers=[reader])
+meter = provider.get_meter("tt")
+meter.create_observable_gauge("tt_otel_queue_depth", callbacks=[depth])
+requests = meter.create_counter("tt_otel_requests")
+for c in range(30):
+    cycle[0] = c
+    requests.add(1000000 if c == 20 else 10, {"pool": "a"})
+    if not reader.force_flush(timeout_millis=10000):
+        sys.exit("export failed")
+    time.sleep(0.3)
+provider.shutdown()
+"#;
+
+#[test]
+fn otel_sdk_exports_over_otlp_http() {
+    let s = EngineSetup::new("otel-sdk", 2);
+    let engine = Engine::start("otel-sdk", &s.config());
+    let http = engine.http_addr();
+    let endpoint = format!("http://{http}/v1/metrics");
+    telltale_tests::python_output(OTEL_SDK, &[&endpoint]);
+    let opened = |msgs: &[Msg], name: &str| {
+        msgs.iter().any(|m| {
+            let v = m.json();
+            v["state"] == "open" && v["series"]["name"] == name
+        })
+    };
+    let got = read_until(&s.brokers, &s.anomalies, Duration::from_secs(60), |m| {
+        opened(m, "tt_otel_queue_depth") && opened(m, "tt_otel_requests_rate")
+    });
+    assert!(
+        opened(&got, "tt_otel_queue_depth") && opened(&got, "tt_otel_requests_rate"),
+        "{got:?}\n{}",
+        engine.log_text()
+    );
+    for m in &got {
+        let v = m.json();
+        assert_eq!(v["series"]["labels"]["service.name"], "tt-svc");
+        assert_eq!(v["series"]["labels"]["pool"], "a");
+    }
+    // Exactly the two injected anomalies: the steady counter's rate stays low.
+    let opens = got.iter().filter(|m| m.json()["state"] == "open").count();
+    assert_eq!(opens, 2, "{got:?}");
+    assert_eq!(
+        engine.metric("telltale_remote_write_refused_total"),
+        Some(0.0)
+    );
+    assert!(
+        engine
+            .metric("telltale_remote_write_requests_total")
+            .unwrap_or(0.0)
+            >= 30.0
+    );
+}
+
+/// OTLP requests built with the `opentelemetry-proto` package, as the Collector's Kafka
+/// exporter writes them (one serialized `ExportMetricsServiceRequest` per message), printed in
+/// hex, one per line: 60 requests, each with a gauge (a spike in request 40), a cumulative
+/// counter, a cumulative histogram and a summary.
+const OTLP_MESSAGES: &str = r#"
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue, AnyValue
+t0 = 1700000000000 * 1000000
+def kv(k, v): return KeyValue(key=k, value=AnyValue(string_value=v))
+for i in range(60):
+    t = t0 + i * 1000000000
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.append(kv("service.name", "collector-fed"))
+    sm = rm.scope_metrics.add()
+    g = sm.metrics.add(name="tt_otlp_temperature")
+    g.gauge.data_points.add(time_unix_nano=t, as_double=5000.0 if i == 40 else 20.0 + i % 3, attributes=[kv("room", "r1")])
+    c = sm.metrics.add(name="tt_otlp_bytes")
+    c.sum.aggregation_temporality = m.AGGREGATION_TEMPORALITY_CUMULATIVE
+    c.sum.is_monotonic = True
+    c.sum.data_points.add(start_time_unix_nano=t0, time_unix_nano=t, as_int=100 * i)
+    h = sm.metrics.add(name="tt_otlp_latency")
+    h.histogram.aggregation_temporality = m.AGGREGATION_TEMPORALITY_CUMULATIVE
+    h.histogram.data_points.add(start_time_unix_nano=t0, time_unix_nano=t, count=10 * i, sum=50.0 * i, bucket_counts=[10 * i], explicit_bounds=[])
+    s = sm.metrics.add(name="tt_otlp_size")
+    q = s.summary.data_points.add(start_time_unix_nano=t0, time_unix_nano=t, count=i, sum=3.0 * i)
+    q.quantile_values.add(quantile=0.99, value=7.0)
+    print(req.SerializeToString().hex())
+"#;
+
+#[test]
+fn otlp_protobuf_messages_on_kafka() {
+    use rdkafka::producer::{BaseRecord, Producer as _};
+
+    let hex = telltale_tests::python_output(OTLP_MESSAGES, &[]);
+    let messages: Vec<Vec<u8>> = hex
+        .lines()
+        .map(|l| {
+            (0..l.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).expect("hex"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(messages.len(), 60);
+    let s = EngineSetup::new("otlp-kafka", 1);
+    let p = producer(&s.brokers);
+    for msg in &messages {
+        send(&p, BaseRecord::<(), [u8]>::to(&s.input).payload(&msg[..]));
+    }
+    // A truncated request: dead-lettered, and the partition goes on.
+    let truncated = &messages[0][..messages[0].len() - 5];
+    send(&p, BaseRecord::<(), [u8]>::to(&s.input).payload(truncated));
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let engine = Engine::start("otlp-kafka", &s.config());
+    let temperature = SeriesKey::new(
+        "tt_otlp_temperature",
+        &[("room", "r1"), ("service.name", "collector-fed")],
+    );
+    let want: BTreeSet<String> = [format!(
+        "{:016x}",
+        event_id(temperature.id(), CHAIN, 1_700_000_000_000 + 40_000)
+    )]
+    .into();
+    let got = read_events(&s, &want);
+    assert_all_present(&got, &want, &engine.log_text());
+    // Per request: the gauge, the summary's quantile, and from the second request on the
+    // counter's rate and the histogram's and the summary's count, sum and mean.
+    engine.wait_for("every message handled", Duration::from_secs(30), |e| {
+        e.metric("telltale_messages_done_total") == Some(61.0)
+    });
+    assert_eq!(
+        engine.metric("telltale_points_in_total"),
+        Some((60 * 2 + 59 * 7) as f64)
+    );
+    let dead = read_until(&s.brokers, &s.dlq, Duration::from_secs(10), |m| {
+        !m.is_empty()
+    });
+    assert_eq!(dead.len(), 1);
+    assert_eq!(&dead[0].payload[..], truncated);
+    assert_eq!(
+        dead[0].header("telltale.reason").as_deref(),
+        Some("malformed")
+    );
+    // Only the gauge's spike is an anomaly: the counter's rate is 100/s throughout.
+    assert_eq!(event_ids(&got), want);
+}

@@ -121,6 +121,8 @@ pub struct Decoder {
     influx_sets: IdMap<u64>,
     /// Routing key of the last line decoded (see [`Decoder::last_route`]).
     route: u64,
+    /// Previous points of cumulative OTLP series.
+    cumulative: crate::otlp::Cumulative,
 }
 
 impl Decoder {
@@ -136,6 +138,50 @@ impl Decoder {
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
         self
+    }
+
+    /// Decodes one Kafka message: an OTLP metrics request (protobuf; detected by its first
+    /// byte, field 1's tag, and a clean decode), else lines of JSON or line protocol.
+    /// `Ok(true)` for OTLP. Whatever cannot be read at all is an `Err` (the caller rejects the
+    /// whole message); bad lines or points are rejects among the records.
+    pub fn message(
+        &mut self,
+        payload: &[u8],
+        pos: u64,
+        out: &mut Decoded,
+    ) -> Result<bool, RejectReason> {
+        if payload.iter().all(u8::is_ascii_whitespace) {
+            return Err(RejectReason::EmptyMessage);
+        }
+        if payload[0] == 0x0a {
+            let keep = (out.records.len(), out.keys.len());
+            match crate::otlp::decode(payload, pos, &mut self.cumulative, out) {
+                Ok(_) => {
+                    self.route = out.records[keep.0..]
+                        .iter()
+                        .find_map(|r| match r {
+                            Record::Point { id, .. } => Some(*id),
+                            _ => None,
+                        })
+                        .unwrap_or(0);
+                    return Ok(true);
+                }
+                Err(_) => {
+                    out.records.truncate(keep.0);
+                    out.keys.truncate(keep.1);
+                    if std::str::from_utf8(payload).is_err() {
+                        return Err(RejectReason::Malformed(
+                            "neither text lines nor an OTLP metrics request (protobuf)",
+                        ));
+                    }
+                }
+            }
+        }
+        let text = std::str::from_utf8(payload).map_err(|_| RejectReason::NotUtf8)?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            self.line(line, pos, out);
+        }
+        Ok(false)
     }
 
     /// Decodes one line of text: JSON (a point or an `llm_prediction` record) when it starts

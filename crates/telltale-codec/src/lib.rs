@@ -6,4 +6,5 @@ pub mod decode;
 pub mod influx;
 pub mod json;
 pub mod llm;
+pub mod otlp;
 pub mod remote_write;

@@ -1,4 +1,4 @@
-//! Points that arrive over HTTP (Prometheus remote write) rather than from Kafka.
+//! Points that arrive over HTTP (Prometheus remote write, OTLP/HTTP) rather than from Kafka.
 //!
 //! The HTTP thread decodes a request and hands its records to the scoring stage's thread, which
 //! routes them like a burst of messages and flushes them to the shards; the request is answered
@@ -26,6 +26,8 @@ pub struct Ingest {
     tx: Sender<HttpBatch>,
     rx: Receiver<HttpBatch>,
     requests: AtomicU64,
+    /// Previous points of cumulative OTLP series sent over HTTP.
+    pub cumulative: std::sync::Mutex<telltale_codec::otlp::Cumulative>,
 }
 
 /// Why a request was not taken.
@@ -44,6 +46,7 @@ impl Default for Ingest {
             tx,
             rx,
             requests: AtomicU64::new(0),
+            cumulative: Default::default(),
         }
     }
 }

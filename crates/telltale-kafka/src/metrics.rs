@@ -395,7 +395,7 @@ pub fn serve(
             for request in server.incoming_requests() {
                 if let Some(ingest) = &ingest
                     && *request.method() == tiny_http::Method::Post
-                    && request.url() == "/api/v1/write"
+                    && matches!(request.url(), "/api/v1/write" | "/v1/metrics")
                     && head_size(&request) <= MAX_HEAD
                 {
                     if writes.fetch_add(1, Ordering::AcqRel) >= MAX_WRITES {
@@ -410,7 +410,11 @@ pub fn serve(
                         .name("telltale-write".into())
                         .spawn(move || {
                             let mut request = request;
-                            let response = remote_write(&mut request, &metrics, &ingest);
+                            let response = if request.url() == "/v1/metrics" {
+                                otlp_http(&mut request, &metrics, &ingest)
+                            } else {
+                                remote_write(&mut request, &metrics, &ingest)
+                            };
                             if let Err(e) = request.respond(response) {
                                 tracing::debug!("http: {e}");
                             }
@@ -454,29 +458,110 @@ fn head_size(request: &tiny_http::Request) -> usize {
             .sum::<usize>()
 }
 
+/// Reads a request body of at most [`MAX_BODY`] bytes.
+fn read_body(
+    request: &mut tiny_http::Request,
+) -> Result<Vec<u8>, tiny_http::Response<std::io::Cursor<Vec<u8>>>> {
+    use std::io::Read as _;
+    if request.body_length().is_some_and(|n| n > MAX_BODY) {
+        return Err(plain(413, format!("body over {MAX_BODY} bytes\n")));
+    }
+    let mut body = Vec::new();
+    if let Err(e) = request
+        .as_reader()
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body)
+    {
+        return Err(plain(400, format!("cannot read the body: {e}\n")));
+    }
+    if body.len() > MAX_BODY {
+        return Err(plain(413, format!("body over {MAX_BODY} bytes\n")));
+    }
+    Ok(body)
+}
+
+fn header<'a>(request: &'a tiny_http::Request, name: &'static str) -> Option<&'a str> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
+}
+
+/// `POST /v1/metrics` (OTLP/HTTP, protobuf): decode, hand to the engine, answer 200 with an
+/// empty `ExportMetricsServiceResponse`.
+fn otlp_http(
+    request: &mut tiny_http::Request,
+    metrics: &Metrics,
+    ingest: &Ingest,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let content_type = header(request, "Content-Type").unwrap_or("");
+    if !content_type.starts_with("application/x-protobuf") {
+        metrics.remote_write_refused.fetch_add(1, Ordering::Relaxed);
+        return plain(
+            415,
+            "only the protobuf encoding (application/x-protobuf) is accepted\n".into(),
+        );
+    }
+    if header(request, "Content-Encoding").is_some_and(|e| e != "identity") {
+        metrics.remote_write_refused.fetch_add(1, Ordering::Relaxed);
+        return plain(
+            415,
+            "compressed bodies are not accepted; send them uncompressed\n".into(),
+        );
+    }
+    let body = match read_body(request) {
+        Ok(b) => b,
+        Err(response) => {
+            metrics.remote_write_refused.fetch_add(1, Ordering::Relaxed);
+            return response;
+        }
+    };
+    let mut decoded = telltale_codec::decode::Decoded::default();
+    let result = {
+        let mut state = ingest.cumulative.lock().unwrap_or_else(|e| e.into_inner());
+        telltale_codec::otlp::decode(&body, ingest.next_request(), &mut state, &mut decoded)
+    };
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            metrics.remote_write_refused.fetch_add(1, Ordering::Relaxed);
+            return plain(400, format!("{e}\n"));
+        }
+    };
+    match ingest.submit(decoded, std::time::Duration::from_secs(10)) {
+        Ok(()) => {
+            metrics
+                .remote_write_requests
+                .fetch_add(1, Ordering::Relaxed);
+            metrics
+                .remote_write_samples
+                .fetch_add(summary.data_points as u64, Ordering::Relaxed);
+            tiny_http::Response::from_data(Vec::new()).with_header(
+                tiny_http::Header::from_bytes("Content-Type", "application/x-protobuf")
+                    .expect("valid header"),
+            )
+        }
+        Err(_) => {
+            metrics.remote_write_busy.fetch_add(1, Ordering::Relaxed);
+            plain(503, "the engine is not taking points now; retry\n".into())
+        }
+    }
+}
+
 /// `POST /api/v1/write`: decode, hand to the engine, answer.
 fn remote_write(
     request: &mut tiny_http::Request,
     metrics: &Metrics,
     ingest: &Ingest,
 ) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    use std::io::Read as _;
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        metrics.remote_write_refused.fetch_add(1, Ordering::Relaxed);
-        return plain(413, format!("body over {MAX_BODY} bytes\n"));
-    }
-    let mut body = Vec::new();
-    let read = request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body);
-    if let Err(e) = read {
-        return plain(400, format!("cannot read the body: {e}\n"));
-    }
-    if body.len() > MAX_BODY {
-        metrics.remote_write_refused.fetch_add(1, Ordering::Relaxed);
-        return plain(413, format!("body over {MAX_BODY} bytes\n"));
-    }
+    let body = match read_body(request) {
+        Ok(b) => b,
+        Err(response) => {
+            metrics.remote_write_refused.fetch_add(1, Ordering::Relaxed);
+            return response;
+        }
+    };
     let mut decoded = telltale_codec::decode::Decoded::default();
     let summary =
         match telltale_codec::remote_write::decode(&body, ingest.next_request(), &mut decoded) {

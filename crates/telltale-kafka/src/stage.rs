@@ -124,12 +124,10 @@ impl Score {
     /// dead-lettered whole and none of its records are scored.
     fn message(&mut self, burst: &Burst, m: &Meta) -> Result<(), Error> {
         let d = &mut self.decoded;
-        let verdict = lines(burst.payload(m)).map(|lines| {
-            for line in lines {
-                self.decoder.line(line, m.offset as u64, d);
-            }
-            d.first_reject()
-        });
+        let verdict = self
+            .decoder
+            .message(burst.payload(m), m.offset as u64, d)
+            .map(|_| d.first_reject());
         let reason = match verdict {
             Ok(None) => {
                 self.front.push(d, m.stream);
@@ -270,11 +268,57 @@ impl Repartition {
         Ok(())
     }
 
+    /// Forwards a message as it is to partition `p`, as part of the open batch.
+    fn send_whole(
+        &mut self,
+        p: usize,
+        payload: &[u8],
+        timestamp: Option<i64>,
+    ) -> Result<(), Error> {
+        let no = self.batch;
+        self.dlq.acks.sent(no);
+        let mut record = BaseRecord::with_opaque_to(&self.topic, no as usize)
+            .partition(p as i32)
+            .payload(payload);
+        if let Some(ts) = timestamp {
+            record = record.timestamp(ts);
+        }
+        send_blocking(&self.dlq.producer, &self.dlq.metrics, record).inspect_err(|_| {
+            self.dlq.acks.failed(no, "repartition".into());
+        })?;
+        Ok(())
+    }
+
     fn message(&mut self, burst: &Burst, m: &Meta, first_ts: Option<i64>) -> Result<(), Error> {
         let payload = burst.payload(m);
         let n = self.out.len() as u64;
         self.scratch.clear();
         let mut reason = None;
+        if payload.first() == Some(&0x0a) {
+            // Maybe an OTLP request: it goes on whole (its points cannot be split into lines),
+            // to the partition of its first series.
+            let d = &mut self.decoded;
+            d.records.clear();
+            d.keys.clear();
+            match self.decoder.message(payload, m.offset as u64, d) {
+                Err(r) => reason = Some(r),
+                Ok(true) => {
+                    if let Some(r) = d.first_reject() {
+                        reason = Some(r);
+                    } else {
+                        let p = (self.decoder.last_route() % n) as usize;
+                        return self.send_whole(p, payload, m.timestamp.or(first_ts));
+                    }
+                }
+                // Text after all: read line by line below.
+                Ok(false) => {}
+            }
+        }
+        if let Some(reason) = reason {
+            self.dead += 1;
+            self.dlq.send(burst, m, self.batch, &reason)?;
+            return Ok(());
+        }
         match lines(payload) {
             Err(r) => reason = Some(r),
             Ok(lines) => {

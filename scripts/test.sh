@@ -6,6 +6,7 @@
 #   - prometheus (Debian package) for promtool, which checks the metrics exposition;
 #   - python3-venv (Debian package) and two PyPI packages in target/test-venv: real outside
 #     writers and readers of line protocol and CloudEvents;
+#   - nightly Rust and cargo-fuzz for the fuzz targets (scripts/fuzz.sh);
 #   - a Kafka-compatible broker (nisshi, scripts/test-broker.sh) on a free loopback port, stopped
 #     again at the end unless it was already running.
 # Usage: scripts/test.sh [extra cargo test arguments]
@@ -56,3 +57,6 @@ if [ -z "${TELLTALE_KAFKA_BROKERS:-}" ]; then
 fi
 
 cargo test --workspace --locked "$@"
+
+# Every input decoder under libFuzzer for a few seconds from its committed seed corpus.
+scripts/fuzz.sh "${TELLTALE_FUZZ_SECONDS:-5}"

@@ -207,6 +207,8 @@ pub struct ColumnarReader {
     total_batches: Option<usize>,
     rows_read: u64,
     batches_read: usize,
+    /// The reader panicked on malformed input (see [`contained`]).
+    failed: bool,
 }
 
 impl std::fmt::Debug for ColumnarReader {
@@ -225,6 +227,10 @@ pub fn looks_like_arrow(head: &[u8]) -> bool {
 impl ColumnarReader {
     /// Opens a file of `format`; `default_name` names the series if it has no `metric` column.
     pub fn open(path: &Path, format: ColumnarFormat, default_name: &str) -> io::Result<Self> {
+        contained(|| Self::open_inner(path, format, default_name))?
+    }
+
+    fn open_inner(path: &Path, format: ColumnarFormat, default_name: &str) -> io::Result<Self> {
         let file = File::open(path).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
         })?;
@@ -251,7 +257,8 @@ impl ColumnarReader {
 
     /// Reads an Arrow IPC stream (for standard input).
     pub fn ipc_stream(input: impl Read + Send + 'static, default_name: &str) -> io::Result<Self> {
-        let r = arrow_ipc::reader::StreamReader::try_new(input, None).map_err(arrow_err)?;
+        let r = contained(|| arrow_ipc::reader::StreamReader::try_new(input, None))?
+            .map_err(arrow_err)?;
         let layout = Layout::new(&r.schema(), default_name)?;
         Ok(Self::new(layout, Box::new(r), None, None))
     }
@@ -281,6 +288,7 @@ impl ColumnarReader {
             total_batches,
             rows_read: 0,
             batches_read: 0,
+            failed: false,
         }
     }
 }
@@ -301,7 +309,17 @@ impl Iterator for ColumnarReader {
     type Item = io::Result<ColumnChunk>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let batch = self.batches.next()?;
+        if self.failed {
+            return None;
+        }
+        let batch = match contained(|| self.batches.next()) {
+            Ok(b) => b?,
+            Err(e) => {
+                // The reader cannot go on after a panic: this is the input's last item.
+                self.failed = true;
+                return Some(Err(e));
+            }
+        };
         Some(batch.map_err(arrow_err).map(|batch| {
             self.rows_read += batch.num_rows() as u64;
             self.batches_read += 1;
@@ -311,6 +329,20 @@ impl Iterator for ColumnarReader {
             }
         }))
     }
+}
+
+/// Runs `f`, turning a panic into an error. The Arrow and Parquet readers assert on some
+/// malformed inputs instead of returning an error (found by the `arrow_ipc` fuzz target); a bad
+/// file must fail the replay with a message, not abort the process.
+fn contained<T>(f: impl FnOnce() -> T) -> io::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let why = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("the reader failed");
+        bad(format!("malformed columnar input: {why}"))
+    })
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -600,6 +632,7 @@ fn series_key(b: &RecordBatch, l: &Layout, i: usize) -> Result<SeriesKey, Reject
     if labels.len() > MAX_LABELS {
         return Err(RejectReason::TooManyLabels);
     }
+    telltale_core::reject::check_key(name, labels.iter().copied())?;
     Ok(SeriesKey::new(name, &labels))
 }
 

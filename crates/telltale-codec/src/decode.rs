@@ -231,12 +231,21 @@ impl Decoder {
             Some(id) => *id,
             None => {
                 let (measurement, tags) = names.get_or_insert_with(|| influx_names(text, l));
+                if let Err(reason) = telltale_core::reject::check_key(measurement, borrowed(tags)) {
+                    out.records.push(Record::Reject {
+                        pos,
+                        reason,
+                        text: text.to_owned(),
+                    });
+                    return;
+                }
                 self.point.set(measurement, &borrowed(tags), ts, 0.0);
                 let id = self.point.series_id(&mut self.scratch);
                 bounded_insert(&mut self.influx_sets, set, id);
                 id
             }
         };
+        let first_record = out.records.len();
         for (key, value) in &l.fields {
             let raw = xxh3_64_with_seed(text[key.clone()].as_bytes(), set);
             let id = match self.influx_ids.get(&raw) {
@@ -246,6 +255,15 @@ impl Decoder {
                     let mut field = String::new();
                     influx::unescape(&text[key.clone()], KEY_ESCAPES, &mut field);
                     let metric = format!("{measurement}_{field}");
+                    if metric.len() > telltale_core::reject::MAX_NAME_BYTES {
+                        out.records.truncate(first_record);
+                        out.records.push(Record::Reject {
+                            pos,
+                            reason: RejectReason::LabelTooLong,
+                            text: text.to_owned(),
+                        });
+                        return;
+                    }
                     self.point.set(&metric, &borrowed(tags), ts, *value);
                     let id = self.point.series_id(&mut self.scratch);
                     bounded_insert(&mut self.influx_ids, raw, id);
@@ -281,6 +299,10 @@ impl Decoder {
                 return;
             }
         }
+        let r = r.and_then(|()| {
+            let p = &self.point;
+            telltale_core::reject::check_key(p.metric(), (0..p.label_count()).map(|i| p.label(i)))
+        });
         out.records.push(match r {
             Ok(()) => {
                 let (id, miss) = self.raw_ids.id(&self.point);
@@ -352,6 +374,14 @@ impl Decoder {
     /// margin as a point when `llm.per_request` is set.
     fn push_derived(&mut self, p: &Prediction, pos: u64, out: &mut Decoded) {
         let labels = series_labels(p, &self.llm);
+        if let Err(reason) = telltale_core::reject::check_key("", labels.iter().copied()) {
+            out.records.push(Record::Reject {
+                pos,
+                reason,
+                text: format!("llm_prediction of model {:?}", p.model),
+            });
+            return;
+        }
         let (mut ids, mut values, mut count) = ([0u64; 3], [0.0; 3], 0u8);
         for (metric, value) in derived_points(p, &self.llm, &mut self.llm_scratch) {
             let Some(value) = value else { continue };
@@ -432,5 +462,56 @@ fn bounded_insert(map: &mut IdMap<u64>, key: u64, id: u64) {
 fn announce(seen: &mut IdMap<()>, id: u64, out: &mut Decoded, key: impl FnOnce() -> SeriesKey) {
     if seen.insert(id, ()).is_none() {
         out.keys.push((id, key()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reasons(lines: &[String]) -> Vec<Option<&'static str>> {
+        let mut d = Decoder::new(Default::default());
+        lines
+            .iter()
+            .map(|l| {
+                let mut out = Decoded::default();
+                d.line(l, 0, &mut out);
+                out.first_reject().map(|r| r.code())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_and_label_values_over_the_limits_are_rejected_in_every_text_format() {
+        use telltale_core::reject::{MAX_LABEL_VALUE_BYTES, MAX_NAME_BYTES};
+        let long_value = "v".repeat(100 * 1024);
+        let at_limit = "v".repeat(MAX_LABEL_VALUE_BYTES);
+        let long_name = "n".repeat(MAX_NAME_BYTES + 1);
+        let json = |metric: &str, key: &str, value: &str| {
+            format!(
+                r#"{{"metric":"{metric}","labels":{{"{key}":"{value}"}},"timestamp":1,"value":1}}"#
+            )
+        };
+        let lines = vec![
+            json("m", "k", &long_value),
+            json("m", "k", &at_limit),
+            json(&long_name, "k", "v"),
+            json("m", &long_name, "v"),
+            format!("m,k={long_value} f=1 1"),
+            format!("m,k={at_limit} f=1 1"),
+            format!("m,k=v {long_name}=1 1"),
+        ];
+        assert_eq!(
+            reasons(&lines),
+            vec![
+                Some("label_too_long"),
+                None,
+                Some("label_too_long"),
+                Some("label_too_long"),
+                Some("label_too_long"),
+                None,
+                Some("label_too_long"),
+            ]
+        );
     }
 }

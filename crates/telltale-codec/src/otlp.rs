@@ -281,6 +281,10 @@ impl Out<'_> {
             self.reject(RejectReason::NonFiniteValue, name, ts, value);
             return None;
         }
+        if let Err(reason) = telltale_core::reject::check_key(name, l.iter().copied()) {
+            self.reject(reason, name, ts, value);
+            return None;
+        }
         self.point.set(name, &l, ts, value);
         let id = self.point.series_id(&mut self.scratch);
         self.out.keys.push((id, self.point.series_key()));

@@ -51,6 +51,9 @@ pub struct Sample {
     pub timestamp: i64,
 }
 
+/// Largest decompressed body accepted (Prometheus sends a few MB at most).
+pub const MAX_DECOMPRESSED: usize = 64 << 20;
+
 /// Prometheus' staleness marker.
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
@@ -80,6 +83,14 @@ pub enum BodyError {
 /// every series in it; a series without `__name__` or with too many labels becomes one reject
 /// per sample.
 pub fn decode(body: &[u8], pos: u64, out: &mut Decoded) -> Result<Summary, BodyError> {
+    // The length the body claims is checked before anything is allocated for it (found by the
+    // fuzz target: 7 bytes claiming gigabytes).
+    let claimed = snap::raw::decompress_len(body).map_err(|e| BodyError::Snappy(e.to_string()))?;
+    if claimed > MAX_DECOMPRESSED {
+        return Err(BodyError::Snappy(format!(
+            "the body decompresses to {claimed} bytes, over the {MAX_DECOMPRESSED}-byte limit"
+        )));
+    }
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| BodyError::Snappy(e.to_string()))?;
@@ -102,7 +113,7 @@ pub fn decode(body: &[u8], pos: u64, out: &mut Decoded) -> Result<Summary, BodyE
             None => Some(RejectReason::MissingField("__name__")),
             Some(_) if labels.len() > MAX_LABELS => Some(RejectReason::TooManyLabels),
             Some(n) if n.value.is_empty() => Some(RejectReason::MissingField("__name__")),
-            Some(_) => None,
+            Some(n) => telltale_core::reject::check_key(&n.value, labels.iter().copied()).err(),
         };
         let id = if bad.is_none() {
             let name = name.map_or("", |n| n.value.as_str());
@@ -262,5 +273,28 @@ mod tests {
         });
         truncated.truncate(truncated.len() - 3);
         assert!(decode(&truncated, 0, &mut out).is_err());
+    }
+
+    #[test]
+    fn a_body_encoded_by_hand_decodes() {
+        // The fuzz seed: protobuf and snappy (one literal) written field by field, not by prost.
+        let body = include_bytes!("../../../fuzz/corpus/remote_write/two_series");
+        let mut out = Decoded::default();
+        let s = decode(body, 0, &mut out).unwrap();
+        assert_eq!((s.series, s.samples), (2, 3));
+        let id = SeriesKey::new("http_requests_total", &[("job", "api")]).id();
+        assert!(matches!(
+            out.records[1],
+            Record::Point { id: i, ts: 1_700_000_015_000, value, .. } if i == id && value == 2.5
+        ));
+    }
+
+    #[test]
+    fn a_body_claiming_a_huge_size_is_refused_before_allocating() {
+        // A snappy header claiming ~4 GiB, from the fuzz target.
+        let body = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00, 0x00];
+        let mut out = Decoded::default();
+        let e = decode(&body, 0, &mut out).unwrap_err();
+        assert!(e.to_string().contains("limit"), "{e}");
     }
 }

@@ -24,6 +24,9 @@ pub enum RejectReason {
     BadVector(telltale_detect::confidence::VectorError),
     /// A Kafka message with no payload (or only white space).
     EmptyMessage,
+    /// A metric name, label name or label value longer than the engine accepts
+    /// ([`MAX_NAME_BYTES`], [`MAX_LABEL_VALUE_BYTES`]): it would be copied into every event.
+    LabelTooLong,
 }
 
 impl RejectReason {
@@ -39,11 +42,12 @@ impl RejectReason {
             RejectReason::NotUtf8 => "not_utf8",
             RejectReason::BadVector(_) => "bad_probabilities",
             RejectReason::EmptyMessage => "empty_message",
+            RejectReason::LabelTooLong => "label_too_long",
         }
     }
 
     /// How many kinds of reject there are.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 
     /// This kind's position in [`RejectReason::codes`] (for counters kept in an array).
     pub fn index(&self) -> usize {
@@ -57,6 +61,7 @@ impl RejectReason {
             RejectReason::NotUtf8 => 6,
             RejectReason::BadVector(_) => 7,
             RejectReason::EmptyMessage => 8,
+            RejectReason::LabelTooLong => 9,
         }
     }
 
@@ -73,6 +78,7 @@ impl RejectReason {
             RejectReason::NotUtf8,
             RejectReason::BadVector(VectorError::Empty),
             RejectReason::EmptyMessage,
+            RejectReason::LabelTooLong,
         ];
         let mut codes = [""; Self::COUNT];
         for k in kinds {
@@ -96,12 +102,40 @@ impl fmt::Display for RejectReason {
             RejectReason::NotUtf8 => f.write_str("record is not valid UTF-8"),
             RejectReason::BadVector(e) => write!(f, "{e}"),
             RejectReason::EmptyMessage => f.write_str("message has no payload"),
+            RejectReason::LabelTooLong => write!(
+                f,
+                "a metric or label name over {MAX_NAME_BYTES} bytes, or a label value over \
+                 {MAX_LABEL_VALUE_BYTES} bytes"
+            ),
         }
     }
 }
 
 /// Most labels one series may carry.
 pub const MAX_LABELS: usize = 32;
+
+/// Longest metric name or label name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Longest label value, in bytes.
+pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+
+/// Checks a series' name and labels against the size limits.
+#[inline]
+pub fn check_key<'a>(
+    name: &str,
+    labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), RejectReason> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(RejectReason::LabelTooLong);
+    }
+    for (k, v) in labels {
+        if k.len() > MAX_NAME_BYTES || v.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(RejectReason::LabelTooLong);
+        }
+    }
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {

@@ -83,6 +83,12 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
 /// (`*.arrow`, `*.arrows`, `*.ipc`, `*.feather`) and `*.parquet` file below it, in path order; a
 /// file is taken as it is (JSON lines unless its extension names another format).
 pub fn discover(paths: &[PathBuf]) -> io::Result<Vec<Input>> {
+    discover_as(paths, None)
+}
+
+/// [`discover`], reading every input given (files, standard input, files in folders) as
+/// `format` when it is set, whatever its extension.
+pub fn discover_as(paths: &[PathBuf], format: Option<Format>) -> io::Result<Vec<Input>> {
     let mut inputs = Vec::new();
     for p in paths {
         if p.as_os_str() == "-" {
@@ -125,6 +131,11 @@ pub fn discover(paths: &[PathBuf]) -> io::Result<Vec<Input>> {
                     .map_or_else(|| "series".into(), |s| s.to_string_lossy().into_owned()),
                 path: p.clone(),
             });
+        }
+    }
+    if let Some(f) = format {
+        for i in &mut inputs {
+            i.format = Some(f);
         }
     }
     // Columnar files name their columns in a schema: check it now, so a file the replay could

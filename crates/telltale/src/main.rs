@@ -7,16 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use mimalloc::MiMalloc;
 use telltale_bench::corpus::{Corpus, read_tree, read_windows};
 use telltale_bench::labels::{Collect, EventSummary, LabelsFile};
 use telltale_bench::report::{SCOREBOARD, chain_table, score_table};
 use telltale_bench::run::run_chain;
 use telltale_bench::scorer::score_corpus;
-use telltale_codec::columnar::{ColumnarWriter, WriteAs};
+use telltale_codec::columnar::{ColumnarFormat, ColumnarWriter, WriteAs};
 use telltale_core::time::{format_rfc3339, parse_duration_ms, parse_rfc3339};
-use telltale_engine::replay::{discover, replay};
+use telltale_engine::replay::{Format, discover, discover_as, replay};
 use telltale_engine::{Config, Outputs, Report};
 use telltale_gen::{GenConfig, generate};
 
@@ -187,6 +187,37 @@ struct ReplayArgs {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Read every input as this format, whatever its extension (default: by extension; text
+    /// lines are JSON or line protocol, told apart line by line).
+    #[arg(long, value_enum)]
+    format: Option<InputFormat>,
+}
+
+/// `telltale replay --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InputFormat {
+    /// JSON lines (points and `llm_prediction` records).
+    Jsonl,
+    /// InfluxDB line protocol.
+    Influx,
+    /// CSV with `timestamp` and `value` columns.
+    Csv,
+    /// Arrow IPC (file or stream).
+    Arrow,
+    /// Parquet.
+    Parquet,
+}
+
+impl InputFormat {
+    fn format(self) -> Format {
+        match self {
+            // One text decoder reads both, line by line.
+            InputFormat::Jsonl | InputFormat::Influx => Format::JsonLines,
+            InputFormat::Csv => Format::Csv,
+            InputFormat::Arrow => Format::Columnar(ColumnarFormat::ArrowIpc),
+            InputFormat::Parquet => Format::Columnar(ColumnarFormat::Parquet),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -366,7 +397,8 @@ fn run_replay(a: ReplayArgs) -> Result<(), Failure> {
         config.engine.shards = n;
     }
     let plan = config.plan().map_err(|e| Failure(e.to_string(), 2))?;
-    let inputs = discover(&a.inputs).map_err(|e| Failure(e.to_string(), 2))?;
+    let inputs = discover_as(&a.inputs, a.format.map(InputFormat::format))
+        .map_err(|e| Failure(e.to_string(), 2))?;
     let labels_path = a.labels.clone().or_else(|| {
         a.inputs
             .iter()

@@ -467,3 +467,63 @@ fn version_names_librdkafka_and_the_codecs_and_help_names_the_environment() {
         "{out}"
     );
 }
+
+#[test]
+fn format_flag_reads_a_file_whatever_its_extension() {
+    let dir = temp("format-flag");
+    let f = dir.join("points.txt");
+    std::fs::write(
+        &f,
+        "svc,host=a ms=5 1700000000000000000\nsvc,host=a ms=6 1700000001000000000\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["replay", "--no-progress", "--format", "influx", "-o"])
+        .arg(dir.join("events.jsonl"))
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("2 points, 1 series"),
+        "{}",
+        stderr(&out)
+    );
+    // The same text read as Parquet fails before anything is processed, naming the file.
+    let out = bin()
+        .args(["replay", "--no-progress", "--format", "parquet"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("points.txt"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_malformed_arrow_stream_fails_with_a_message_not_an_abort() {
+    // An input the `arrow_ipc` fuzz target found: the Arrow reader panics on it.
+    let f = root().join("fuzz/corpus/arrow_ipc/regression-slice-offset");
+    let out = bin()
+        .args([
+            "replay",
+            "--no-progress",
+            "--format",
+            "arrow",
+            "-o",
+            "/dev/null",
+        ])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(1 | 2)),
+        "exit {:?}: {}",
+        out.status,
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("malformed columnar input"),
+        "{}",
+        stderr(&out)
+    );
+}

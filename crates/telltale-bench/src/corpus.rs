@@ -17,6 +17,9 @@ pub struct Series {
     pub timestamps: Vec<i64>,
     /// Values (for data files) or anomaly scores (for results files).
     pub values: Vec<f64>,
+    /// Rows that could not be read, as `line N: `text``: left out, as replay rejects them
+    /// (a corpus is not abandoned over one empty value).
+    pub rejected: Vec<String>,
 }
 
 /// Label windows per file: inclusive `[start, end]` timestamps in ms.
@@ -76,23 +79,25 @@ pub fn read_csv(path: &Path, name: String, column: &str) -> Result<Series, Bench
         name,
         timestamps: Vec::new(),
         values: Vec::new(),
+        rejected: Vec::new(),
     };
     for (n, line) in lines.enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let fields: Vec<&str> = line.split(',').collect();
-        let bad = || format_err(path, format!("line {}: `{line}`", n + 2));
-        let t = fields
-            .get(ti)
-            .and_then(|t| parse_rfc3339(t.trim()))
-            .ok_or_else(bad)?;
-        let v: f64 = fields
+        let t = fields.get(ti).and_then(|t| parse_rfc3339(t.trim()));
+        let v = fields
             .get(vi)
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(bad)?;
-        s.timestamps.push(t);
-        s.values.push(v);
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite());
+        match (t, v) {
+            (Some(t), Some(v)) => {
+                s.timestamps.push(t);
+                s.values.push(v);
+            }
+            _ => s.rejected.push(format!("line {}: `{line}`", n + 2)),
+        }
     }
     Ok(s)
 }
@@ -141,7 +146,8 @@ pub struct Corpus {
 }
 
 impl Corpus {
-    /// Reads a corpus folder.
+    /// Reads a corpus folder (rows that cannot be read are left out and listed in each
+    /// series' `rejected`).
     pub fn read(root: &Path) -> Result<Self, BenchError> {
         let files = read_tree(&root.join("data"), "value")?;
         let windows = read_windows(&root.join("labels/combined_windows.json"))?;
@@ -149,5 +155,28 @@ impl Corpus {
             return Err(format_err(root, "no data/<category>/<name>.csv files"));
         }
         Ok(Self { files, windows })
+    }
+}
+
+#[cfg(test)]
+mod rejected_rows {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_row_is_left_out_not_fatal() {
+        let dir = std::env::temp_dir().join(format!("telltale-corpus-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("series.csv");
+        std::fs::write(
+            &f,
+            "timestamp,value\n2018-06-23 06:55:00,1.5\n2018-06-23 07:00:00,\n2018-06-23 07:05:00,2.5\n",
+        )
+        .unwrap();
+        let s = read_csv(&f, "series.csv".into(), "value").unwrap();
+        assert_eq!(s.values, vec![1.5, 2.5]);
+        assert_eq!(
+            s.rejected,
+            vec!["line 3: `2018-06-23 07:00:00,`".to_owned()]
+        );
     }
 }

@@ -154,6 +154,7 @@ pub fn run_chain(name: &str, plan: &Plan, corpus: &Corpus) -> ChainResult {
             name: f.name.clone(),
             timestamps: f.timestamps.clone(),
             values: s,
+            rejected: Vec::new(),
         });
         opens.push(o);
     }

@@ -388,6 +388,18 @@ fn create(path: &Path) -> Result<Box<dyn Write + Send>, Failure> {
     Ok(Box::new(BufWriter::with_capacity(1 << 16, f)))
 }
 
+/// One line per file with rows left out (as replay rejects them).
+fn warn_rejected(files: &[telltale_bench::corpus::Series]) {
+    for f in files.iter().filter(|f| !f.rejected.is_empty()) {
+        eprintln!(
+            "{}: {} row(s) left out, unreadable (first: {})",
+            f.name,
+            f.rejected.len(),
+            f.rejected[0]
+        );
+    }
+}
+
 fn run_replay(a: ReplayArgs) -> Result<(), Failure> {
     let mut config = match &a.config {
         Some(p) => Config::from_file(p).map_err(|e| Failure(e.to_string(), 2))?,
@@ -755,6 +767,7 @@ fn run_bench(a: BenchRunArgs) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, _>>()?;
     let start = Instant::now();
     let corpus = Corpus::read(&corpus_dir).map_err(|e| Failure(e.to_string(), 2))?;
+    warn_rejected(&corpus.files);
     let progress = io::stderr().is_terminal();
     let mut results = Vec::new();
     for (i, (name, plan)) in plans.iter().enumerate() {
@@ -876,6 +889,7 @@ fn run_bench_score(a: ScoreArgs) -> Result<(), Failure> {
     // A folder of detectors, or one detector's folder of categories.
     let mut detectors: Vec<(String, PathBuf)> = Vec::new();
     let direct = read_tree(&a.results, "anomaly_score").map_err(|e| Failure(e.to_string(), 2))?;
+    warn_rejected(&direct);
     let nested = direct.iter().any(|s| s.name.matches('/').count() >= 2);
     if nested {
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(&a.results)?

@@ -177,8 +177,7 @@ impl Decoder {
                 }
             }
         }
-        let text = std::str::from_utf8(payload).map_err(|_| RejectReason::NotUtf8)?;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        for line in text_lines(payload)? {
             self.line(line, pos, out);
         }
         Ok(false)
@@ -423,6 +422,15 @@ impl Decoder {
         announce(&mut self.seen, id, out, || point.series_key());
         id
     }
+}
+
+/// The non-blank lines of a message's text, or why it has none to read (empty, not UTF-8).
+pub fn text_lines(payload: &[u8]) -> Result<impl Iterator<Item = &str>, RejectReason> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Err(RejectReason::EmptyMessage);
+    }
+    let text = std::str::from_utf8(payload).map_err(|_| RejectReason::NotUtf8)?;
+    Ok(text.lines().filter(|l| !l.trim().is_empty()))
 }
 
 /// The unescaped measurement and tags of a parsed line protocol line (a new series only).

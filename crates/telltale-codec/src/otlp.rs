@@ -334,20 +334,30 @@ fn ms(nanos: u64) -> i64 {
     (nanos / 1_000_000) as i64
 }
 
+/// One histogram-like data point: its interval's start and end, count and sum.
+struct Interval {
+    start: u64,
+    ts: i64,
+    count: f64,
+    sum: Option<f64>,
+}
+
 /// Count, sum and mean of a histogram-like point: per interval (`cumulative` ones as the
 /// difference from the series' previous point).
-#[allow(clippy::too_many_arguments)]
 fn counts(
     o: &mut Out<'_>,
     state: &mut Cumulative,
     name: &str,
     l: &[(String, String)],
     cumulative: bool,
-    start: u64,
-    ts: i64,
-    count: f64,
-    sum: Option<f64>,
+    iv: Interval,
 ) {
+    let Interval {
+        start,
+        ts,
+        count,
+        sum,
+    } = iv;
     let (count, sum) = if cumulative {
         let id = o.id(&format!("{name}_count"), l);
         let Some((dc, _)) = state.delta(id, start, ts, count) else {
@@ -430,38 +440,32 @@ pub fn decode(
                         }
                     }
                     Some(Data::Histogram(h)) => {
-                        for p in &h.data_points {
-                            data_points += 1;
-                            let l = labels(&resource, &p.attributes);
-                            counts(
-                                &mut o,
-                                state,
-                                name,
-                                &l,
-                                h.aggregation_temporality == CUMULATIVE,
+                        let points = h.data_points.iter().map(|p| {
+                            (
+                                &p.attributes,
                                 p.start_time_unix_nano,
-                                ms(p.time_unix_nano),
-                                p.count as f64,
+                                p.time_unix_nano,
+                                p.count,
                                 p.sum,
-                            );
-                        }
+                            )
+                        });
+                        let cumulative = h.aggregation_temporality == CUMULATIVE;
+                        data_points +=
+                            histogram(&mut o, state, &resource, name, cumulative, points);
                     }
                     Some(Data::ExponentialHistogram(h)) => {
-                        for p in &h.data_points {
-                            data_points += 1;
-                            let l = labels(&resource, &p.attributes);
-                            counts(
-                                &mut o,
-                                state,
-                                name,
-                                &l,
-                                h.aggregation_temporality == CUMULATIVE,
+                        let points = h.data_points.iter().map(|p| {
+                            (
+                                &p.attributes,
                                 p.start_time_unix_nano,
-                                ms(p.time_unix_nano),
-                                p.count as f64,
+                                p.time_unix_nano,
+                                p.count,
                                 p.sum,
-                            );
-                        }
+                            )
+                        });
+                        let cumulative = h.aggregation_temporality == CUMULATIVE;
+                        data_points +=
+                            histogram(&mut o, state, &resource, name, cumulative, points);
                     }
                     Some(Data::Summary(s)) => {
                         for p in &s.data_points {
@@ -477,17 +481,13 @@ pub fn decode(
                                     q.value,
                                 );
                             }
-                            counts(
-                                &mut o,
-                                state,
-                                name,
-                                &l,
-                                true,
-                                p.start_time_unix_nano,
+                            let iv = Interval {
+                                start: p.start_time_unix_nano,
                                 ts,
-                                p.count as f64,
-                                Some(p.sum),
-                            );
+                                count: p.count as f64,
+                                sum: Some(p.sum),
+                            };
+                            counts(&mut o, state, name, &l, true, iv);
                         }
                     }
                     None => {}
@@ -499,6 +499,31 @@ pub fn decode(
         data_points,
         points: o.points,
     })
+}
+
+/// Histogram data points (plain or exponential: the same fields matter) as interval counts;
+/// returns how many there were.
+fn histogram<'a>(
+    o: &mut Out<'_>,
+    state: &mut Cumulative,
+    resource: &[(String, String)],
+    name: &str,
+    cumulative: bool,
+    points: impl Iterator<Item = (&'a Vec<pb::KeyValue>, u64, u64, u64, Option<f64>)>,
+) -> usize {
+    let mut n = 0;
+    for (attrs, start, time, count, sum) in points {
+        n += 1;
+        let l = labels(resource, attrs);
+        let iv = Interval {
+            start,
+            ts: ms(time),
+            count: count as f64,
+            sum,
+        };
+        counts(o, state, name, &l, cumulative, iv);
+    }
+    n
 }
 
 fn number(p: &pb::NumberDataPoint) -> f64 {

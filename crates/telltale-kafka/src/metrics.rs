@@ -510,6 +510,28 @@ fn otlp_http(
             "compressed bodies are not accepted; send them uncompressed\n".into(),
         );
     }
+    let ok = tiny_http::Response::from_data(Vec::new()).with_header(
+        tiny_http::Header::from_bytes("Content-Type", "application/x-protobuf")
+            .expect("valid header"),
+    );
+    take_points(request, metrics, ingest, ok, |body, pos, decoded| {
+        let mut state = ingest.cumulative.lock().unwrap_or_else(|e| e.into_inner());
+        telltale_codec::otlp::decode(body, pos, &mut state, decoded)
+            .map(|s| s.data_points)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Reads a request's body, decodes it into points (the samples it held, or why it cannot be
+/// read: 400), hands them to the engine and answers `ok` once they are routed (503 if the
+/// engine does not take them in time).
+fn take_points(
+    request: &mut tiny_http::Request,
+    metrics: &Metrics,
+    ingest: &Ingest,
+    ok: tiny_http::Response<std::io::Cursor<Vec<u8>>>,
+    decode: impl FnOnce(&[u8], u64, &mut telltale_codec::decode::Decoded) -> Result<usize, String>,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
     let body = match read_body(request) {
         Ok(b) => b,
         Err(response) => {
@@ -518,14 +540,11 @@ fn otlp_http(
         }
     };
     let mut decoded = telltale_codec::decode::Decoded::default();
-    let result = {
-        let mut state = ingest.cumulative.lock().unwrap_or_else(|e| e.into_inner());
-        telltale_codec::otlp::decode(&body, ingest.next_request(), &mut state, &mut decoded)
-    };
-    let summary = match result {
-        Ok(s) => s,
+    let samples = match decode(&body, ingest.next_request(), &mut decoded) {
+        Ok(n) => n,
         Err(e) => {
             metrics.remote_write_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("{}: refused: {e}", request.url());
             return plain(400, format!("{e}\n"));
         }
     };
@@ -536,11 +555,8 @@ fn otlp_http(
                 .fetch_add(1, Ordering::Relaxed);
             metrics
                 .remote_write_samples
-                .fetch_add(summary.data_points as u64, Ordering::Relaxed);
-            tiny_http::Response::from_data(Vec::new()).with_header(
-                tiny_http::Header::from_bytes("Content-Type", "application/x-protobuf")
-                    .expect("valid header"),
-            )
+                .fetch_add(samples as u64, Ordering::Relaxed);
+            ok
         }
         Err(_) => {
             metrics.remote_write_busy.fetch_add(1, Ordering::Relaxed);
@@ -555,38 +571,12 @@ fn remote_write(
     metrics: &Metrics,
     ingest: &Ingest,
 ) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let body = match read_body(request) {
-        Ok(b) => b,
-        Err(response) => {
-            metrics.remote_write_refused.fetch_add(1, Ordering::Relaxed);
-            return response;
-        }
-    };
-    let mut decoded = telltale_codec::decode::Decoded::default();
-    let summary =
-        match telltale_codec::remote_write::decode(&body, ingest.next_request(), &mut decoded) {
-            Ok(s) => s,
-            Err(e) => {
-                metrics.remote_write_refused.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("remote write refused: {e}");
-                return plain(400, format!("{e}\n"));
-            }
-        };
-    match ingest.submit(decoded, std::time::Duration::from_secs(10)) {
-        Ok(()) => {
-            metrics
-                .remote_write_requests
-                .fetch_add(1, Ordering::Relaxed);
-            metrics
-                .remote_write_samples
-                .fetch_add(summary.samples as u64, Ordering::Relaxed);
-            tiny_http::Response::from_string(String::new()).with_status_code(204)
-        }
-        Err(_) => {
-            metrics.remote_write_busy.fetch_add(1, Ordering::Relaxed);
-            plain(503, "the engine is not taking points now; retry\n".into())
-        }
-    }
+    let ok = tiny_http::Response::from_string(String::new()).with_status_code(204);
+    take_points(request, metrics, ingest, ok, |body, pos, decoded| {
+        telltale_codec::remote_write::decode(body, pos, decoded)
+            .map(|s| s.samples)
+            .map_err(|e| e.to_string())
+    })
 }
 
 fn answer(

@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _};
-use telltale_codec::decode::{Decoded, Decoder};
+use telltale_codec::decode::{Decoded, Decoder, text_lines};
 use telltale_core::event::{StreamName, Streams};
 use telltale_core::reject::RejectReason;
 use telltale_engine::Report;
@@ -94,15 +94,6 @@ impl Dlq {
         send_blocking(&self.producer, &self.metrics, record)
             .inspect_err(|_| self.acks.failed(no, "dead letter".into()))
     }
-}
-
-/// Splits a payload into its non-blank lines, or says why it cannot be read.
-fn lines(payload: &[u8]) -> Result<impl Iterator<Item = &str>, RejectReason> {
-    if payload.iter().all(u8::is_ascii_whitespace) {
-        return Err(RejectReason::EmptyMessage);
-    }
-    let text = std::str::from_utf8(payload).map_err(|_| RejectReason::NotUtf8)?;
-    Ok(text.lines().filter(|l| !l.trim().is_empty()))
 }
 
 /// The scoring stage: decode, route, score.
@@ -253,19 +244,11 @@ impl Repartition {
         if self.out[p].is_empty() {
             return Ok(());
         }
-        let no = self.batch;
-        self.dlq.acks.sent(no);
-        let mut record = BaseRecord::with_opaque_to(&self.topic, no as usize)
-            .partition(p as i32)
-            .payload(&self.out[p][..]);
-        if let Some(ts) = timestamp {
-            record = record.timestamp(ts);
-        }
-        send_blocking(&self.dlq.producer, &self.dlq.metrics, record).inspect_err(|_| {
-            self.dlq.acks.failed(no, "repartition".into());
-        })?;
-        self.out[p].clear();
-        Ok(())
+        let mut lines = std::mem::take(&mut self.out[p]);
+        let sent = self.send_whole(p, &lines, timestamp);
+        lines.clear();
+        self.out[p] = lines;
+        sent
     }
 
     /// Forwards a message as it is to partition `p`, as part of the open batch.
@@ -319,7 +302,7 @@ impl Repartition {
             self.dlq.send(burst, m, self.batch, &reason)?;
             return Ok(());
         }
-        match lines(payload) {
+        match text_lines(payload) {
             Err(r) => reason = Some(r),
             Ok(lines) => {
                 for line in lines {

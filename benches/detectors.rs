@@ -192,7 +192,7 @@ fn many_series(c: &mut Criterion) {
         b.iter(|| {
             for x in &xs {
                 for (slot, v) in x.iter().enumerate() {
-                    out[slot] = bank.update(slot, *v, None).score;
+                    out[slot] = bank.update(slot, 0, *v, None).score;
                 }
             }
         })
@@ -218,7 +218,7 @@ fn many_series(c: &mut Criterion) {
         b.iter(|| {
             for x in &xs {
                 for (slot, v) in x.iter().enumerate() {
-                    out[slot] = bank.update(slot, *v, None).score;
+                    out[slot] = bank.update(slot, 0, *v, None).score;
                 }
             }
         })
@@ -230,7 +230,7 @@ fn many_series(c: &mut Criterion) {
             let mut bank = bank.clone();
             for x in &xs {
                 for (slot, v) in x.iter().enumerate() {
-                    out[slot] = bank.update(slot, *v, None).score;
+                    out[slot] = bank.update(slot, 0, *v, None).score;
                 }
             }
         })

@@ -17,8 +17,10 @@ pub struct Series {
     pub timestamps: Vec<i64>,
     /// Values (for data files) or anomaly scores (for results files).
     pub values: Vec<f64>,
-    /// Rows that could not be read, as `line N: `text``: left out, as replay rejects them
-    /// (a corpus is not abandoned over one empty value).
+    /// Rows that could not be used, as `line N: <reason>: `text``, with replay's reason codes
+    /// (`malformed`, `bad_timestamp`, `non_finite_value`, `out_of_order`, and `duplicate` for
+    /// a timestamp already read): left out, never fatal. Leaving out a repeated timestamp
+    /// keeps its first occurrence, the row NAB's scorer finds a window edge at.
     pub rejected: Vec<String>,
 }
 
@@ -86,17 +88,25 @@ pub fn read_csv(path: &Path, name: String, column: &str) -> Result<Series, Bench
             continue;
         }
         let fields: Vec<&str> = line.split(',').collect();
-        let t = fields.get(ti).and_then(|t| parse_rfc3339(t.trim()));
-        let v = fields
-            .get(vi)
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|v| v.is_finite());
-        match (t, v) {
-            (Some(t), Some(v)) => {
+        let t = fields.get(ti).map(|t| parse_rfc3339(t.trim()));
+        let v = fields.get(vi).map(|v| v.trim().parse::<f64>().ok());
+        let last = s.timestamps.last().copied();
+        let reason = match (t, v) {
+            (None, _) | (_, None) => Some("malformed"),
+            (Some(None), _) => Some("bad_timestamp"),
+            (_, Some(v)) if !v.is_some_and(f64::is_finite) => Some("non_finite_value"),
+            (Some(Some(t)), _) if last == Some(t) => Some("duplicate"),
+            (Some(Some(t)), _) if last.is_some_and(|l| t < l) => Some("out_of_order"),
+            _ => None,
+        };
+        match (reason, t, v) {
+            (None, Some(Some(t)), Some(Some(v))) => {
                 s.timestamps.push(t);
                 s.values.push(v);
             }
-            _ => s.rejected.push(format!("line {}: `{line}`", n + 2)),
+            (r, ..) => s
+                .rejected
+                .push(format!("line {}: {}: `{line}`", n + 2, r.unwrap_or("malformed"))),
         }
     }
     Ok(s)
@@ -163,6 +173,25 @@ mod rejected_rows {
     use super::*;
 
     #[test]
+    fn repeated_and_unordered_timestamps_are_left_out_with_their_reason() {
+        let dir = std::env::temp_dir().join(format!("telltale-corpus-dup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("series.csv");
+        std::fs::write(
+            &f,
+            "timestamp,value\n2018-06-23 07:00:00,1\n2018-06-23 07:05:00,2\n2018-06-23 07:05:00,3\n2018-06-23 07:01:00,4\n2018-06-23 07:10:00,inf\nsoon,5\n2018-06-23 07:15:00,6\n",
+        )
+        .unwrap();
+        let s = read_csv(&f, "series.csv".into(), "value").unwrap();
+        assert_eq!(s.values, vec![1.0, 2.0, 6.0], "the first occurrence is kept");
+        let reasons: Vec<&str> = s.rejected.iter().map(|r| r.split(": ").nth(1).unwrap()).collect();
+        assert_eq!(
+            reasons,
+            vec!["duplicate", "out_of_order", "non_finite_value", "bad_timestamp"]
+        );
+    }
+
+    #[test]
     fn an_unreadable_row_is_left_out_not_fatal() {
         let dir = std::env::temp_dir().join(format!("telltale-corpus-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -176,7 +205,7 @@ mod rejected_rows {
         assert_eq!(s.values, vec![1.5, 2.5]);
         assert_eq!(
             s.rejected,
-            vec!["line 3: `2018-06-23 07:00:00,`".to_owned()]
+            vec!["line 3: non_finite_value: `2018-06-23 07:00:00,`".to_owned()]
         );
     }
 }

@@ -10,7 +10,7 @@ use telltale_engine::Plan;
 use telltale_engine::chain::ChainGroup;
 
 use crate::corpus::{Corpus, Series};
-use crate::scorer::{ProfileResult, probation, score_corpus};
+use crate::scorer::{ProfileResult, probation, score_corpus, score_corpus_at};
 
 /// Event-level outcome: anomalies opened by the alert state machine against label windows.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -73,55 +73,18 @@ pub struct ChainResult {
     pub scores: Vec<Series>,
     /// Rows of each file where an anomaly was opened.
     pub opens: Vec<Vec<usize>>,
-    /// NAB scores per profile.
+    /// NAB scores per profile (rows ranked by the score that can open an anomaly, at the
+    /// threshold NAB's optimiser picks).
     pub nab: Vec<ProfileResult>,
+    /// NAB scores per profile of the opened anomalies alone: each `open` a detection at its
+    /// row, nothing else (what the chain's alerts are worth at its own threshold).
+    pub opens_nab: Vec<ProfileResult>,
     /// Event-level metrics.
     pub events: EventMetrics,
     /// Rows processed.
     pub points: u64,
     /// Seconds spent in the engine (detection only, files already in memory).
     pub seconds: f64,
-}
-
-/// The ranking score of each row (`[chain] rank_window`): a row keeps its score only when it
-/// is a new high — above every score since the last kept one, and at most `window` rows after
-/// it (then the high is forgotten); other rows rank 0. Whatever threshold the NAB sweep picks,
-/// a burst of high scores then crosses it once, at its start, instead of once per row (NAB
-/// counts every crossing outside a window as a false positive). `window` 0 keeps every score.
-#[derive(Debug, Clone, Copy)]
-pub struct Ranker {
-    window: u32,
-    high: f64,
-    age: u32,
-}
-
-impl Ranker {
-    /// A ranker with the given window (rows).
-    pub fn new(window: u32) -> Self {
-        Self {
-            window,
-            high: 0.0,
-            age: 0,
-        }
-    }
-
-    /// The ranking score of the next row, whose chain score is `score`.
-    pub fn rank(&mut self, score: f64) -> f64 {
-        if self.window == 0 {
-            return score;
-        }
-        self.age = self.age.saturating_add(1);
-        if self.age > self.window {
-            self.high = 0.0;
-        }
-        if score > self.high {
-            self.high = score;
-            self.age = 0;
-            score
-        } else {
-            0.0
-        }
-    }
 }
 
 /// Runs `plan` over every file of `corpus` (each file one series, named by its path without
@@ -137,11 +100,10 @@ pub fn run_chain(name: &str, plan: &Plan, corpus: &Corpus) -> ChainResult {
         let slot = group.add_series();
         let mut s = Vec::with_capacity(f.values.len());
         let mut o = Vec::new();
-        let mut rank = Ranker::new(group.plan().rank_window);
         for (i, (&t, &v)) in f.timestamps.iter().zip(&f.values).enumerate() {
             match group.process(slot, t, v) {
                 Ok(out) => {
-                    s.push(rank.rank(out.score));
+                    s.push(out.rank);
                     if out.transition.is_some_and(|t| t.state == EventState::Open) {
                         o.push(i);
                     }
@@ -160,12 +122,28 @@ pub fn run_chain(name: &str, plan: &Plan, corpus: &Corpus) -> ChainResult {
     }
     let seconds = start.elapsed().as_secs_f64();
     let nab = score_corpus(&scores, &corpus.windows);
+    let decisions: Vec<Series> = scores
+        .iter()
+        .zip(&opens)
+        .map(|(s, o)| {
+            let mut values = vec![0.0; s.values.len()];
+            for &i in o {
+                values[i] = 1.0;
+            }
+            Series {
+                values,
+                ..s.clone()
+            }
+        })
+        .collect();
+    let opens_nab = score_corpus_at(&decisions, &corpus.windows, 1.0);
     let events = event_metrics(corpus, &opens);
     ChainResult {
         name: name.to_owned(),
         scores,
         opens,
         nab,
+        opens_nab,
         events,
         points,
         seconds,
@@ -201,24 +179,4 @@ fn event_metrics(corpus: &Corpus, opens: &[Vec<usize>]) -> EventMetrics {
         }
     }
     m
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranker_keeps_only_new_highs_within_its_window() {
-        let mut r = Ranker::new(3);
-        let ranked: Vec<f64> = [0.1, 0.9, 0.95, 0.9, 0.9, 0.9, 0.9, 0.5, 0.99]
-            .iter()
-            .map(|s| r.rank(*s))
-            .collect();
-        // 0.95 is the last high (row 2); rows 3-5 are within 3 rows of it and not above it;
-        // row 6 is 4 rows after it, so the high is forgotten and 0.9 counts again.
-        assert_eq!(ranked, vec![0.1, 0.9, 0.95, 0.0, 0.0, 0.0, 0.9, 0.0, 0.99]);
-        let mut off = Ranker::new(0);
-        assert_eq!(off.rank(0.3), 0.3);
-        assert_eq!(off.rank(0.2), 0.2);
-    }
 }

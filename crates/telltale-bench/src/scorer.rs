@@ -268,8 +268,24 @@ pub struct ProfileResult {
     pub files: Vec<(String, ThresholdScore)>,
 }
 
-/// Scores per-row anomaly scores (`scores[i]` aligned with `files[i]`) under every profile.
+/// Scores per-row anomaly scores (`scores[i]` aligned with `files[i]`) under every profile, at
+/// the threshold NAB's optimiser picks for each.
 pub fn score_corpus(scored: &[Series], windows: &Windows) -> Vec<ProfileResult> {
+    score_corpus_with(scored, windows, None)
+}
+
+/// Scores per-row anomaly scores at one given threshold under every profile (rows at or above
+/// it are detections): for a detector whose rows are already decisions, such as 1 where an
+/// anomaly was opened and 0 elsewhere.
+pub fn score_corpus_at(scored: &[Series], windows: &Windows, threshold: f64) -> Vec<ProfileResult> {
+    score_corpus_with(scored, windows, Some(threshold))
+}
+
+fn score_corpus_with(
+    scored: &[Series],
+    windows: &Windows,
+    threshold: Option<f64>,
+) -> Vec<ProfileResult> {
     let n_windows: usize = scored
         .iter()
         .map(|s| windows.get(&s.name).map_or(0, Vec::len))
@@ -288,7 +304,10 @@ pub fn score_corpus(scored: &[Series], windows: &Windows) -> Vec<ProfileResult> 
                 })
                 .collect();
             let pooled: Vec<Row> = per_file.iter().flatten().copied().collect();
-            let best = best_threshold(&pooled, p);
+            let best = match threshold {
+                None => best_threshold(&pooled, p),
+                Some(t) => score_at(&pooled, t, p),
+            };
             let files: Vec<(String, ThresholdScore)> = scored
                 .iter()
                 .zip(&per_file)

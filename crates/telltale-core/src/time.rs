@@ -118,24 +118,9 @@ pub fn format_rfc3339(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
 }
 
-/// Parses a duration such as `250ms`, `30s`, `5m`, `2h`, `1d` (or `0`) into milliseconds.
-pub fn parse_duration_ms(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(0);
-    }
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let n = digits(&s.as_bytes()[..split])?;
-    let unit = match &s[split..] {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(unit)
-}
+/// Parses a duration such as `250ms`, `30s`, `5m`, `2h`, `1d` (or `0`) into milliseconds (the
+/// detectors' parser, so every duration in a configuration reads the same way).
+pub use telltale_detect::params::parse_duration_ms;
 
 #[cfg(test)]
 mod tests {

@@ -41,9 +41,20 @@ macro_rules! soa_bank {
         $crate::bank::soa_bank!($state { $($fields),+ });
 
         #[inline]
-        fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> $crate::Scored {
+        fn update(&mut self, slot: usize, _ts: i64, x: f64, _evicted: Option<f64>) -> $crate::Scored {
             let mut s = self.snapshot(slot);
             let out = $step(&self.params, &mut s, x);
+            self.restore(slot, &s);
+            out
+        }
+    };
+    ($state:ident { $($fields:ident),+ $(,)? }, step_at = $step:path) => {
+        $crate::bank::soa_bank!($state { $($fields),+ });
+
+        #[inline]
+        fn update(&mut self, slot: usize, ts: i64, x: f64, _evicted: Option<f64>) -> $crate::Scored {
+            let mut s = self.snapshot(slot);
+            let out = $step(&self.params, &mut s, ts, x);
             self.restore(slot, &s);
             out
         }

@@ -209,7 +209,7 @@ impl Bank for EwmaBank {
     crate::bank::soa_bank!(EwmaState { mean, var, n });
 
     #[inline]
-    fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> Scored {
+    fn update(&mut self, slot: usize, _ts: i64, x: f64, _evicted: Option<f64>) -> Scored {
         step(
             self.params.alpha.get(),
             f64::from(self.params.warmup.get()),

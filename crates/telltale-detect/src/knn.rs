@@ -8,19 +8,24 @@
 //! distribution: a shape the series has not shown lately ranks near 1, a familiar one low.
 //! A point's nonconformity joins the calibration set after it is scored.
 //!
-//! With `step > 1` the detector sees the series of block means (`step` points each) instead of
-//! the points: the same windows then span `step` times as long and the reference reaches
-//! `step` times as far back, at a `step`-th of the cost — shapes at the scale of hours rather
-//! than minutes. The point that closes a block gets the block's score, the others 0.
+//! With `block = "1h"` the detector sees the series of block means — the mean of the points in
+//! each hour of event time — instead of the points: a window of 8 then spans 8 hours and a
+//! reference of 200 reaches 200 hours back, whether the series is sampled every 10 seconds or
+//! every hour, at a block's cost per block rather than per point: shapes at the scale of hours.
+//! The point that closes a block gets the block's score, the others 0. A block closes at the
+//! point after which the next point is expected (one gap later) in a later block, so the last
+//! point of each hour is scored without waiting for the next; a block left open by an
+//! irregular gap closes at the next point. `step = n` does the same by counting `n` points per
+//! block (a span that depends on the sampling rate).
 //!
-//! Cost: `reference × window` multiply-adds per point (per block with `step`), and
-//! `reference + window` values plus `calibration` nonconformities of state per series (about
-//! 3.3 KB with the defaults): a detector for benchmarking and for the few series where shape
-//! matters, not for a million.
+//! Values and nonconformities are kept as `f32` (values as offsets from the series' first, so
+//! a large level keeps its detail). Cost: `reference × window` multiply-adds per point (per
+//! block with `block` or `step`), and `1.25 × (reference + window)` values plus `calibration`
+//! nonconformities of 4 bytes each per series (about 2 KB with the defaults).
 
 use serde::{Deserialize, Serialize};
 
-use crate::params::Count;
+use crate::params::{Count, Span};
 use crate::{Bank, Detector, ParamError, Scored};
 
 /// Parameters of the k-NN detector.
@@ -45,6 +50,11 @@ pub struct KnnParams {
     /// others score 0).
     #[serde(default = "default_step")]
     pub step: Count,
+    /// Blocks of event time (a span such as `"1h"`; default none): the detector works on the
+    /// series of the means of the points in each block, and scores the point that closes each
+    /// block (the others score 0). Not with `step`.
+    #[serde(default)]
+    pub block: Option<Span>,
 }
 
 fn default_step() -> Count {
@@ -72,6 +82,7 @@ impl Default for KnnParams {
             k: default_k(),
             calibration: default_calibration(),
             step: default_step(),
+            block: None,
         }
     }
 }
@@ -100,6 +111,13 @@ impl KnnParams {
         check("reference", self.reference, MAX_SET)?;
         check("calibration", self.calibration, MAX_SET)?;
         check("step", self.step, MAX_WINDOW)?;
+        if self.block.is_some() && self.step.get() > 1 {
+            return Err(ParamError::new(
+                "block",
+                "with step",
+                "either block (a span) or step (points), not both",
+            ));
+        }
         if self.k > self.reference {
             return Err(ParamError::new(
                 "k",
@@ -113,16 +131,23 @@ impl KnnParams {
     fn history_cap(&self) -> usize {
         (self.reference.get() + self.window.get()) as usize
     }
+
+    /// Length the history grows to before it is trimmed back to `history_cap`.
+    fn history_room(&self) -> usize {
+        let cap = self.history_cap();
+        cap + (cap / 4).max(1)
+    }
 }
 
 /// State of the k-NN detector for one series.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KnnState {
-    /// Recent values, oldest first; the newest `reference + window` are used (the vector is
-    /// trimmed when it reaches twice that, so every window is a contiguous slice).
-    pub history: Vec<f64>,
+    /// Recent values (block means), as offsets from `anchor`, oldest first; the newest
+    /// `reference + window` are used (the vector is trimmed when it grows a quarter past that,
+    /// so every window is a contiguous slice).
+    pub history: Vec<f32>,
     /// Recent nonconformities, a ring of `calibration` values.
-    pub alphas: Vec<f64>,
+    pub alphas: Vec<f32>,
     /// Next position in `alphas` once it is full.
     pub next: u32,
     /// Sum of the current block's points (`step > 1`).
@@ -131,6 +156,15 @@ pub struct KnnState {
     /// Points in the current block.
     #[serde(default)]
     pub block_len: u32,
+    /// The first value learned: history values are offsets from it.
+    #[serde(default)]
+    pub anchor: f64,
+    /// The current block (`block`): its index in event time.
+    #[serde(default)]
+    pub block_at: i64,
+    /// Timestamp of the last point (`block`).
+    #[serde(default)]
+    pub last_ts: i64,
 }
 
 simd_dispatch! {
@@ -138,7 +172,7 @@ simd_dispatch! {
     /// window starting at `hist[first + s]`: one pass per window position, each over every
     /// candidate window at once (contiguous, so it vectorises), adding the terms in the same
     /// order as a window-by-window sum.
-    fn distances(hist: &[f64], w: usize, first: usize, d: &mut [f64]) {
+    fn distances(hist: &[f32], w: usize, first: usize, d: &mut [f32]) {
         let cur = hist.len() - w;
         d.fill(0.0);
         for i in 0..w {
@@ -154,7 +188,7 @@ simd_dispatch! {
 
 simd_dispatch! {
     /// How many of `xs` are strictly below `x`.
-    fn count_below(xs: &[f64], x: f64) -> usize {
+    fn count_below(xs: &[f32], x: f32) -> usize {
         xs.iter().map(|v| usize::from(*v < x)).sum()
     }
 }
@@ -163,12 +197,12 @@ simd_dispatch! {
 /// before its last value (`hist` ends with `cur`), at most `reference` of them. `scratch`
 /// holds the distances (grown once, reused).
 fn nonconformity(
-    hist: &[f64],
+    hist: &[f32],
     w: usize,
     k: usize,
     reference: usize,
-    scratch: &mut Vec<f64>,
-) -> Option<f64> {
+    scratch: &mut Vec<f32>,
+) -> Option<f32> {
     let n = hist.len();
     let available = n.checked_sub(w)?.min(reference);
     if available < k {
@@ -178,7 +212,7 @@ fn nonconformity(
     // Windows end at n - 1 (newest candidate) down to n - available; by start position.
     distances(hist, w, n - w - available, scratch);
     // The k smallest so far, ascending; candidates newest first, as ties were always broken.
-    let mut best = [f64::INFINITY; MAX_K as usize];
+    let mut best = [f32::INFINITY; MAX_K as usize];
     let best = &mut best[..k];
     for &d in scratch.iter().rev() {
         if d < best[k - 1] {
@@ -190,7 +224,7 @@ fn nonconformity(
             best[i] = d;
         }
     }
-    Some(best.iter().sum::<f64>() / k as f64)
+    Some(best.iter().sum::<f32>() / k as f32)
 }
 
 const NO_SCORE: Scored = Scored {
@@ -198,21 +232,59 @@ const NO_SCORE: Scored = Scored {
     expected: f64::NAN,
 };
 
-/// The value the k-NN sees for the point `x`: `x` itself, or with `step > 1` the mean of the
-/// block `x` closes (`None` inside a block).
-fn block_value(p: &KnnParams, s: &KnnState, x: f64) -> Option<f64> {
-    let block = p.step.get();
-    if block <= 1 {
-        Some(x)
-    } else if s.block_len + 1 < block {
-        None
-    } else {
-        Some((s.block_sum + x) / f64::from(block))
+/// What the point `x` at `ts` closes: the means of at most two blocks, oldest first (a block a
+/// gap left open, and the point's own block when it is expected to be its last), and the
+/// accumulator afterwards (sum, points, block index). Without `block`: `x` itself, or with
+/// `step > 1` the mean of the `step`-point block `x` completes.
+struct Closes {
+    means: [Option<f64>; 2],
+    sum: f64,
+    len: u32,
+    at: i64,
+}
+
+fn closes(p: &KnnParams, s: &KnnState, ts: i64, x: f64) -> Closes {
+    let Some(block) = p.block else {
+        let n = p.step.get();
+        return if n <= 1 {
+            Closes { means: [Some(x), None], sum: 0.0, len: 0, at: 0 }
+        } else if s.block_len + 1 < n {
+            Closes { means: [None, None], sum: s.block_sum + x, len: s.block_len + 1, at: 0 }
+        } else {
+            let m = (s.block_sum + x) / f64::from(n);
+            Closes { means: [Some(m), None], sum: 0.0, len: 0, at: 0 }
+        };
+    };
+    let b = ts.div_euclid(block.ms());
+    let (mut sum, mut len, mut at) = (s.block_sum, s.block_len, s.block_at);
+    let mut means = [None, None];
+    if len > 0 && b > at {
+        // The accumulated block ended without its last point being recognised: close it now.
+        means[0] = Some(sum / f64::from(len));
+        (sum, len) = (0.0, 0);
     }
+    if len == 0 || b > at {
+        at = b;
+    }
+    // A point of an already closed block (an irregular gap misled the guess) joins the
+    // block being accumulated.
+    sum += x;
+    len += 1;
+    let gap = if s.last_ts == 0 && s.block_len == 0 && s.history.is_empty() {
+        0
+    } else {
+        ts - s.last_ts
+    };
+    if gap > 0 && (ts + gap).div_euclid(block.ms()) > at {
+        means[1] = Some(sum / f64::from(len));
+        (sum, len) = (0.0, 0);
+        at += 1;
+    }
+    Closes { means, sum, len, at }
 }
 
 /// The nonconformity of the window `history` ends with.
-fn alpha_of(p: &KnnParams, history: &[f64], scratch: &mut Vec<f64>) -> Option<f64> {
+fn alpha_of(p: &KnnParams, history: &[f32], scratch: &mut Vec<f32>) -> Option<f32> {
     nonconformity(
         history,
         p.window.get() as usize,
@@ -225,16 +297,45 @@ fn alpha_of(p: &KnnParams, history: &[f64], scratch: &mut Vec<f64>) -> Option<f6
 /// The conformal rank of `alpha` among `alphas`, a calibration set of (at most) `cal`
 /// nonconformities: the share strictly below it, 0 until the set holds a tenth of `cal` (at
 /// least 10).
-pub(crate) fn conformal_rank(alphas: &[f64], cal: usize, alpha: f64) -> f64 {
+pub(crate) fn conformal_rank<T: PartialOrd + Copy>(alphas: &[T], cal: usize, alpha: T) -> f64
+where
+    Counted: CountBelow<T>,
+{
     if alphas.len() >= (cal / 10).max(10).min(cal) {
-        count_below(alphas, alpha) as f64 / alphas.len() as f64
+        Counted::count_below(alphas, alpha) as f64 / alphas.len() as f64
     } else {
         0.0
     }
 }
 
+/// The vectorised "how many strictly below" for each value type a calibration set holds.
+pub(crate) struct Counted;
+
+pub(crate) trait CountBelow<T> {
+    fn count_below(xs: &[T], x: T) -> usize;
+}
+
+impl CountBelow<f32> for Counted {
+    fn count_below(xs: &[f32], x: f32) -> usize {
+        count_below(xs, x)
+    }
+}
+
+impl CountBelow<f64> for Counted {
+    fn count_below(xs: &[f64], x: f64) -> usize {
+        count_below_f64(xs, x)
+    }
+}
+
+simd_dispatch! {
+    /// How many of `xs` are strictly below `x`.
+    fn count_below_f64(xs: &[f64], x: f64) -> usize {
+        xs.iter().map(|v| usize::from(*v < x)).sum()
+    }
+}
+
 /// Adds `alpha` to the calibration ring `alphas` of `cal` values (`next`: the oldest once full).
-pub(crate) fn remember(alphas: &mut Vec<f64>, next: &mut u32, cal: usize, alpha: f64) {
+pub(crate) fn remember<T>(alphas: &mut Vec<T>, next: &mut u32, cal: usize, alpha: T) {
     if alphas.len() < cal {
         alphas.push(alpha);
     } else {
@@ -244,53 +345,72 @@ pub(crate) fn remember(alphas: &mut Vec<f64>, next: &mut u32, cal: usize, alpha:
 }
 
 /// The conformal rank of `alpha` among the calibration set.
-fn rank(p: &KnnParams, s: &KnnState, alpha: f64) -> Scored {
+fn rank(p: &KnnParams, s: &KnnState, alpha: f32) -> Scored {
     Scored {
         score: conformal_rank(&s.alphas, p.calibration.get() as usize, alpha),
         expected: f64::NAN,
     }
 }
 
-fn step(p: &KnnParams, s: &mut KnnState, scratch: &mut Vec<f64>, x: f64) -> Scored {
-    let value = block_value(p, s, x);
-    if p.step.get() > 1 {
-        (s.block_sum, s.block_len) = match value {
-            Some(_) => (0.0, 0),
-            None => (s.block_sum + x, s.block_len + 1),
+/// Appends a block value to the history (as an offset from the anchor), trimming it first when
+/// it has grown a quarter past what the windows need.
+fn push(p: &KnnParams, s: &mut KnnState, v: f64) {
+    if s.history.is_empty() && s.alphas.is_empty() {
+        s.anchor = v;
+        s.history.reserve_exact(p.history_room());
+    }
+    if s.history.len() >= p.history_room() {
+        s.history.drain(..s.history.len() - p.history_cap() + 1);
+    }
+    s.history.push((v - s.anchor) as f32);
+}
+
+fn step(p: &KnnParams, s: &mut KnnState, scratch: &mut Vec<f32>, ts: i64, x: f64) -> Scored {
+    let c = closes(p, s, ts, x);
+    (s.block_sum, s.block_len, s.block_at) = (c.sum, c.len, c.at);
+    s.last_ts = ts;
+    let mut out = NO_SCORE;
+    for m in c.means.into_iter().flatten() {
+        push(p, s, m);
+        let Some(alpha) = alpha_of(p, &s.history, scratch) else {
+            continue;
         };
+        let scored = rank(p, s, alpha);
+        if scored.score >= out.score {
+            out = scored;
+        }
+        let cal = p.calibration.get() as usize;
+        remember(&mut s.alphas, &mut s.next, cal, alpha);
     }
-    let Some(x) = value else {
-        return NO_SCORE;
-    };
-    let cap = p.history_cap();
-    s.history.push(x);
-    if s.history.len() >= 2 * cap {
-        s.history.drain(..s.history.len() - cap);
-    }
-    let Some(alpha) = alpha_of(p, &s.history, scratch) else {
-        return NO_SCORE;
-    };
-    let out = rank(p, s, alpha);
-    remember(
-        &mut s.alphas,
-        &mut s.next,
-        p.calibration.get() as usize,
-        alpha,
-    );
     out
 }
 
-/// What [`step`] would score, leaving the state as it was: the block value is appended to the
-/// history for the distance pass and taken off again (no copy of the state, and no allocation
-/// once the history has grown: it is trimmed below its capacity).
-fn score_only(p: &KnnParams, s: &mut KnnState, scratch: &mut Vec<f64>, x: f64) -> Scored {
-    let Some(x) = block_value(p, s, x) else {
-        return NO_SCORE;
-    };
-    s.history.push(x);
-    let alpha = alpha_of(p, &s.history, scratch);
-    s.history.pop();
-    alpha.map_or(NO_SCORE, |a| rank(p, s, a))
+/// What [`step`] would score, leaving the state as it was: the block values are appended to
+/// the history for the distance pass and taken off again (no copy of the state, and no
+/// allocation once the history has grown: it is trimmed below its capacity). When one point
+/// closes two blocks (a gap), the second is ranked without the first's nonconformity in the
+/// calibration set, which [`step`] would have added.
+fn score_only(p: &KnnParams, s: &mut KnnState, scratch: &mut Vec<f32>, ts: i64, x: f64) -> Scored {
+    let c = closes(p, s, ts, x);
+    let mut out = NO_SCORE;
+    let mut pushed = 0;
+    for m in c.means.into_iter().flatten() {
+        if s.history.is_empty() && s.alphas.is_empty() && pushed == 0 {
+            // The anchor would be this value: offsets from it start at 0.
+            s.history.push(0.0);
+        } else {
+            s.history.push((m - s.anchor) as f32);
+        }
+        pushed += 1;
+        if let Some(alpha) = alpha_of(p, &s.history, scratch) {
+            let scored = rank(p, s, alpha);
+            if scored.score >= out.score {
+                out = scored;
+            }
+        }
+    }
+    s.history.truncate(s.history.len() - pushed);
+    out
 }
 
 /// The k-NN detector for one series.
@@ -299,7 +419,7 @@ pub struct Knn {
     params: KnnParams,
     state: KnnState,
     /// Distances of the current point (working memory, not state).
-    scratch: Vec<f64>,
+    scratch: Vec<f32>,
 }
 
 impl Knn {
@@ -313,9 +433,15 @@ impl Knn {
         })
     }
 
-    /// Scores then learns one point.
+    /// Scores then learns one point (`block` needs [`Knn::step_at`]).
     pub fn step(&mut self, x: f64) -> Scored {
-        step(&self.params, &mut self.state, &mut self.scratch, x)
+        let ts = self.state.last_ts;
+        step(&self.params, &mut self.state, &mut self.scratch, ts, x)
+    }
+
+    /// Scores then learns one point observed at `ts` (milliseconds).
+    pub fn step_at(&mut self, ts: i64, x: f64) -> Scored {
+        step(&self.params, &mut self.state, &mut self.scratch, ts, x)
     }
 }
 
@@ -331,8 +457,8 @@ impl Detector for Knn {
 impl KnnBank {
     /// Scores `x` for the series in `slot` without learning it (what a holding chain does),
     /// without copying the series' state.
-    pub fn score_only(&mut self, slot: usize, x: f64) -> Scored {
-        score_only(&self.params, &mut self.states[slot], &mut self.scratch, x)
+    pub fn score_only(&mut self, slot: usize, ts: i64, x: f64) -> Scored {
+        score_only(&self.params, &mut self.states[slot], &mut self.scratch, ts, x)
     }
 }
 
@@ -342,7 +468,7 @@ pub struct KnnBank {
     params: KnnParams,
     states: Vec<KnnState>,
     /// Distances of the current point (working memory shared by the series, not state).
-    scratch: Vec<f64>,
+    scratch: Vec<f32>,
 }
 
 impl Bank for KnnBank {
@@ -359,14 +485,14 @@ impl Bank for KnnBank {
 
     crate::bank::state_vec_bank!(KnnState);
 
-    fn update(&mut self, slot: usize, x: f64, _evicted: Option<f64>) -> Scored {
-        step(&self.params, &mut self.states[slot], &mut self.scratch, x)
+    fn update(&mut self, slot: usize, ts: i64, x: f64, _evicted: Option<f64>) -> Scored {
+        step(&self.params, &mut self.states[slot], &mut self.scratch, ts, x)
     }
 
     fn bytes_per_series(&self) -> usize {
         size_of::<KnnState>()
-            + (2 * self.params.history_cap() + self.params.calibration.get() as usize)
-                * size_of::<f64>()
+            + (self.params.history_room() + self.params.calibration.get() as usize)
+                * size_of::<f32>()
     }
 }
 
@@ -381,6 +507,7 @@ mod tests {
             k: Count::new(k).unwrap(),
             calibration: Count::new(calibration).unwrap(),
             step: Count::new(1).unwrap(),
+            block: None,
         }
     }
 
@@ -419,7 +546,7 @@ mod tests {
         bank.add_series();
         for t in 0..1000 {
             let x = ((t * 7919) % 101) as f64;
-            let (a, b) = (one.step(x), bank.update(slot, x, None));
+            let (a, b) = (one.step(x), bank.update(slot, 0, x, None));
             assert_eq!(a.score, b.score);
             assert!(one.state.history.len() < 2 * p.history_cap());
             assert!(one.state.alphas.len() <= 20);
@@ -457,35 +584,35 @@ mod tests {
     #[test]
     fn vectorised_nonconformity_equals_the_window_by_window_sum() {
         // The plain form: each window's terms summed in order, newest candidate first.
-        fn plain(hist: &[f64], w: usize, k: usize, reference: usize) -> Option<f64> {
+        fn plain(hist: &[f32], w: usize, k: usize, reference: usize) -> Option<f32> {
             let n = hist.len();
             let available = n.checked_sub(w)?.min(reference);
             if available < k {
                 return None;
             }
             let cur = &hist[n - w..];
-            let mut d: Vec<f64> = (1..=available)
+            let mut d: Vec<f32> = (1..=available)
                 .map(|j| {
                     let other = &hist[n - j - w..n - j];
                     cur.iter().zip(other).map(|(a, b)| (a - b) * (a - b)).sum()
                 })
                 .collect();
-            d.sort_by(f64::total_cmp);
-            Some(d[..k].iter().sum::<f64>() / k as f64)
+            d.sort_by(f32::total_cmp);
+            Some(d[..k].iter().sum::<f32>() / k as f32)
         }
         let mut scratch = Vec::new();
         let mut checked = 0;
         for n in 0..120usize {
             // Irregular values with repeats (ties) and a wide range.
-            let hist: Vec<f64> = (0..n)
-                .map(|i| ((i * 7919 % 31) as f64 - 15.0) * if i % 5 == 0 { 1e3 } else { 0.37 })
+            let hist: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919 % 31) as f32 - 15.0) * if i % 5 == 0 { 1e3 } else { 0.37 })
                 .collect();
             for (w, k, reference) in [(1, 1, 10), (3, 2, 50), (5, 5, 200), (8, 3, 17)] {
                 let got = nonconformity(&hist, w, k, reference, &mut scratch);
                 let want = plain(&hist, w, k, reference);
                 assert_eq!(
-                    got.map(f64::to_bits),
-                    want.map(f64::to_bits),
+                    got.map(f32::to_bits),
+                    want.map(f32::to_bits),
                     "n {n} w {w} k {k}"
                 );
                 checked += usize::from(got.is_some());
@@ -505,9 +632,9 @@ mod tests {
             for t in 0..600u64 {
                 let x = ((t * 7919) % 37) as f64 + if t % 97 == 0 { 50.0 } else { 0.0 };
                 let before = bank.snapshot(slot);
-                let only = bank.score_only(slot, x);
+                let only = bank.score_only(slot, 0, x);
                 assert_eq!(bank.snapshot(slot), before, "step {step}, t {t}");
-                let learned = bank.update(slot, x, None);
+                let learned = bank.update(slot, 0, x, None);
                 assert_eq!(only.score, learned.score, "step {step}, t {t}");
                 scored += usize::from(learned.score > 0.0);
             }

@@ -65,7 +65,7 @@ pub use error::ParamError;
 pub use ewma::{Ewma, EwmaBank, EwmaParams, EwmaState};
 pub use knn::{Knn, KnnBank, KnnParams, KnnState};
 pub use likelihood::{Likelihood, LikelihoodBank, LikelihoodParams, LikelihoodState};
-pub use novelty::{Novelty, NoveltyBank, NoveltyParams, NoveltyState};
+pub use novelty::{MAX_SPAN_POINTS, Novelty, NoveltyBank, NoveltyParams, NoveltyState, Reach};
 pub use page_hinkley::{PageHinkley, PageHinkleyBank, PageHinkleyParams, PageHinkleyState, PhMode};
 pub use quiet::{QuietParams, is_quiet};
 pub use recurrence::{History, MAX_RECURRENCE_WINDOW, RecurrenceParams, Silences, recurs};
@@ -118,9 +118,11 @@ pub trait Bank {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Scores then learns `x` for the series in `slot`. `evicted` is the value that leaves the
-    /// series' window as `x` enters it (only windowed detectors use it).
-    fn update(&mut self, slot: usize, x: f64, evicted: Option<f64>) -> Scored;
+    /// Scores then learns `x`, observed at `ts` (milliseconds since the epoch, non-decreasing
+    /// per series), for the series in `slot`. `evicted` is the value that leaves the series'
+    /// window as `x` enters it (only windowed detectors use it); `ts` is read only by detectors
+    /// whose parameters are spans of time.
+    fn update(&mut self, slot: usize, ts: i64, x: f64, evicted: Option<f64>) -> Scored;
     /// A copy of one series' state.
     fn snapshot(&self, slot: usize) -> Self::State;
     /// Overwrites one series' state.

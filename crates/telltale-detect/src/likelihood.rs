@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::params::{Alpha, Count};
+use crate::params::{Alpha, Count, Weight};
 use crate::score::{clamp_score, two_sided_tail};
 use crate::{Bank, Detector, Scored};
 
@@ -18,29 +18,30 @@ use crate::{Bank, Detector, Scored};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LikelihoodParams {
-    /// Weight of the newest point in the forecast and its variance (default 0.05).
+    /// Weight of the newest point in the forecast and its variance: a share per point or a
+    /// time constant such as `"20m"` (default 0.05).
     #[serde(default = "default_alpha")]
-    pub alpha: Alpha,
+    pub alpha: Weight,
     /// Weight of the newest surprise in its short-term mean (default 0.2, about 10 points).
     #[serde(default = "default_short")]
-    pub short: Alpha,
+    pub short: Weight,
     /// Weight of the newest surprise in its long-term mean and variance (default 0.002).
     #[serde(default = "default_long")]
-    pub long: Alpha,
+    pub long: Weight,
     /// Points learned before the detector scores (default 100; the surprise statistics start
     /// after half of it, once the forecast has settled).
     #[serde(default = "default_warmup")]
     pub warmup: Count,
 }
 
-fn default_alpha() -> Alpha {
-    Alpha::new(0.05).expect("valid")
+fn default_alpha() -> Weight {
+    Alpha::new(0.05).expect("valid").into()
 }
-fn default_short() -> Alpha {
-    Alpha::new(0.2).expect("valid")
+fn default_short() -> Weight {
+    Alpha::new(0.2).expect("valid").into()
 }
-fn default_long() -> Alpha {
-    Alpha::new(0.002).expect("valid")
+fn default_long() -> Weight {
+    Alpha::new(0.002).expect("valid").into()
 }
 fn default_warmup() -> Count {
     Count::new(100).expect("valid")
@@ -72,6 +73,9 @@ pub struct LikelihoodState {
     pub long_mean: f64,
     /// Long-term variance of the surprise.
     pub long_var: f64,
+    /// Timestamp of the last point learned (milliseconds), for weights given as time constants.
+    #[serde(default)]
+    pub last_ts: f64,
 }
 
 /// `Φ(x)`, the standard normal distribution function.
@@ -83,8 +87,10 @@ fn normal_cdf(x: f64) -> f64 {
 }
 
 #[inline(always)]
-fn step(p: &LikelihoodParams, s: &mut LikelihoodState, x: f64) -> Scored {
+fn step(p: &LikelihoodParams, s: &mut LikelihoodState, ts: i64, x: f64) -> Scored {
     let first = s.n == 0.0;
+    let dt = ts - s.last_ts as i64;
+    s.last_ts = ts as f64;
     let d = x - s.mean;
     let floor = 1e-9 * s.mean.abs() + 1e-12;
     let surprise = if first {
@@ -94,7 +100,7 @@ fn step(p: &LikelihoodParams, s: &mut LikelihoodState, x: f64) -> Scored {
     };
     let expected = if first { f64::NAN } else { s.mean };
     // Forecast update (equal weights early, as the EWMA detector).
-    let a = p.alpha.get().max(1.0 / (s.n + 1.0));
+    let a = p.alpha.at(dt).max(1.0 / (s.n + 1.0));
     s.mean = if first { x } else { s.mean + a * d };
     s.var = if first {
         0.0
@@ -108,8 +114,8 @@ fn step(p: &LikelihoodParams, s: &mut LikelihoodState, x: f64) -> Scored {
     if s.n >= settle {
         let k = s.n - settle;
         let (ws, wl) = (
-            p.short.get().max(1.0 / (k + 1.0)),
-            p.long.get().max(1.0 / (k + 1.0)),
+            p.short.at(dt).max(1.0 / (k + 1.0)),
+            p.long.at(dt).max(1.0 / (k + 1.0)),
         );
         s.short += ws * (surprise - s.short);
         let dl = surprise - s.long_mean;
@@ -142,9 +148,15 @@ impl Likelihood {
         }
     }
 
-    /// Scores then learns one point.
+    /// Scores then learns one point (for per-point weights: the timestamp is not read).
     pub fn step(&mut self, x: f64) -> Scored {
-        step(&self.params, &mut self.state, x)
+        let ts = self.state.last_ts as i64;
+        step(&self.params, &mut self.state, ts, x)
+    }
+
+    /// Scores then learns one point observed at `ts` (milliseconds).
+    pub fn step_at(&mut self, ts: i64, x: f64) -> Scored {
+        step(&self.params, &mut self.state, ts, x)
     }
 }
 
@@ -167,6 +179,7 @@ pub struct LikelihoodBank {
     short: Vec<f64>,
     long_mean: Vec<f64>,
     long_var: Vec<f64>,
+    last_ts: Vec<f64>,
 }
 
 impl Bank for LikelihoodBank {
@@ -180,9 +193,10 @@ impl Bank for LikelihoodBank {
             n,
             short,
             long_mean,
-            long_var
+            long_var,
+            last_ts
         },
-        step = step
+        step_at = step
     );
 }
 

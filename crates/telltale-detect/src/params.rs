@@ -108,6 +108,143 @@ impl From<Count> for u32 {
     }
 }
 
+/// Parses a duration such as `250ms`, `30s`, `5m`, `2h`, `1d`, `1w` (or `0`) into milliseconds.
+pub fn parse_duration_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(0);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let n: i64 = s[..split].parse().ok()?;
+    let unit = match &s[split..] {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+/// A span of event time > 0, written as a duration (`"90s"`, `"15m"`, `"1h"`, `"2d"`, `"1w"`):
+/// what a detector parameter that means "how long" is given as, so that one configuration fits
+/// 10-second and hourly series alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Span(i64);
+
+impl Span {
+    /// Parses and validates a duration (must be > 0).
+    pub fn parse(text: &str) -> Result<Self, ParamError> {
+        match parse_duration_ms(text) {
+            Some(ms) if ms > 0 => Ok(Self(ms)),
+            _ => Err(ParamError::new(
+                "span",
+                format!("{text:?}"),
+                "a duration > 0 such as \"90s\", \"15m\", \"1h\", \"2d\" or \"1w\"",
+            )),
+        }
+    }
+
+    /// A span of `ms` milliseconds (must be > 0).
+    pub fn from_ms(ms: i64) -> Result<Self, ParamError> {
+        if ms > 0 {
+            Ok(Self(ms))
+        } else {
+            Err(ParamError::new("span", ms, "a duration > 0"))
+        }
+    }
+
+    /// Milliseconds.
+    #[inline(always)]
+    pub const fn ms(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<String> for Span {
+    type Error = ParamError;
+    fn try_from(value: String) -> Result<Self, ParamError> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Span> for String {
+    fn from(value: Span) -> String {
+        let ms = value.0;
+        for (unit, len) in [("w", 7 * 86_400_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+            if ms % len == 0 {
+                return format!("{}{unit}", ms / len);
+            }
+        }
+        format!("{ms}ms")
+    }
+}
+
+/// The weight of the newest point in an exponentially weighted statistic: either a fixed share
+/// per point (`0.2`, the textbook form, which means a different span of time at every sampling
+/// rate) or a time constant (`"20m"`): a point that arrives `dt` after the previous one gets
+/// the weight `1 − exp(−dt / τ)`, so the statistic forgets at the same pace in event time
+/// whether the series is sampled every 10 seconds or every hour, and a gap weighs the next
+/// point more.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+#[serde(try_from = "NumberOrText")]
+pub enum Weight {
+    /// A fixed weight per point, in (0, 1].
+    PerPoint(Alpha),
+    /// A time constant.
+    Span(Span),
+}
+
+impl Weight {
+    /// The weight of a point `dt_ms` after the previous one.
+    #[inline(always)]
+    pub fn at(self, dt_ms: i64) -> f64 {
+        match self {
+            Weight::PerPoint(a) => a.get(),
+            Weight::Span(tau) => {
+                let r = dt_ms.max(0) as f64 / tau.ms() as f64;
+                1.0 - (-r).exp()
+            }
+        }
+    }
+}
+
+/// A parameter written either as a number or as text (a duration), before it is checked.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum NumberOrText {
+    /// A number.
+    Number(f64),
+    /// Text.
+    Text(String),
+}
+
+impl TryFrom<NumberOrText> for Weight {
+    type Error = ParamError;
+    fn try_from(v: NumberOrText) -> Result<Self, ParamError> {
+        match v {
+            NumberOrText::Number(a) => Alpha::new(a).map(Weight::PerPoint).map_err(|_| {
+                ParamError::new(
+                    "weight",
+                    a,
+                    "a weight in (0, 1] or a time constant such as \"15m\"",
+                )
+            }),
+            NumberOrText::Text(t) => Span::parse(&t).map(Weight::Span),
+        }
+    }
+}
+
+impl From<Alpha> for Weight {
+    fn from(a: Alpha) -> Self {
+        Weight::PerPoint(a)
+    }
+}
+
 /// Serde helper for state fields that may legitimately be infinite (JSON has no infinity):
 /// finite values are numbers, others the strings `"inf"`, `"-inf"`, `"NaN"`.
 pub mod float_or_text {
@@ -171,5 +308,31 @@ mod tests {
         assert!(err.to_string().contains("(0, 1]"), "{err}");
         let err = serde_json::from_str::<Count>("0").unwrap_err();
         assert!(err.to_string().contains(">= 1"), "{err}");
+    }
+
+    #[test]
+    fn spans_read_and_write_durations() {
+        assert_eq!(Span::parse("15m").unwrap().ms(), 900_000);
+        assert_eq!(Span::parse("1w").unwrap().ms(), 604_800_000);
+        assert_eq!(String::from(Span::parse("90m").unwrap()), "90m");
+        assert_eq!(String::from(Span::parse("2d").unwrap()), "2d");
+        for bad in ["0", "0s", "-1h", "1y", "h", "99999999999999999999d"] {
+            assert!(Span::parse(bad).is_err(), "{bad}");
+        }
+        let err = serde_json::from_str::<Span>("\"5 minutes\"").unwrap_err();
+        assert!(err.to_string().contains("duration"), "{err}");
+    }
+
+    #[test]
+    fn a_time_constant_weighs_a_point_by_its_gap() {
+        let w: Weight = serde_json::from_str("\"1h\"").unwrap();
+        // One time constant after the previous point: 1 - 1/e.
+        assert!((w.at(3_600_000) - (1.0 - (-1.0f64).exp())).abs() < 1e-12);
+        // Twelve 5-minute steps forget as much as one hour-long step.
+        let kept_5m = (1.0 - w.at(300_000)).powi(12);
+        assert!((kept_5m - (1.0 - w.at(3_600_000))).abs() < 1e-12);
+        let fixed: Weight = serde_json::from_str("0.25").unwrap();
+        assert_eq!(fixed.at(1), 0.25);
+        assert!(serde_json::from_str::<Weight>("1.5").is_err());
     }
 }

@@ -243,7 +243,7 @@ impl Bank for RobustZBank {
     }
 
     #[inline]
-    fn update(&mut self, slot: usize, x: f64, evicted: Option<f64>) -> Scored {
+    fn update(&mut self, slot: usize, _ts: i64, x: f64, evicted: Option<f64>) -> Scored {
         let w = &mut self.sorted[slot * self.window..(slot + 1) * self.window];
         let mut len = self.len[slot] as usize;
         let out = score_window(self.params.min_points.get() as usize, &w[..len], x);

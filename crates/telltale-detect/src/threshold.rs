@@ -86,7 +86,7 @@ impl Bank for ThresholdBank {
     fn len(&self) -> usize {
         self.len
     }
-    fn update(&mut self, _slot: usize, x: f64, _evicted: Option<f64>) -> Scored {
+    fn update(&mut self, _slot: usize, _ts: i64, x: f64, _evicted: Option<f64>) -> Scored {
         Scored {
             score: self.params.score(x),
             expected: f64::NAN,

@@ -2,7 +2,9 @@
 //! consecutive high scores (and not during a cooldown), `update` when an open anomaly becomes
 //! critical, `resolved` after enough consecutive low scores. `open` and `resolve` thresholds
 //! differ (hysteresis) so a score hovering near one level does not flap. A score of exactly 1
-//! (certainty: a drift detector's alarm) opens at once, whatever `min_points` says.
+//! (certainty: a drift detector's alarm) opens at once, whatever `min_points` says. Opening
+//! reads the score after the chain's suppression of repeated alarms; resolving and severity
+//! read the score itself, so an open anomaly resolves only when the series is back.
 
 pub use telltale_core::event::{EventState, Severity};
 
@@ -65,7 +67,9 @@ impl AlertBank {
         self.state[slot] == OPEN
     }
 
-    /// Feeds one combined score observed at `ts`; returns the transition, if any.
+    /// Feeds one combined score observed at `ts`, and what is left of it after the chain's
+    /// suppression of repeated alarms (`rank`, which opens; `score` resolves); returns the
+    /// transition, if any.
     #[inline]
     pub fn step(
         &mut self,
@@ -73,8 +77,10 @@ impl AlertBank {
         slot: usize,
         ts: i64,
         score: f64,
+        rank: f64,
     ) -> Option<Transition> {
         if self.state[slot] == NORMAL {
+            let score = rank;
             if score >= p.open {
                 if self.above[slot] == 0 {
                     self.run_start[slot] = ts;
@@ -154,7 +160,7 @@ mod tests {
             .iter()
             .enumerate()
             .filter_map(|(t, s)| {
-                b.step(p, 0, t as i64 * 10, *s)
+                b.step(p, 0, t as i64 * 10, *s, *s)
                     .map(|tr| (t, tr.state, tr.onset, tr.severity))
             })
             .collect()

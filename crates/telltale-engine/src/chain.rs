@@ -75,14 +75,14 @@ impl AnyBank {
         match self {
             AnyBank::Seasonal(b) => b.update(slot, ts, x),
             AnyBank::SameTime(b) => b.update(slot, ts, x),
-            AnyBank::Ewma(b) => b.update(slot, x, evicted),
-            AnyBank::Cusum(b) => b.update(slot, x, evicted),
-            AnyBank::PageHinkley(b) => b.update(slot, x, evicted),
-            AnyBank::RobustZ(b) => b.update(slot, x, evicted),
-            AnyBank::Threshold(b) => b.update(slot, x, evicted),
-            AnyBank::Likelihood(b) => b.update(slot, x, evicted),
-            AnyBank::Knn(b) => b.update(slot, x, evicted),
-            AnyBank::Novelty(b) => b.update(slot, x, evicted),
+            AnyBank::Ewma(b) => b.update(slot, ts, x, evicted),
+            AnyBank::Cusum(b) => b.update(slot, ts, x, evicted),
+            AnyBank::PageHinkley(b) => b.update(slot, ts, x, evicted),
+            AnyBank::RobustZ(b) => b.update(slot, ts, x, evicted),
+            AnyBank::Threshold(b) => b.update(slot, ts, x, evicted),
+            AnyBank::Likelihood(b) => b.update(slot, ts, x, evicted),
+            AnyBank::Knn(b) => b.update(slot, ts, x, evicted),
+            AnyBank::Novelty(b) => b.update(slot, ts, x, evicted),
         }
     }
 
@@ -99,19 +99,19 @@ impl AnyBank {
         match self {
             AnyBank::Ewma(b) => {
                 let u = Undo::Ewma(b.snapshot(slot));
-                (b.update(slot, x, evicted), u)
+                (b.update(slot, ts, x, evicted), u)
             }
             AnyBank::Cusum(b) => {
                 let u = Undo::Cusum(b.snapshot(slot));
-                (b.update(slot, x, evicted), u)
+                (b.update(slot, ts, x, evicted), u)
             }
             AnyBank::PageHinkley(b) => {
                 let u = Undo::PageHinkley(b.snapshot(slot));
-                (b.update(slot, x, evicted), u)
+                (b.update(slot, ts, x, evicted), u)
             }
             AnyBank::Likelihood(b) => {
                 let u = Undo::Likelihood(b.snapshot(slot));
-                (b.update(slot, x, evicted), u)
+                (b.update(slot, ts, x, evicted), u)
             }
             _ => (self.score_only(slot, ts, x, evicted), Undo::NotLearned),
         }
@@ -131,23 +131,23 @@ impl AnyBank {
 
     /// Scores `x` without learning it (the state is put back as it was).
     fn score_only(&mut self, slot: usize, ts: i64, x: f64, evicted: Option<f64>) -> Scored {
-        fn keep<B: Bank>(b: &mut B, slot: usize, x: f64, evicted: Option<f64>) -> Scored {
+        fn keep<B: Bank>(b: &mut B, slot: usize, ts: i64, x: f64, evicted: Option<f64>) -> Scored {
             let before = b.snapshot(slot);
-            let out = b.update(slot, x, evicted);
+            let out = b.update(slot, ts, x, evicted);
             b.restore(slot, &before);
             out
         }
         match self {
             AnyBank::Seasonal(b) => b.score_only(slot, ts, x),
-            AnyBank::Ewma(b) => keep(b, slot, x, evicted),
-            AnyBank::Cusum(b) => keep(b, slot, x, evicted),
-            AnyBank::PageHinkley(b) => keep(b, slot, x, evicted),
-            AnyBank::RobustZ(b) => keep(b, slot, x, evicted),
-            AnyBank::Threshold(b) => keep(b, slot, x, evicted),
-            AnyBank::Likelihood(b) => keep(b, slot, x, evicted),
-            AnyBank::Knn(b) => b.score_only(slot, x),
+            AnyBank::Ewma(b) => keep(b, slot, ts, x, evicted),
+            AnyBank::Cusum(b) => keep(b, slot, ts, x, evicted),
+            AnyBank::PageHinkley(b) => keep(b, slot, ts, x, evicted),
+            AnyBank::RobustZ(b) => keep(b, slot, ts, x, evicted),
+            AnyBank::Threshold(b) => keep(b, slot, ts, x, evicted),
+            AnyBank::Likelihood(b) => keep(b, slot, ts, x, evicted),
+            AnyBank::Knn(b) => b.score_only(slot, ts, x),
             AnyBank::SameTime(b) => b.score_only(slot, ts, x),
-            AnyBank::Novelty(b) => b.score_only(slot, x),
+            AnyBank::Novelty(b) => b.score_only(slot, ts, x),
         }
     }
 
@@ -281,6 +281,10 @@ pub struct Outcome {
     pub n: usize,
     /// Combined score.
     pub score: f64,
+    /// The combined score after the suppression of repeated alarms (`[chain] suppress`): what
+    /// can open an anomaly, and what `telltale bench` ranks rows by (the score itself when the
+    /// chain does not suppress).
+    pub rank: f64,
     /// What the chain expected (first detector with an opinion).
     pub expected: f64,
     /// Alert transition, if the point caused one.
@@ -296,6 +300,37 @@ pub struct ChainGroup {
     alert: AlertBank,
     /// Smallest and largest value each series has taken (kept only for the quiet filter).
     range: Vec<(f64, f64)>,
+    /// The suppression of repeated alarms (kept only when the chain suppresses).
+    suppress: Vec<Suppress>,
+}
+
+/// One series' suppression of repeated alarms: the last score that passed and when.
+#[derive(Debug, Clone, Copy)]
+struct Suppress {
+    high: f64,
+    at: i64,
+}
+
+impl Suppress {
+    const NONE: Self = Self {
+        high: 0.0,
+        at: i64::MIN,
+    };
+
+    /// The score that may open an anomaly: `score` when it is above the last score that passed
+    /// within `window_ms` of event time (or none passed that recently), else 0.
+    #[inline]
+    fn pass(&mut self, window_ms: i64, ts: i64, score: f64) -> f64 {
+        if ts.saturating_sub(self.at) > window_ms {
+            self.high = 0.0;
+        }
+        if score > self.high {
+            (self.high, self.at) = (score, ts);
+            score
+        } else {
+            0.0
+        }
+    }
 }
 
 impl ChainGroup {
@@ -306,6 +341,7 @@ impl ChainGroup {
             ring: RingSlab::new(plan.ring),
             alert: AlertBank::default(),
             range: Vec::new(),
+            suppress: Vec::new(),
             plan: plan.clone(),
         }
     }
@@ -329,6 +365,9 @@ impl ChainGroup {
         if self.plan.quiet.is_some() {
             self.range.push((f64::INFINITY, f64::NEG_INFINITY));
         }
+        if self.plan.suppress_ms > 0 {
+            self.suppress.push(Suppress::NONE);
+        }
         self.ring.add_series()
     }
 
@@ -341,6 +380,7 @@ impl ChainGroup {
             + self.ring.bytes_per_series()
             + AlertBank::bytes_per_series()
             + usize::from(self.plan.quiet.is_some()) * size_of::<(f64, f64)>()
+            + usize::from(self.plan.suppress_ms > 0) * size_of::<Suppress>()
     }
 
     /// Scores, learns and alerts on one point. A point older than the series' newest by at most
@@ -433,11 +473,16 @@ impl ChainGroup {
             self.ring.push(slot, ts, x);
         }
         let score = self.plan.combine.combine(&scores[..n]);
-        let transition = self.alert.step(&self.plan.alert, slot, ts, score);
+        let rank = match self.suppress.get_mut(slot) {
+            Some(s) => s.pass(self.plan.suppress_ms, ts, score),
+            None => score,
+        };
+        let transition = self.alert.step(&self.plan.alert, slot, ts, score, rank);
         Ok(Outcome {
             scores,
             n,
             score,
+            rank,
             expected,
             transition,
         })
@@ -448,6 +493,51 @@ impl ChainGroup {
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    #[test]
+    fn suppression_passes_only_new_highs_within_its_span() {
+        let mut r = Suppress::NONE;
+        // Points 10 minutes apart, a span of 30 minutes.
+        let (step, span) = (600_000, 1_800_000);
+        let passed: Vec<f64> = [0.1, 0.9, 0.95, 0.9, 0.9, 0.9, 0.9, 0.5, 0.99]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| r.pass(span, i as i64 * step, *s))
+            .collect();
+        // 0.95 passed at 20 min; until 50 min nothing lower passes; at 60 min it is more than
+        // the span ago, so 0.9 passes again.
+        assert_eq!(passed, vec![0.1, 0.9, 0.95, 0.0, 0.0, 0.0, 0.9, 0.0, 0.99]);
+    }
+
+    #[test]
+    fn a_suppressed_chain_opens_once_per_burst_and_resolves_on_its_scores() {
+        let cfg = |suppress: &str| {
+            let plan = Config::from_toml(&format!(
+                "[chain]\nsuppress = \"{suppress}\"\ndetectors = [{{ kind = \"threshold\", above = 5.0 }}]\nalert = {{ open = 0.5, resolve = 0.5, min_points = 1, resolve_points = 2 }}"
+            ))
+            .unwrap()
+            .plan()
+            .unwrap();
+            let mut g = ChainGroup::new(&plan.chains[0]);
+            let s = g.add_series();
+            let mut events = Vec::new();
+            // Above 5 from minute 10 to 14, normal, above again at 20 and 21: minutes apart.
+            for m in 0..40i64 {
+                let x = if (10..15).contains(&m) || (20..22).contains(&m) { 9.0 } else { 1.0 };
+                let out = g.process(s, m * 60_000, x).unwrap();
+                if let Some(t) = out.transition {
+                    events.push((m, t.state));
+                }
+            }
+            events
+        };
+        use telltale_core::event::EventState::{Open, Resolved};
+        // Without suppression: two anomalies. With an hour of it, the second burst is no
+        // higher than the first and opens nothing; the first still resolves when the series
+        // is back (on its scores, not on the suppressed ones).
+        assert_eq!(cfg("0s"), vec![(10, Open), (16, Resolved), (20, Open), (23, Resolved)]);
+        assert_eq!(cfg("1h"), vec![(10, Open), (16, Resolved)]);
+    }
 
     #[test]
     fn ring_keeps_the_newest_points_and_reports_evictions() {
@@ -631,7 +721,7 @@ mod tests {
                 }
                 r.ring.push(s, t, x);
             }
-            let transition = r.alert.step(&r.plan.alert, s, t, score);
+            let transition = r.alert.step(&r.plan.alert, s, t, score, score);
             assert_eq!(got.scores[..n], scores[..n], "t = {t}");
             assert_eq!(got.transition, transition, "t = {t}");
         }

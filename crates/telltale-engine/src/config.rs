@@ -264,13 +264,13 @@ pub struct ChainConfig {
     /// adapting, and a lasting shift resolves once it is the new normal).
     #[serde(default)]
     pub hold: bool,
-    /// For ranking rows in `telltale bench` only (live alerting and events are unaffected): a
-    /// row ranks with the chain's score only when that score is above every score since the
-    /// last such row, and at most `rank_window` rows after it; other rows rank 0. For any
-    /// threshold, a burst of high scores then counts as one detection, as NAB counts them.
-    /// 0 (default) ranks every row with its score. Rules use the default chain's value.
-    #[serde(default)]
-    pub rank_window: u32,
+    /// Suppression of repeated alarms, a duration of event time such as `"8h"` ("0s": off;
+    /// default: the built-in chain's). After a point whose score could open an anomaly, for
+    /// this long a later point can open one only with a higher score; once it has passed, any
+    /// score can again. Open anomalies still resolve on the scores themselves. `telltale bench`
+    /// ranks rows by the same suppressed score, so what it measures is what opens live.
+    #[serde(default = "default_suppress")]
+    pub suppress: String,
     /// Recurrence filter (`[chain.recurrence]`, off by default): silences the scores of the
     /// detectors at the positions it names (`silences`, default all) for points whose deviation
     /// already happened one period earlier. It reads the chain's ring, which must then hold a
@@ -288,6 +288,10 @@ fn default_chain_name() -> String {
     "default".into()
 }
 
+fn default_suppress() -> String {
+    "0s".into()
+}
+
 impl Default for ChainConfig {
     fn default() -> Self {
         Self {
@@ -297,7 +301,7 @@ impl Default for ChainConfig {
             ring: None,
             alert: AlertConfig::default(),
             hold: false,
-            rank_window: 0,
+            suppress: default_suppress(),
             recurrence: None,
             quiet: None,
         }
@@ -385,6 +389,9 @@ pub struct RuleConfig {
     pub alert: Option<AlertConfig>,
     /// Hold the baseline while an anomaly is open (default: the default chain's).
     pub hold: Option<bool>,
+    /// Suppression of repeated alarms (default: the default chain's; "0s": off).
+    #[serde(default)]
+    pub suppress: Option<String>,
     /// Recurrence filter (default: the default chain's when the rule inherits its detectors
     /// too, since `silences` names detector positions; otherwise off).
     #[serde(default)]
@@ -424,6 +431,9 @@ pub fn builtin_llm_rule() -> RuleConfig {
             ..AlertConfig::default()
         }),
         hold: Some(true),
+        // A confidence collapse stays open until the model is back; a second one within hours
+        // is a second anomaly.
+        suppress: Some("0s".into()),
         recurrence: None,
         quiet: None,
     }
@@ -463,8 +473,9 @@ pub struct ChainPlan {
     pub params_json: Vec<Box<serde_json::value::RawValue>>,
     /// Hold the baseline while an anomaly is open.
     pub hold: bool,
-    /// Ranking window of `telltale bench` (see [`ChainConfig::rank_window`]).
-    pub rank_window: u32,
+    /// Suppression of repeated alarms in milliseconds of event time, 0 = off (see
+    /// [`ChainConfig::suppress`]).
+    pub suppress_ms: i64,
     /// Recurrence filter (see [`ChainConfig::recurrence`]).
     pub recurrence: Option<telltale_detect::RecurrenceParams>,
     /// Quiet filter (see [`ChainConfig::quiet`]).
@@ -619,9 +630,16 @@ fn validate_chain(
     ring: Option<usize>,
     alert: &AlertConfig,
     hold: bool,
+    suppress: &str,
     recurrence: Option<&telltale_detect::RecurrenceParams>,
     quiet: Option<&telltale_detect::QuietParams>,
 ) -> Result<ChainPlan, ConfigError> {
+    let suppress_ms = parse_duration_ms(suppress).ok_or_else(|| {
+        err(
+            format!("{path}.suppress"),
+            format!("`{suppress}` is not a duration such as \"8h\" (or \"0s\" for off)"),
+        )
+    })?;
     let window = detectors.iter().find_map(|d| match d {
         DetectorSpec::RobustZ(p) => Some(p.window.get() as usize),
         _ => None,
@@ -699,7 +717,7 @@ fn validate_chain(
         alert: validate_alert(&format!("{path}.alert"), alert)?,
         params_json,
         hold,
-        rank_window: 0,
+        suppress_ms,
         recurrence: recurrence.copied(),
         quiet: quiet.copied(),
         max_lateness_ms: 0,
@@ -777,6 +795,7 @@ impl Config {
             c.ring,
             &c.alert,
             c.hold,
+            &c.suppress,
             c.recurrence.as_ref(),
             c.quiet.as_ref(),
         )?];
@@ -824,6 +843,7 @@ impl Config {
                 ring,
                 alert,
                 r.hold.unwrap_or(c.hold),
+                r.suppress.as_deref().unwrap_or(&c.suppress),
                 // Inherited only with the detectors: `silences` names their positions.
                 r.recurrence
                     .as_ref()
@@ -859,9 +879,6 @@ impl Config {
                     ),
                 )
             })?;
-        for chain in &mut chains {
-            chain.rank_window = c.rank_window;
-        }
         for ch in &mut chains {
             ch.max_lateness_ms = lateness;
         }
@@ -1004,7 +1021,7 @@ mod tests {
         let p = plan("[chain]\ndetectors = [{ kind = \"novelty\", smoothing = 0.3 }]").unwrap();
         assert!(matches!(
             p.chains[0].detectors[0],
-            DetectorSpec::Novelty(s) if s.smoothing.get() == 0.3 && s.saturation.get() == 0.1
+            DetectorSpec::Novelty(s) if s.smoothing.at(1) == 0.3 && s.saturation.get() == 0.1
         ));
         let e =
             plan("[chain]\ndetectors = [{ kind = \"novelty\", saturation = 2.0 }]").unwrap_err();
@@ -1028,11 +1045,16 @@ mod tests {
     }
 
     #[test]
-    fn rank_window_applies_to_every_chain_and_is_off_by_default() {
-        let p = plan("[chain]\nrank_window = 7\n[[rule]]\nname = \"r\"\nmetric = \"m\"").unwrap();
-        assert!(p.chains.iter().all(|c| c.rank_window == 7));
-        assert!(plan("").unwrap().chains.iter().all(|c| c.rank_window == 0));
-        let e = plan("[chain]\nrank_window = -1").unwrap_err();
+    fn suppress_is_inherited_by_rules_and_off_for_the_llm_confidence_rule() {
+        let p = plan("[chain]\nsuppress = \"2h\"\n[[rule]]\nname = \"r\"\nmetric = \"m\"\n[[rule]]\nname = \"q\"\nmetric = \"q\"\nsuppress = \"0s\"").unwrap();
+        let by_name = |n: &str| p.chains.iter().find(|c| c.name == n).unwrap().suppress_ms;
+        assert_eq!(by_name("default"), 7_200_000);
+        assert_eq!(by_name("r"), 7_200_000);
+        assert_eq!(by_name("q"), 0);
+        assert_eq!(by_name("llm-confidence"), 0);
+        let e = plan("[chain]\nsuppress = \"100\"").unwrap_err();
+        assert_eq!(e.path, "chain.suppress");
+        let e = plan("[chain]\nrank_window = 100").unwrap_err();
         assert_eq!(e.path, "chain.rank_window");
     }
 

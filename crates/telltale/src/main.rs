@@ -392,7 +392,7 @@ fn create(path: &Path) -> Result<Box<dyn Write + Send>, Failure> {
 fn warn_rejected(files: &[telltale_bench::corpus::Series]) {
     for f in files.iter().filter(|f| !f.rejected.is_empty()) {
         eprintln!(
-            "{}: {} row(s) left out, unreadable (first: {})",
+            "{}: {} row(s) left out (first: {})",
             f.name,
             f.rejected.len(),
             f.rejected[0]
@@ -820,6 +820,7 @@ fn run_bench(a: BenchRunArgs) -> Result<(), Failure> {
                 serde_json::json!({
                     "chain": r.name,
                     "nab": r.nab.iter().map(profile_json).collect::<Vec<_>>(),
+                    "opens_nab": r.opens_nab.iter().map(profile_json).collect::<Vec<_>>(),
                     "precision": r.events.precision(),
                     "recall": r.events.recall(),
                     "f1": r.events.f1(),

@@ -60,8 +60,19 @@ pub fn read_windows(path: &Path) -> Result<Windows, BenchError> {
         .collect()
 }
 
+/// Which rows of a file are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// A series to run a chain over: a row whose timestamp repeats or goes back is left out
+    /// (its first occurrence stays), as replay would not score it.
+    Series,
+    /// Per-row scores produced elsewhere: every readable row is kept, aligned with the data
+    /// file's rows as NAB's scorer reads them.
+    Scores,
+}
+
 /// Reads one CSV file with a header naming `timestamp` and the value column `column`.
-pub fn read_csv(path: &Path, name: String, column: &str) -> Result<Series, BenchError> {
+pub fn read_csv(path: &Path, name: String, column: &str, rows: Rows) -> Result<Series, BenchError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines
@@ -90,7 +101,7 @@ pub fn read_csv(path: &Path, name: String, column: &str) -> Result<Series, Bench
         let fields: Vec<&str> = line.split(',').collect();
         let t = fields.get(ti).map(|t| parse_rfc3339(t.trim()));
         let v = fields.get(vi).map(|v| v.trim().parse::<f64>().ok());
-        let last = s.timestamps.last().copied();
+        let last = s.timestamps.last().copied().filter(|_| rows == Rows::Series);
         let reason = match (t, v) {
             (None, _) | (_, None) => Some("malformed"),
             (Some(None), _) => Some("bad_timestamp"),
@@ -130,7 +141,7 @@ fn walk_csv(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), BenchError> {
 }
 
 /// Every `*.csv` below `dir`, read with `column` as the value, named by relative path.
-pub fn read_tree(dir: &Path, column: &str) -> Result<Vec<Series>, BenchError> {
+pub fn read_tree(dir: &Path, column: &str, rows: Rows) -> Result<Vec<Series>, BenchError> {
     let mut files = Vec::new();
     walk_csv(dir, &mut files)?;
     files
@@ -141,7 +152,7 @@ pub fn read_tree(dir: &Path, column: &str) -> Result<Vec<Series>, BenchError> {
                 .unwrap_or(f)
                 .to_string_lossy()
                 .replace('\\', "/");
-            read_csv(f, rel, column)
+            read_csv(f, rel, column, rows)
         })
         .collect()
 }
@@ -159,7 +170,7 @@ impl Corpus {
     /// Reads a corpus folder (rows that cannot be read are left out and listed in each
     /// series' `rejected`).
     pub fn read(root: &Path) -> Result<Self, BenchError> {
-        let files = read_tree(&root.join("data"), "value")?;
+        let files = read_tree(&root.join("data"), "value", Rows::Series)?;
         let windows = read_windows(&root.join("labels/combined_windows.json"))?;
         if files.is_empty() {
             return Err(format_err(root, "no data/<category>/<name>.csv files"));
@@ -182,13 +193,16 @@ mod rejected_rows {
             "timestamp,value\n2018-06-23 07:00:00,1\n2018-06-23 07:05:00,2\n2018-06-23 07:05:00,3\n2018-06-23 07:01:00,4\n2018-06-23 07:10:00,inf\nsoon,5\n2018-06-23 07:15:00,6\n",
         )
         .unwrap();
-        let s = read_csv(&f, "series.csv".into(), "value").unwrap();
+        let s = read_csv(&f, "series.csv".into(), "value", Rows::Series).unwrap();
         assert_eq!(s.values, vec![1.0, 2.0, 6.0], "the first occurrence is kept");
         let reasons: Vec<&str> = s.rejected.iter().map(|r| r.split(": ").nth(1).unwrap()).collect();
         assert_eq!(
             reasons,
             vec!["duplicate", "out_of_order", "non_finite_value", "bad_timestamp"]
         );
+        // Scores produced elsewhere keep every readable row.
+        let scores = read_csv(&f, "series.csv".into(), "value", Rows::Scores).unwrap();
+        assert_eq!(scores.values, vec![1.0, 2.0, 3.0, 4.0, 6.0]);
     }
 
     #[test]
@@ -201,7 +215,7 @@ mod rejected_rows {
             "timestamp,value\n2018-06-23 06:55:00,1.5\n2018-06-23 07:00:00,\n2018-06-23 07:05:00,2.5\n",
         )
         .unwrap();
-        let s = read_csv(&f, "series.csv".into(), "value").unwrap();
+        let s = read_csv(&f, "series.csv".into(), "value", Rows::Series).unwrap();
         assert_eq!(s.values, vec![1.5, 2.5]);
         assert_eq!(
             s.rejected,

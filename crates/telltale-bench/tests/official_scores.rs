@@ -5,7 +5,7 @@
 
 mod common;
 
-use telltale_bench::corpus::{read_tree, read_windows};
+use telltale_bench::corpus::{Rows, read_tree, read_windows};
 use telltale_bench::scorer::score_corpus;
 
 fn check(detector: &str, want: [Option<f64>; 3]) {
@@ -19,6 +19,7 @@ fn check(detector: &str, want: [Option<f64>; 3]) {
     let scored = read_tree(
         &dir.join("reference-scores").join(detector),
         "anomaly_score",
+        Rows::Scores,
     )
     .unwrap();
     assert_eq!(scored.len(), 58);

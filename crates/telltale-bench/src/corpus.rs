@@ -101,7 +101,11 @@ pub fn read_csv(path: &Path, name: String, column: &str, rows: Rows) -> Result<S
         let fields: Vec<&str> = line.split(',').collect();
         let t = fields.get(ti).map(|t| parse_rfc3339(t.trim()));
         let v = fields.get(vi).map(|v| v.trim().parse::<f64>().ok());
-        let last = s.timestamps.last().copied().filter(|_| rows == Rows::Series);
+        let last = s
+            .timestamps
+            .last()
+            .copied()
+            .filter(|_| rows == Rows::Series);
         let reason = match (t, v) {
             (None, _) | (_, None) => Some("malformed"),
             (Some(None), _) => Some("bad_timestamp"),
@@ -115,9 +119,11 @@ pub fn read_csv(path: &Path, name: String, column: &str, rows: Rows) -> Result<S
                 s.timestamps.push(t);
                 s.values.push(v);
             }
-            (r, ..) => s
-                .rejected
-                .push(format!("line {}: {}: `{line}`", n + 2, r.unwrap_or("malformed"))),
+            (r, ..) => s.rejected.push(format!(
+                "line {}: {}: `{line}`",
+                n + 2,
+                r.unwrap_or("malformed")
+            )),
         }
     }
     Ok(s)
@@ -194,11 +200,24 @@ mod rejected_rows {
         )
         .unwrap();
         let s = read_csv(&f, "series.csv".into(), "value", Rows::Series).unwrap();
-        assert_eq!(s.values, vec![1.0, 2.0, 6.0], "the first occurrence is kept");
-        let reasons: Vec<&str> = s.rejected.iter().map(|r| r.split(": ").nth(1).unwrap()).collect();
+        assert_eq!(
+            s.values,
+            vec![1.0, 2.0, 6.0],
+            "the first occurrence is kept"
+        );
+        let reasons: Vec<&str> = s
+            .rejected
+            .iter()
+            .map(|r| r.split(": ").nth(1).unwrap())
+            .collect();
         assert_eq!(
             reasons,
-            vec!["duplicate", "out_of_order", "non_finite_value", "bad_timestamp"]
+            vec![
+                "duplicate",
+                "out_of_order",
+                "non_finite_value",
+                "bad_timestamp"
+            ]
         );
         // Scores produced elsewhere keep every readable row.
         let scores = read_csv(&f, "series.csv".into(), "value", Rows::Scores).unwrap();

@@ -25,7 +25,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::params::{Count, Span};
+use crate::params::{Count, NumberOrText, Ratio, Span};
+use crate::record::Record;
 use crate::{Bank, Detector, ParamError, Scored};
 
 /// Parameters of the k-NN detector.
@@ -41,9 +42,11 @@ pub struct KnnParams {
     /// Nearest neighbours averaged (default 5; at most `reference`).
     #[serde(default = "default_k")]
     pub k: Count,
-    /// Past nonconformities the new one is ranked among (default 200).
+    /// What the new nonconformity is ranked against (default 200): a number of past
+    /// nonconformities (its conformal rank among them), or a span such as `"8d"` (1 above the
+    /// largest of that span, else 0.99 × its share of it; 76 bytes whatever the span).
     #[serde(default = "default_calibration")]
-    pub calibration: Count,
+    pub calibration: Calibration,
     /// Points per block (default 1): with `step > 1` the detector works on the series of block
     /// means — a window then spans `window × step` points and the reference reaches
     /// `reference × step` points back — and scores the point that closes each block (the
@@ -55,6 +58,14 @@ pub struct KnnParams {
     /// block (the others score 0). Not with `step`.
     #[serde(default)]
     pub block: Option<Span>,
+    /// With `calibration` given as a span: how many times over a nonconformity must beat the
+    /// span's record to score 1 (default 1.25).
+    #[serde(default = "default_exceed")]
+    pub exceed: Ratio,
+}
+
+pub(crate) fn default_exceed() -> Ratio {
+    Ratio::new(1.25).expect("valid")
 }
 
 fn default_step() -> Count {
@@ -70,8 +81,79 @@ fn default_reference() -> Count {
 fn default_k() -> Count {
     Count::new(5).expect("valid")
 }
-fn default_calibration() -> Count {
-    Count::new(200).expect("valid")
+fn default_calibration() -> Calibration {
+    Calibration::Set(Count::new(200).expect("valid"))
+}
+
+/// What a rank detector's nonconformity is judged against.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+#[serde(try_from = "NumberOrText")]
+pub enum Calibration {
+    /// The last n nonconformities (a conformal rank).
+    Set(Count),
+    /// The record of a span of event time ([`Record`]).
+    Span(Span),
+}
+
+impl TryFrom<NumberOrText> for Calibration {
+    type Error = ParamError;
+    fn try_from(v: NumberOrText) -> Result<Self, ParamError> {
+        match v {
+            NumberOrText::Number(n)
+                if n.fract() == 0.0 && (1.0..=f64::from(MAX_SET)).contains(&n) =>
+            {
+                Ok(Calibration::Set(Count::new(n as u32)?))
+            }
+            NumberOrText::Number(n) => Err(ParamError::new(
+                "calibration",
+                n,
+                "an integer in [1, 100000] or a span such as \"8d\"",
+            )),
+            NumberOrText::Text(t) => Span::parse(&t).map(Calibration::Span),
+        }
+    }
+}
+
+impl Calibration {
+    /// Nonconformities kept per series.
+    pub(crate) fn kept(self) -> usize {
+        match self {
+            Calibration::Set(n) => n.get() as usize,
+            Calibration::Span(_) => 0,
+        }
+    }
+
+    /// The score of `alpha` at `ts` against the calibration set `alphas` or the record (which
+    /// a new one must beat `exceed` times over).
+    pub(crate) fn score(
+        self,
+        alphas: &[f32],
+        record: &Record,
+        ts: i64,
+        alpha: f32,
+        exceed: Ratio,
+    ) -> f64 {
+        match self {
+            Calibration::Set(n) => conformal_rank(alphas, n.get() as usize, alpha),
+            Calibration::Span(span) => record.score(span.ms(), ts, alpha, exceed.get()),
+        }
+    }
+
+    /// Remembers `alpha` at `ts`.
+    pub(crate) fn remember(
+        self,
+        alphas: &mut Vec<f32>,
+        next: &mut u32,
+        record: &mut Record,
+        ts: i64,
+        alpha: f32,
+    ) {
+        match self {
+            Calibration::Set(n) => remember(alphas, next, n.get() as usize, alpha),
+            Calibration::Span(span) => record.remember(span.ms(), ts, alpha),
+        }
+    }
 }
 
 impl Default for KnnParams {
@@ -83,6 +165,7 @@ impl Default for KnnParams {
             calibration: default_calibration(),
             step: default_step(),
             block: None,
+            exceed: default_exceed(),
         }
     }
 }
@@ -109,7 +192,6 @@ impl KnnParams {
         check("window", self.window, MAX_WINDOW)?;
         check("k", self.k, MAX_K)?;
         check("reference", self.reference, MAX_SET)?;
-        check("calibration", self.calibration, MAX_SET)?;
         check("step", self.step, MAX_WINDOW)?;
         if self.block.is_some() && self.step.get() > 1 {
             return Err(ParamError::new(
@@ -165,6 +247,9 @@ pub struct KnnState {
     /// Timestamp of the last point (`block`).
     #[serde(default)]
     pub last_ts: i64,
+    /// The record of the calibration span (`calibration` given as a span).
+    #[serde(default)]
+    pub record: Record,
 }
 
 simd_dispatch! {
@@ -247,12 +332,27 @@ fn closes(p: &KnnParams, s: &KnnState, ts: i64, x: f64) -> Closes {
     let Some(block) = p.block else {
         let n = p.step.get();
         return if n <= 1 {
-            Closes { means: [Some(x), None], sum: 0.0, len: 0, at: 0 }
+            Closes {
+                means: [Some(x), None],
+                sum: 0.0,
+                len: 0,
+                at: 0,
+            }
         } else if s.block_len + 1 < n {
-            Closes { means: [None, None], sum: s.block_sum + x, len: s.block_len + 1, at: 0 }
+            Closes {
+                means: [None, None],
+                sum: s.block_sum + x,
+                len: s.block_len + 1,
+                at: 0,
+            }
         } else {
             let m = (s.block_sum + x) / f64::from(n);
-            Closes { means: [Some(m), None], sum: 0.0, len: 0, at: 0 }
+            Closes {
+                means: [Some(m), None],
+                sum: 0.0,
+                len: 0,
+                at: 0,
+            }
         };
     };
     let b = ts.div_euclid(block.ms());
@@ -280,7 +380,12 @@ fn closes(p: &KnnParams, s: &KnnState, ts: i64, x: f64) -> Closes {
         (sum, len) = (0.0, 0);
         at += 1;
     }
-    Closes { means, sum, len, at }
+    Closes {
+        means,
+        sum,
+        len,
+        at,
+    }
 }
 
 /// The nonconformity of the window `history` ends with.
@@ -344,10 +449,12 @@ pub(crate) fn remember<T>(alphas: &mut Vec<T>, next: &mut u32, cal: usize, alpha
     }
 }
 
-/// The conformal rank of `alpha` among the calibration set.
-fn rank(p: &KnnParams, s: &KnnState, alpha: f32) -> Scored {
+/// The rank of `alpha` at `ts` against the calibration.
+fn rank(p: &KnnParams, s: &KnnState, ts: i64, alpha: f32) -> Scored {
     Scored {
-        score: conformal_rank(&s.alphas, p.calibration.get() as usize, alpha),
+        score: p
+            .calibration
+            .score(&s.alphas, &s.record, ts, alpha, p.exceed),
         expected: f64::NAN,
     }
 }
@@ -355,7 +462,7 @@ fn rank(p: &KnnParams, s: &KnnState, alpha: f32) -> Scored {
 /// Appends a block value to the history (as an offset from the anchor), trimming it first when
 /// it has grown a quarter past what the windows need.
 fn push(p: &KnnParams, s: &mut KnnState, v: f64) {
-    if s.history.is_empty() && s.alphas.is_empty() {
+    if s.history.is_empty() {
         s.anchor = v;
         s.history.reserve_exact(p.history_room());
     }
@@ -375,12 +482,12 @@ fn step(p: &KnnParams, s: &mut KnnState, scratch: &mut Vec<f32>, ts: i64, x: f64
         let Some(alpha) = alpha_of(p, &s.history, scratch) else {
             continue;
         };
-        let scored = rank(p, s, alpha);
+        let scored = rank(p, s, ts, alpha);
         if scored.score >= out.score {
             out = scored;
         }
-        let cal = p.calibration.get() as usize;
-        remember(&mut s.alphas, &mut s.next, cal, alpha);
+        p.calibration
+            .remember(&mut s.alphas, &mut s.next, &mut s.record, ts, alpha);
     }
     out
 }
@@ -395,7 +502,7 @@ fn score_only(p: &KnnParams, s: &mut KnnState, scratch: &mut Vec<f32>, ts: i64, 
     let mut out = NO_SCORE;
     let mut pushed = 0;
     for m in c.means.into_iter().flatten() {
-        if s.history.is_empty() && s.alphas.is_empty() && pushed == 0 {
+        if s.history.is_empty() && pushed == 0 {
             // The anchor would be this value: offsets from it start at 0.
             s.history.push(0.0);
         } else {
@@ -403,7 +510,7 @@ fn score_only(p: &KnnParams, s: &mut KnnState, scratch: &mut Vec<f32>, ts: i64, 
         }
         pushed += 1;
         if let Some(alpha) = alpha_of(p, &s.history, scratch) {
-            let scored = rank(p, s, alpha);
+            let scored = rank(p, s, ts, alpha);
             if scored.score >= out.score {
                 out = scored;
             }
@@ -458,7 +565,13 @@ impl KnnBank {
     /// Scores `x` for the series in `slot` without learning it (what a holding chain does),
     /// without copying the series' state.
     pub fn score_only(&mut self, slot: usize, ts: i64, x: f64) -> Scored {
-        score_only(&self.params, &mut self.states[slot], &mut self.scratch, ts, x)
+        score_only(
+            &self.params,
+            &mut self.states[slot],
+            &mut self.scratch,
+            ts,
+            x,
+        )
     }
 }
 
@@ -486,13 +599,18 @@ impl Bank for KnnBank {
     crate::bank::state_vec_bank!(KnnState);
 
     fn update(&mut self, slot: usize, ts: i64, x: f64, _evicted: Option<f64>) -> Scored {
-        step(&self.params, &mut self.states[slot], &mut self.scratch, ts, x)
+        step(
+            &self.params,
+            &mut self.states[slot],
+            &mut self.scratch,
+            ts,
+            x,
+        )
     }
 
     fn bytes_per_series(&self) -> usize {
         size_of::<KnnState>()
-            + (self.params.history_room() + self.params.calibration.get() as usize)
-                * size_of::<f32>()
+            + (self.params.history_room() + self.params.calibration.kept()) * size_of::<f32>()
     }
 }
 
@@ -505,9 +623,10 @@ mod tests {
             window: Count::new(window).unwrap(),
             reference: Count::new(reference).unwrap(),
             k: Count::new(k).unwrap(),
-            calibration: Count::new(calibration).unwrap(),
+            calibration: Calibration::Set(Count::new(calibration).unwrap()),
             step: Count::new(1).unwrap(),
             block: None,
+            exceed: default_exceed(),
         }
     }
 

@@ -30,7 +30,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::earlier;
-use crate::params::{Alpha, Count, NumberOrText, Share, Span, Weight};
+use crate::params::{Alpha, Count, Reach, Share, Weight};
 use crate::recurrence::upper_median;
 use crate::{Bank, Detector, ParamError, Scored};
 
@@ -56,55 +56,16 @@ pub struct NoveltyParams {
     pub deviation: Reach,
 }
 
-/// How far back the deviation mode's median looks.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-#[serde(try_from = "NumberOrText")]
-pub enum Reach {
-    /// The last n points (0: deviation mode off).
-    Points(u32),
-    /// The points of the last span (at most [`MAX_SPAN_POINTS`]).
-    Span(Span),
-}
-
-impl TryFrom<NumberOrText> for Reach {
-    type Error = ParamError;
-    fn try_from(v: NumberOrText) -> Result<Self, ParamError> {
-        match v {
-            NumberOrText::Number(n) if n.fract() == 0.0 && (0.0..=64.0).contains(&n) => {
-                Ok(Reach::Points(n as u32))
-            }
-            NumberOrText::Number(n) => Err(ParamError::new(
-                "deviation",
-                n,
-                "an integer in [0, 64] or a span such as \"1h\"",
-            )),
-            NumberOrText::Text(t) => Span::parse(&t).map(Reach::Span),
-        }
-    }
-}
-
-impl Default for Reach {
-    fn default() -> Self {
-        Reach::Points(0)
-    }
-}
-
-impl Reach {
-    fn is_on(self) -> bool {
-        self != Reach::Points(0)
-    }
-    /// Points kept.
-    fn keep(self) -> usize {
-        match self {
-            Reach::Points(n) => n as usize,
-            Reach::Span(_) => MAX_SPAN_POINTS,
-        }
-    }
-}
-
 /// Most recent points a span-wide deviation median reads.
 pub const MAX_SPAN_POINTS: usize = 16;
+
+/// Points the deviation mode keeps.
+fn keep(r: Reach) -> usize {
+    match r {
+        Reach::Points(n) => n as usize,
+        Reach::Span(_) => MAX_SPAN_POINTS,
+    }
+}
 
 /// Cells in the map of values seen.
 const CELLS: usize = 512;
@@ -221,8 +182,10 @@ fn nearest(s: &NoveltyState, v: f64) -> f64 {
         return c.map_or(f64::INFINITY, |c| (v - centre(lo, hi, c)).abs());
     }
     let c = cell(lo, hi, v);
-    let below = set_at_or_below(&s.seen, c).map_or(f64::INFINITY, |b| (v - centre(lo, hi, b)).abs());
-    let above = set_at_or_above(&s.seen, c).map_or(f64::INFINITY, |a| (centre(lo, hi, a) - v).abs());
+    let below =
+        set_at_or_below(&s.seen, c).map_or(f64::INFINITY, |b| (v - centre(lo, hi, b)).abs());
+    let above =
+        set_at_or_above(&s.seen, c).map_or(f64::INFINITY, |a| (centre(lo, hi, a) - v).abs());
     below.min(above)
 }
 
@@ -230,8 +193,16 @@ fn nearest(s: &NoveltyState, v: f64) -> f64 {
 /// moves every remembered cell to the cell of its centre in the new frame.
 fn reframe(s: &mut NoveltyState, lo: f64, hi: f64) {
     let margin = 0.25 * (hi - lo);
-    let new_lo = if lo < s.frame_lo { lo - margin } else { s.frame_lo };
-    let new_hi = if hi > s.frame_hi { hi + margin } else { s.frame_hi };
+    let new_lo = if lo < s.frame_lo {
+        lo - margin
+    } else {
+        s.frame_lo
+    };
+    let new_hi = if hi > s.frame_hi {
+        hi + margin
+    } else {
+        s.frame_hi
+    };
     let mut moved = [0u64; WORDS];
     for (w, word) in s.seen.iter().enumerate() {
         let mut bits = *word;
@@ -330,7 +301,7 @@ fn expected(p: &NoveltyParams, s: &NoveltyState) -> f64 {
 fn step(p: &NoveltyParams, s: &mut NoveltyState, ts: i64, x: f64) -> Scored {
     let measured = measure(p, s, ts, x);
     if p.deviation.is_on() {
-        if s.recent.len() == p.deviation.keep() {
+        if s.recent.len() == keep(p.deviation) {
             s.recent.remove(0);
         }
         s.recent.push((ts, x));
@@ -440,13 +411,14 @@ impl Bank for NoveltyBank {
     }
     /// Bytes per series, the recent points of deviation mode included.
     fn bytes_per_series(&self) -> usize {
-        size_of::<NoveltyState>() + self.params.deviation.keep() * size_of::<(i64, f64)>()
+        size_of::<NoveltyState>() + keep(self.params.deviation) * size_of::<(i64, f64)>()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::Span;
 
     fn params(smoothing: f64, warmup: u32) -> NoveltyParams {
         NoveltyParams {
@@ -622,12 +594,19 @@ mod tests {
         let mut flat = Novelty::new(params(1.0, 10)).unwrap();
         assert!((0..500).all(|_| flat.step(3.0).score == 0.0));
         let set: u32 = flat.state.seen.iter().map(|w| w.count_ones()).sum();
-        assert_eq!((set, flat.state.frame_lo, flat.state.frame_hi), (1, 3.0, 3.0));
+        assert_eq!(
+            (set, flat.state.frame_lo, flat.state.frame_hi),
+            (1, 3.0, 3.0)
+        );
     }
 
     #[test]
     fn score_only_gives_the_update_score_and_leaves_the_state_as_it_was() {
-        for deviation in [Reach::Points(0), Reach::Points(12), Reach::Span(Span::parse("1h").unwrap())] {
+        for deviation in [
+            Reach::Points(0),
+            Reach::Points(12),
+            Reach::Span(Span::parse("1h").unwrap()),
+        ] {
             let mut b = NoveltyBank::new(NoveltyParams {
                 deviation,
                 ..params(0.3, 10)

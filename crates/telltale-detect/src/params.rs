@@ -69,6 +69,10 @@ float_param!(
     Share, "share", "a number in (0, 1]", |v| v > 0.0 && v <= 1.0
 );
 float_param!(
+    /// A finite ratio ≥ 1 (how many times over a record must be beaten).
+    Ratio, "ratio", "a finite number >= 1", |v| v.is_finite() && v >= 1.0
+);
+float_param!(
     /// A fading factor applied to a running sum each step, in (0, 1].
     Fading, "alpha", "a number in (0, 1]", |v| v > 0.0 && v <= 1.0
 );
@@ -174,7 +178,13 @@ impl TryFrom<String> for Span {
 impl From<Span> for String {
     fn from(value: Span) -> String {
         let ms = value.0;
-        for (unit, len) in [("w", 7 * 86_400_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        for (unit, len) in [
+            ("w", 7 * 86_400_000),
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+        ] {
             if ms % len == 0 {
                 return format!("{}{unit}", ms / len);
             }
@@ -242,6 +252,48 @@ impl TryFrom<NumberOrText> for Weight {
 impl From<Alpha> for Weight {
     fn from(a: Alpha) -> Self {
         Weight::PerPoint(a)
+    }
+}
+
+/// How far back a median of recent points looks: a number of points, or the points of a span
+/// of event time (`"1h"`), as many of them as the holder keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+#[serde(try_from = "NumberOrText")]
+pub enum Reach {
+    /// The last n points (0 to 64; 0 where the holder allows it: off).
+    Points(u32),
+    /// The points of the last span.
+    Span(Span),
+}
+
+impl TryFrom<NumberOrText> for Reach {
+    type Error = ParamError;
+    fn try_from(v: NumberOrText) -> Result<Self, ParamError> {
+        match v {
+            NumberOrText::Number(n) if n.fract() == 0.0 && (0.0..=64.0).contains(&n) => {
+                Ok(Reach::Points(n as u32))
+            }
+            NumberOrText::Number(n) => Err(ParamError::new(
+                "window",
+                n,
+                "an integer in [0, 64] or a span such as \"1h\"",
+            )),
+            NumberOrText::Text(t) => Span::parse(&t).map(Reach::Span),
+        }
+    }
+}
+
+impl Default for Reach {
+    fn default() -> Self {
+        Reach::Points(0)
+    }
+}
+
+impl Reach {
+    /// Whether it reaches anything (not `Points(0)`).
+    pub fn is_on(self) -> bool {
+        self != Reach::Points(0)
     }
 }
 

@@ -11,14 +11,16 @@
 //! the median, kept streaming: the range is the one seen so far, never the file's.
 //!
 //! The deviation is read from the chain's ring (as the recurrence filter's); the range is two
-//! numbers per series the chain keeps. With fewer than `window` points before it, or a series
-//! that never moved, a point is not quiet. Cost per point: a median of `window` values.
+//! numbers per series the chain keeps. `window` is a number of points or a span (`"1h"`: the
+//! points of the last hour the ring holds). With fewer than `window` points before it (none in
+//! the span), or a series that never moved, a point is not quiet. Cost per point: a median of
+//! the window's values.
 
 use serde::{Deserialize, Serialize};
 
 use crate::earlier;
-use crate::params::{Count, Share};
-use crate::recurrence::deviation;
+use crate::params::{Reach, Share};
+use crate::recurrence::deviation_within;
 use crate::{History, ParamError, Silences};
 
 /// Parameters of the quiet filter.
@@ -29,10 +31,10 @@ pub struct QuietParams {
     /// (default 0.01).
     #[serde(default = "default_share")]
     pub share: Share,
-    /// Recent points whose median is the level a deviation is measured from (default 12; 1 to
-    /// 64).
+    /// Recent points whose median is the level a deviation is measured from: a number (1 to
+    /// 64) or a span such as `"1h"` (default 12).
     #[serde(default = "default_window")]
-    pub window: Count,
+    pub window: Reach,
     /// Positions in the chain's `detectors` whose scores are silenced for quiet points
     /// (default: all). The filter itself does not read it; the chain does.
     #[serde(default)]
@@ -42,8 +44,8 @@ pub struct QuietParams {
 fn default_share() -> Share {
     Share::new(0.01).expect("valid")
 }
-fn default_window() -> Count {
-    Count::new(12).expect("valid")
+fn default_window() -> Reach {
+    Reach::Points(12)
 }
 
 impl Default for QuietParams {
@@ -59,16 +61,25 @@ impl Default for QuietParams {
 impl QuietParams {
     /// Checks the bounds that serde cannot.
     pub fn validate(&self) -> Result<(), ParamError> {
-        earlier::span("window", self.window.get(), "an integer in [1, 64]")
+        match self.window {
+            Reach::Points(n) if n == 0 => Err(ParamError::new(
+                "window",
+                n,
+                "an integer in [1, 64] or a span such as \"1h\"",
+            )),
+            Reach::Points(n) => earlier::span("window", n, "an integer in [1, 64]"),
+            Reach::Span(_) => Ok(()),
+        }
     }
 }
 
 /// Whether the point `x` is quiet: its deviation from the median of the last `window` points
 /// of `history` (the points before it) is below `share` × (`hi` − `lo`), the range the series
 /// has covered with this point included.
-pub fn is_quiet(p: &QuietParams, history: &History<'_>, x: f64, lo: f64, hi: f64) -> bool {
+pub fn is_quiet(p: &QuietParams, history: &History<'_>, ts: i64, x: f64, lo: f64, hi: f64) -> bool {
     let range = hi - lo;
-    range > 0.0 && deviation(history, p.window, x).is_some_and(|d| d < p.share.get() * range)
+    range > 0.0
+        && deviation_within(history, p.window, ts, x).is_some_and(|d| d < p.share.get() * range)
 }
 
 #[cfg(test)]
@@ -89,19 +100,20 @@ mod tests {
         let h = history(&ts, &val);
         let p = QuietParams::default();
         // 0.05 above the median (10.01): 0.5 % of a range of 10, 50 % of a range of 0.1.
-        assert!(is_quiet(&p, &h, 10.06, 5.0, 15.0));
-        assert!(!is_quiet(&p, &h, 10.06, 10.0, 10.1));
+        assert!(is_quiet(&p, &h, 12, 10.06, 5.0, 15.0));
+        assert!(!is_quiet(&p, &h, 12, 10.06, 10.0, 10.1));
         // A move of 2 in a range of 10 is not quiet.
-        assert!(!is_quiet(&p, &h, 12.0, 5.0, 15.0));
+        assert!(!is_quiet(&p, &h, 12, 12.0, 5.0, 15.0));
         // Too short a history, or no range: never quiet.
         assert!(!is_quiet(
             &p,
             &history(&ts[..5], &val[..5]),
+            12,
             10.0,
             5.0,
             15.0
         ));
-        assert!(!is_quiet(&p, &h, 10.0, 10.0, 10.0));
+        assert!(!is_quiet(&p, &h, 12, 10.0, 10.0, 10.0));
     }
 
     #[test]
@@ -119,11 +131,30 @@ mod tests {
         };
         for x in [3.0, 4.5, 5.0, 6.0, 9.0] {
             assert_eq!(
-                is_quiet(&p, &whole, x, 0.0, 10.0),
-                is_quiet(&p, &split, x, 0.0, 10.0),
+                is_quiet(&p, &whole, 12, x, 0.0, 10.0),
+                is_quiet(&p, &split, 12, x, 0.0, 10.0),
                 "{x}"
             );
         }
+    }
+
+    #[test]
+    fn a_span_window_takes_the_median_of_the_points_within_it() {
+        // Points every 5 minutes: 10 for an hour and more, then 20 for the last 20 minutes.
+        let ts: Vec<i64> = (0..30).map(|i| i * 300_000).collect();
+        let val: Vec<f64> = (0..30).map(|i| if i >= 26 { 20.0 } else { 10.0 }).collect();
+        let h = history(&ts, &val);
+        let now = 30 * 300_000;
+        let p = |w: &str| QuietParams {
+            window: serde_json::from_str(&format!("\"{w}\"")).unwrap(),
+            ..QuietParams::default()
+        };
+        // Over the last 20 minutes the median is 20: a point at 20 is quiet; over 2 hours it
+        // is 10, and 20 is a move of the whole range.
+        assert!(is_quiet(&p("20m"), &h, now, 20.0, 10.0, 20.0));
+        assert!(!is_quiet(&p("2h"), &h, now, 20.0, 10.0, 20.0));
+        // A span with no point in it: not quiet.
+        assert!(!is_quiet(&p("1m"), &h, now + 3_600_000, 20.0, 10.0, 20.0));
     }
 
     #[test]
@@ -131,12 +162,12 @@ mod tests {
         let p: QuietParams =
             serde_json::from_str(r#"{"share": 0.02, "silences": [0, 1]}"#).unwrap();
         assert_eq!(p.share.get(), 0.02);
-        assert_eq!(p.window.get(), 12);
+        assert_eq!(p.window, Reach::Points(12));
         assert!(p.silences.contains(1) && !p.silences.contains(2));
         assert!(serde_json::from_str::<QuietParams>(r#"{"share": 0}"#).is_err());
         assert!(serde_json::from_str::<QuietParams>(r#"{"shares": 0.1}"#).is_err());
         let bad = QuietParams {
-            window: Count::new(65).unwrap(),
+            window: Reach::Points(65),
             ..QuietParams::default()
         };
         assert_eq!(bad.validate().unwrap_err().name, "window");

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ParamError;
 use crate::earlier::{self, MAX_SPAN};
-use crate::params::{Count, Positive};
+use crate::params::{Count, Positive, Reach};
 
 /// Most points the median window and the margin may span (stack buffer, no allocation).
 pub const MAX_RECURRENCE_WINDOW: u32 = MAX_SPAN;
@@ -107,6 +107,11 @@ impl Silences {
     #[inline]
     pub fn contains(self, i: usize) -> bool {
         i < 32 && self.0 & (1 << i) != 0
+    }
+
+    /// Every position this set does not name.
+    pub fn complement(self) -> Silences {
+        Silences(!self.0)
     }
 
     /// The highest position named, if the set is not [`Silences::ALL`].
@@ -209,6 +214,34 @@ pub(crate) fn deviation(history: &History<'_>, window: Count, x: f64) -> Option<
         *slot = history.val_at(n - w + k);
     }
     Some((x - upper_median(&recent[..w])).abs())
+}
+
+/// The deviation of `x` (at `ts`) from the median of the recent points of `history` that
+/// `reach` names: the last n, or those of the last span (at most the last
+/// [`MAX_RECURRENCE_WINDOW`]); `None` when there are not n of them, or none in the span.
+pub(crate) fn deviation_within(
+    history: &History<'_>,
+    reach: Reach,
+    ts: i64,
+    x: f64,
+) -> Option<f64> {
+    match reach {
+        Reach::Points(n) => deviation(history, Count::new(n).ok()?, x),
+        Reach::Span(span) => {
+            let n = history.len();
+            let from = ts.saturating_sub(span.ms());
+            let mut recent = [0.0f64; MAX_RECURRENCE_WINDOW as usize];
+            let mut w = 0;
+            for k in (0..n).rev().take(recent.len()) {
+                if history.ts_at(k) < from {
+                    break;
+                }
+                recent[w] = history.val_at(k);
+                w += 1;
+            }
+            (w > 0).then(|| (x - upper_median(&recent[..w])).abs())
+        }
+    }
 }
 
 /// Whether the point `x` at `ts` recurs: for each of the last `periods` periods, its distance to

@@ -19,12 +19,23 @@
 //! trimmed when more than half of the vector is older than that) and `calibration`
 //! nonconformities. Cost per point: `periods` binary searches by time and `periods × (2 ×
 //! margin + 1)` window distances.
+//!
+//! **Buckets of time** (`bucket = "15m"`): the history is kept as the means of the points in
+//! each bucket of event time over the last `periods` periods (a ring of `f32`, a bucket with no
+//! point marked empty), and `window` and `margin` count buckets: the newest shape is the last
+//! `window` buckets, the current one still filling, compared with the shapes ending within
+//! `margin` buckets of the same time on each earlier period (empty buckets left out of a
+//! distance; a shape with fewer than half its buckets present is not compared). The memory is
+//! then fixed by the period and the bucket, whatever the sampling rate: two days of 15-minute
+//! buckets are 192 values, 768 bytes; with `calibration` given as a span as well (a record,
+//! see [`crate::record`]) the whole state is under a kilobyte.
 
 use serde::{Deserialize, Serialize};
 
 use crate::earlier;
-use crate::knn::{MAX_SET, conformal_rank, remember};
-use crate::params::{Count, Positive};
+use crate::knn::Calibration;
+use crate::params::{Count, Positive, Ratio, Span};
+use crate::record::Record;
 use crate::{ParamError, Scored};
 
 /// Parameters of the same-time shape detector.
@@ -43,9 +54,18 @@ pub struct SameTimeParams {
     /// Points either side of the same time whose windows are compared (default 3; 0 to 64).
     #[serde(default = "default_margin")]
     pub margin: u32,
-    /// Past nonconformities the new one is ranked among (default 1,500).
+    /// What the new nonconformity is ranked against (default 1,500): a number of past
+    /// nonconformities, or a span such as `"17d"` (its record; see [`Calibration`]).
     #[serde(default = "default_calibration")]
-    pub calibration: Count,
+    pub calibration: Calibration,
+    /// Buckets of event time (a span such as `"15m"`; default none: raw points). With it the
+    /// history is kept as bucket means and `window` and `margin` count buckets.
+    #[serde(default)]
+    pub bucket: Option<Span>,
+    /// With `calibration` given as a span: how many times over a nonconformity must beat the
+    /// span's record to score 1 (default 1.25).
+    #[serde(default = "crate::knn::default_exceed")]
+    pub exceed: Ratio,
 }
 
 fn default_period() -> Positive {
@@ -60,8 +80,8 @@ fn default_window() -> Count {
 fn default_margin() -> u32 {
     3
 }
-fn default_calibration() -> Count {
-    Count::new(1500).expect("valid")
+fn default_calibration() -> Calibration {
+    Calibration::Set(Count::new(1500).expect("valid"))
 }
 
 impl Default for SameTimeParams {
@@ -72,6 +92,8 @@ impl Default for SameTimeParams {
             window: default_window(),
             margin: default_margin(),
             calibration: default_calibration(),
+            bucket: None,
+            exceed: crate::knn::default_exceed(),
         }
     }
 }
@@ -80,14 +102,28 @@ impl SameTimeParams {
     /// Checks the bounds that serde cannot.
     pub fn validate(&self) -> Result<(), ParamError> {
         earlier::check(self.periods, self.window, self.margin)?;
-        if self.calibration.get() > MAX_SET {
-            return Err(ParamError::new(
-                "calibration",
-                self.calibration.get(),
-                "an integer in [1, 100000]",
-            ));
+        if let Some(b) = self.bucket {
+            let per = self.buckets_per_period(b);
+            if !(2..=4096).contains(&per) || per < i64::from(self.window.get() + self.margin) {
+                return Err(ParamError::new(
+                    "bucket",
+                    String::from(b),
+                    "a span that divides the period into 2 to 4096 buckets, at least window + margin",
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// Buckets in a period.
+    fn buckets_per_period(&self, bucket: Span) -> i64 {
+        (earlier::period_ms(self.period_hours) as f64 / bucket.ms() as f64).round() as i64
+    }
+
+    /// Buckets the ring holds: every bucket a comparison can reach.
+    fn ring_len(&self, bucket: Span) -> usize {
+        (i64::from(self.periods.get()) * self.buckets_per_period(bucket)
+            + i64::from(self.margin + self.window.get())) as usize
     }
 }
 
@@ -99,9 +135,31 @@ pub struct SameTimeState {
     /// Their values.
     pub val: Vec<f64>,
     /// Recent nonconformities, a ring of `calibration` values.
-    pub alphas: Vec<f64>,
+    pub alphas: Vec<f32>,
     /// Next position in `alphas` once it is full.
     pub next: u32,
+    /// The record of the calibration span (`calibration` given as a span).
+    #[serde(default)]
+    pub record: Record,
+    /// Bucket means as offsets from `anchor`, at `bucket number mod len` (`bucket`; NaN: no
+    /// point in that bucket).
+    #[serde(default)]
+    pub ring: Vec<f32>,
+    /// The first value (`bucket`).
+    #[serde(default)]
+    pub anchor: f64,
+    /// The bucket being filled (`bucket`).
+    #[serde(default)]
+    pub current: i64,
+    /// Sum and count of its points.
+    #[serde(default)]
+    pub sum: f64,
+    /// Points in the current bucket.
+    #[serde(default)]
+    pub count: u32,
+    /// The series' first bucket.
+    #[serde(default)]
+    pub first: i64,
 }
 
 /// The nonconformity of the newest point (the last of `ts`/`val`): the smallest squared
@@ -162,13 +220,19 @@ fn trim(p: &SameTimeParams, s: &mut SameTimeState) {
 }
 
 fn step(p: &SameTimeParams, s: &mut SameTimeState, ts: i64, x: f64) -> Scored {
+    if let Some(bucket) = p.bucket {
+        return bucket_step(p, bucket, s, ts, x);
+    }
     s.ts.push(ts);
     s.val.push(x);
     let out = match nonconformity(p, &s.ts, &s.val) {
         Some(alpha) => {
-            let cal = p.calibration.get() as usize;
-            let score = conformal_rank(&s.alphas, cal, alpha);
-            remember(&mut s.alphas, &mut s.next, cal, alpha);
+            let alpha = alpha as f32;
+            let score = p
+                .calibration
+                .score(&s.alphas, &s.record, ts, alpha, p.exceed);
+            p.calibration
+                .remember(&mut s.alphas, &mut s.next, &mut s.record, ts, alpha);
             score
         }
         None => 0.0,
@@ -183,6 +247,15 @@ fn step(p: &SameTimeParams, s: &mut SameTimeState, ts: i64, x: f64) -> Scored {
 /// What [`step`] would score, leaving the state as it was (the point is appended for the
 /// distances and taken off again).
 fn score_only(p: &SameTimeParams, s: &mut SameTimeState, ts: i64, x: f64) -> Scored {
+    if let Some(bucket) = p.bucket {
+        let score = bucket_alpha(p, bucket, s, ts, x).map_or(0.0, |a| {
+            p.calibration.score(&s.alphas, &s.record, ts, a, p.exceed)
+        });
+        return Scored {
+            score,
+            expected: f64::NAN,
+        };
+    }
     s.ts.push(ts);
     s.val.push(x);
     let alpha = nonconformity(p, &s.ts, &s.val);
@@ -190,8 +263,128 @@ fn score_only(p: &SameTimeParams, s: &mut SameTimeState, ts: i64, x: f64) -> Sco
     s.val.pop();
     Scored {
         score: alpha.map_or(0.0, |a| {
-            conformal_rank(&s.alphas, p.calibration.get() as usize, a)
+            p.calibration
+                .score(&s.alphas, &s.record, ts, a as f32, p.exceed)
         }),
+        expected: f64::NAN,
+    }
+}
+
+/// The buckets as they would be with the point `x` in bucket `b` added: the ring, the bucket
+/// being closed (if `b` is past it) and the buckets skipped since (empty), and the newest mean.
+struct Buckets<'a> {
+    ring: &'a [f32],
+    closed: Option<(i64, f32)>,
+    /// Buckets strictly between these two are empty (skipped over).
+    skipped: (i64, i64),
+    newest: (i64, f32),
+}
+
+impl Buckets<'_> {
+    fn at(&self, q: i64) -> f32 {
+        if q == self.newest.0 {
+            self.newest.1
+        } else if self.closed.is_some_and(|(c, _)| c == q) {
+            self.closed.map_or(f32::NAN, |(_, v)| v)
+        } else if q > self.skipped.0 && q < self.skipped.1 {
+            f32::NAN
+        } else {
+            self.ring[q.rem_euclid(self.ring.len() as i64) as usize]
+        }
+    }
+}
+
+/// The buckets with `x` at `ts` added, and its bucket number (`None` for the first point).
+fn buckets<'a>(bucket: Span, s: &'a SameTimeState, ts: i64, x: f64) -> Option<(Buckets<'a>, i64)> {
+    if s.ring.is_empty() {
+        return None;
+    }
+    let b = ts.div_euclid(bucket.ms()).max(s.current);
+    let mean = |sum: f64, n: u32| (sum / f64::from(n) - s.anchor) as f32;
+    let view = if b > s.current {
+        Buckets {
+            ring: &s.ring,
+            closed: (s.count > 0).then(|| (s.current, mean(s.sum, s.count))),
+            skipped: (s.current, b),
+            newest: (b, mean(x, 1)),
+        }
+    } else {
+        Buckets {
+            ring: &s.ring,
+            closed: None,
+            skipped: (0, 0),
+            newest: (b, mean(s.sum + x, s.count + 1)),
+        }
+    };
+    Some((view, b))
+}
+
+/// The nonconformity of the newest shape with `x` at `ts` added: the smallest mean squared
+/// distance to the shapes ending within `margin` buckets of the same time on each of the last
+/// `periods` periods; `None` until the series is that old or when no shape qualifies.
+fn bucket_alpha(
+    p: &SameTimeParams,
+    bucket: Span,
+    s: &SameTimeState,
+    ts: i64,
+    x: f64,
+) -> Option<f32> {
+    let (view, b) = buckets(bucket, s, ts, x)?;
+    let per = p.buckets_per_period(bucket);
+    let (w, m) = (i64::from(p.window.get()), i64::from(p.margin));
+    if b - s.first < i64::from(p.periods.get()) * per + m {
+        return None;
+    }
+    let mut best = f32::INFINITY;
+    for k in 1..=i64::from(p.periods.get()) {
+        for j in -m..=m {
+            let end = b - k * per + j;
+            let (mut d, mut pairs) = (0.0f32, 0);
+            for i in 0..w {
+                let (a, o) = (view.at(b - w + 1 + i), view.at(end - w + 1 + i));
+                if a.is_finite() && o.is_finite() {
+                    d += (a - o) * (a - o);
+                    pairs += 1;
+                }
+            }
+            if 2 * pairs >= w {
+                best = best.min(d / pairs as f32);
+            }
+        }
+    }
+    best.is_finite().then_some(best)
+}
+
+fn bucket_step(p: &SameTimeParams, bucket: Span, s: &mut SameTimeState, ts: i64, x: f64) -> Scored {
+    let alpha = bucket_alpha(p, bucket, s, ts, x);
+    let score = alpha.map_or(0.0, |a| {
+        p.calibration.score(&s.alphas, &s.record, ts, a, p.exceed)
+    });
+    if let Some(a) = alpha {
+        p.calibration
+            .remember(&mut s.alphas, &mut s.next, &mut s.record, ts, a);
+    }
+    // Learn the point.
+    let b = ts.div_euclid(bucket.ms());
+    if s.ring.is_empty() {
+        s.ring = vec![f32::NAN; p.ring_len(bucket)];
+        (s.anchor, s.current, s.first, s.sum, s.count) = (x, b, b, 0.0, 0);
+    }
+    if b > s.current {
+        let n = s.ring.len() as i64;
+        if s.count > 0 {
+            let mean = (s.sum / f64::from(s.count) - s.anchor) as f32;
+            s.ring[s.current.rem_euclid(n) as usize] = mean;
+        }
+        for q in (s.current + 1..b).take(s.ring.len()) {
+            s.ring[q.rem_euclid(n) as usize] = f32::NAN;
+        }
+        (s.current, s.sum, s.count) = (b, 0.0, 0);
+    }
+    s.sum += x;
+    s.count += 1;
+    Scored {
+        score,
         expected: f64::NAN,
     }
 }
@@ -249,13 +442,18 @@ impl SameTimeBank {
     pub fn score_only(&mut self, slot: usize, ts: i64, x: f64) -> Scored {
         score_only(&self.params, &mut self.states[slot], ts, x)
     }
-    /// Bytes of state per series (vectors at their typical size: two periods of 5-minute
-    /// points, up to twice that before a trim, and the calibration set).
+    /// Bytes of state per series (with raw points, the vectors at their typical size: two
+    /// periods of 5-minute points, up to twice that before a trim; with buckets, the ring), and
+    /// the calibration set.
     pub fn bytes_per_series(&self) -> usize {
-        let points = 2 * (self.params.periods.get() as usize * 288 + 16);
-        size_of::<SameTimeState>()
-            + points * (size_of::<i64>() + size_of::<f64>())
-            + self.params.calibration.get() as usize * size_of::<f64>()
+        let history = match self.params.bucket {
+            Some(b) => self.params.ring_len(b) * size_of::<f32>(),
+            None => {
+                2 * (self.params.periods.get() as usize * 288 + 16)
+                    * (size_of::<i64>() + size_of::<f64>())
+            }
+        };
+        size_of::<SameTimeState>() + history + self.params.calibration.kept() * size_of::<f32>()
     }
 }
 
@@ -268,13 +466,14 @@ mod tests {
 
     /// The plain definition: every point ever seen kept, the same search and ranking.
     fn reference(p: &SameTimeParams, ts: &[i64], val: &[f64]) -> Vec<f64> {
-        let (mut alphas, mut next) = (Vec::new(), 0u32);
+        let (mut alphas, mut next, mut record) = (Vec::new(), 0u32, Record::default());
         (0..ts.len())
             .map(|i| match nonconformity(p, &ts[..=i], &val[..=i]) {
                 Some(a) => {
-                    let cal = p.calibration.get() as usize;
-                    let r = conformal_rank(&alphas, cal, a);
-                    remember(&mut alphas, &mut next, cal, a);
+                    let a = a as f32;
+                    let r = p.calibration.score(&alphas, &record, ts[i], a, p.exceed);
+                    p.calibration
+                        .remember(&mut alphas, &mut next, &mut record, ts[i], a);
                     r
                 }
                 None => 0.0,
@@ -298,7 +497,7 @@ mod tests {
     fn trimming_the_history_gives_the_scores_of_the_whole_history() {
         let (ts, val) = daily(9);
         let p = SameTimeParams {
-            calibration: Count::new(300).unwrap(),
+            calibration: Calibration::Set(Count::new(300).unwrap()),
             ..SameTimeParams::default()
         };
         let mut d = SameTime::new(p).unwrap();

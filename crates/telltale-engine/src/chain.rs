@@ -302,6 +302,8 @@ pub struct ChainGroup {
     range: Vec<(f64, f64)>,
     /// The suppression of repeated alarms (kept only when the chain suppresses).
     suppress: Vec<Suppress>,
+    /// Each series' first timestamp (kept only for the young-series hand-over).
+    born: Vec<i64>,
 }
 
 /// One series' suppression of repeated alarms: the last score that passed and when.
@@ -342,6 +344,7 @@ impl ChainGroup {
             alert: AlertBank::default(),
             range: Vec::new(),
             suppress: Vec::new(),
+            born: Vec::new(),
             plan: plan.clone(),
         }
     }
@@ -368,6 +371,9 @@ impl ChainGroup {
         if self.plan.suppress_ms > 0 {
             self.suppress.push(Suppress::NONE);
         }
+        if self.plan.young.is_some() {
+            self.born.push(i64::MIN);
+        }
         self.ring.add_series()
     }
 
@@ -381,6 +387,7 @@ impl ChainGroup {
             + AlertBank::bytes_per_series()
             + usize::from(self.plan.quiet.is_some()) * size_of::<(f64, f64)>()
             + usize::from(self.plan.suppress_ms > 0) * size_of::<Suppress>()
+            + usize::from(self.plan.young.is_some()) * size_of::<i64>()
     }
 
     /// Scores, learns and alerts on one point. A point older than the series' newest by at most
@@ -414,11 +421,23 @@ impl ChainGroup {
         let quiet = self.plan.quiet.as_ref().and_then(|p| {
             let (lo, hi) = &mut self.range[slot];
             (*lo, *hi) = (lo.min(x), hi.max(x));
-            telltale_detect::is_quiet(p, &self.ring.history(slot), x, *lo, *hi)
+            telltale_detect::is_quiet(p, &self.ring.history(slot), ts, x, *lo, *hi)
                 .then_some(p.silences)
         });
+        // While the series is young only the young detectors score; after, only the others.
+        let young = self.plan.young.map(|y| {
+            let born = &mut self.born[slot];
+            if *born == i64::MIN {
+                *born = ts;
+            }
+            if ts.saturating_sub(*born) < y.span_ms {
+                y.detectors.complement()
+            } else {
+                y.detectors
+            }
+        });
         let silence = |scores: &mut [f64; MAX_DETECTORS]| {
-            for set in [recurring, quiet].into_iter().flatten() {
+            for set in [recurring, quiet, young].into_iter().flatten() {
                 for (i, s) in scores[..n].iter_mut().enumerate() {
                     if set.contains(i) {
                         *s = 0.0;
@@ -523,7 +542,11 @@ mod tests {
             let mut events = Vec::new();
             // Above 5 from minute 10 to 14, normal, above again at 20 and 21: minutes apart.
             for m in 0..40i64 {
-                let x = if (10..15).contains(&m) || (20..22).contains(&m) { 9.0 } else { 1.0 };
+                let x = if (10..15).contains(&m) || (20..22).contains(&m) {
+                    9.0
+                } else {
+                    1.0
+                };
                 let out = g.process(s, m * 60_000, x).unwrap();
                 if let Some(t) = out.transition {
                     events.push((m, t.state));
@@ -535,7 +558,10 @@ mod tests {
         // Without suppression: two anomalies. With an hour of it, the second burst is no
         // higher than the first and opens nothing; the first still resolves when the series
         // is back (on its scores, not on the suppressed ones).
-        assert_eq!(cfg("0s"), vec![(10, Open), (16, Resolved), (20, Open), (23, Resolved)]);
+        assert_eq!(
+            cfg("0s"),
+            vec![(10, Open), (16, Resolved), (20, Open), (23, Resolved)]
+        );
         assert_eq!(cfg("1h"), vec![(10, Open), (16, Resolved)]);
     }
 

@@ -25,8 +25,11 @@ use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use telltale_detect::params::{Count, ScoreLevel};
-use telltale_detect::{Combine, CusumParams, EwmaParams, PageHinkleyParams, RobustZParams};
+use telltale_detect::params::{Count, Reach, ScoreLevel, Share, Span, Weight};
+use telltale_detect::{
+    Calibration, Combine, CusumParams, EwmaParams, KnnParams, NoveltyParams, PageHinkleyParams,
+    RobustZParams, SameTimeParams,
+};
 
 use telltale_core::key::SeriesKey;
 use telltale_core::time::parse_duration_ms;
@@ -224,15 +227,74 @@ impl TryFrom<RawDetector> for DetectorSpec {
     }
 }
 
-/// The default chain: EWMA z-score for spikes and steps, CUSUM with a slowly adapting
-/// reference for creeping changes. robust_z is left out by default: over a 32-point ring its
-/// MAD is a noisy scale estimate and it raised most false alarms on the bundled sample and
-/// held-out streams (see docs/ARCHITECTURE.md, "Default chain").
-fn default_detectors() -> Vec<DetectorSpec> {
+/// The built-in chain's detectors (see docs/ARCHITECTURE.md, "Default chain"), by position:
+///
+/// 0. `same_time`: the shape of the last hour in 15-minute means against the same hour on each
+///    of the last two days; 1 when it beats the record of the last 17 days by a quarter;
+/// 1. `ewma` and 2. `cusum`: the short-memory pair that judges a series while it is young (its
+///    first two days), when nothing else can;
+/// 3. `novelty` of the value, 4. of its level (time constant 30 minutes), 5. of its height over
+///    the median of the last hour: beyond anything the series did;
+/// 6. `knn` over 4-hour means: the shape of the last day against the 400 hours before it.
+///
+/// Every span is a duration, so one chain fits 10-second and hourly series; its state is under
+/// 3 KiB per series.
+pub fn default_detectors() -> Vec<DetectorSpec> {
+    let span = |s: &str| Span::parse(s).expect("valid");
     vec![
+        DetectorSpec::SameTime(SameTimeParams {
+            periods: Count::new(2).expect("valid"),
+            window: Count::new(4).expect("valid"),
+            margin: 1,
+            calibration: Calibration::Span(span("17d")),
+            bucket: Some(span("15m")),
+            ..SameTimeParams::default()
+        }),
         DetectorSpec::Ewma(EwmaParams::default()),
         DetectorSpec::Cusum(CusumParams::default()),
+        DetectorSpec::Novelty(NoveltyParams::default()),
+        DetectorSpec::Novelty(NoveltyParams {
+            smoothing: Weight::Span(span("30m")),
+            saturation: Share::new(0.05).expect("valid"),
+            ..NoveltyParams::default()
+        }),
+        DetectorSpec::Novelty(NoveltyParams {
+            deviation: Reach::Span(span("1h")),
+            ..NoveltyParams::default()
+        }),
+        DetectorSpec::Knn(KnnParams {
+            window: Count::new(6).expect("valid"),
+            k: Count::new(3).expect("valid"),
+            reference: Count::new(100).expect("valid"),
+            calibration: Calibration::Span(span("16d")),
+            block: Some(span("4h")),
+            ..KnnParams::default()
+        }),
     ]
+}
+
+/// The built-in chain's ring: the last hour of 5-minute points for the quiet filter.
+const DEFAULT_RING: usize = 16;
+
+/// The built-in chain's suppression of repeated alarms.
+const DEFAULT_SUPPRESS: &str = "8h";
+
+/// The built-in chain's quiet filter: the shape ranks (0, 6) are silenced for a point within 1 %
+/// of the range of the last hour's median.
+fn default_quiet() -> telltale_detect::QuietParams {
+    telltale_detect::QuietParams {
+        share: Share::new(0.01).expect("valid"),
+        window: Reach::Span(Span::parse("1h").expect("valid")),
+        silences: telltale_detect::Silences::try_from(vec![0, 6]).expect("valid"),
+    }
+}
+
+/// The built-in chain's hand-over: EWMA and CUSUM (1, 2) for the first two days.
+fn default_young() -> YoungConfig {
+    YoungConfig {
+        span: "2d".into(),
+        detectors: telltale_detect::Silences::try_from(vec![1, 2]).expect("valid"),
+    }
 }
 
 /// Ring capacity of a chain without a windowed detector: enough for the out-of-order check and a
@@ -240,8 +302,12 @@ fn default_detectors() -> Vec<DetectorSpec> {
 pub const SMALL_RING: usize = 8;
 
 /// `[chain]`: detectors, how their scores combine, ring capacity, alerting.
+///
+/// Without `detectors` the chain is the built-in one, with its ring, suppression, quiet filter
+/// and hand-over unless they are given; with `detectors`, those are off unless given (the quiet
+/// filter and the hand-over name detector positions).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RawChainConfig")]
 pub struct ChainConfig {
     /// Name used in events (default "default").
     #[serde(default = "default_chain_name")]
@@ -282,14 +348,80 @@ pub struct ChainConfig {
     /// median of the last `window` points is below `share` of the range the series has covered.
     #[serde(default)]
     pub quiet: Option<telltale_detect::QuietParams>,
+    /// Young-series hand-over (`[chain.young]`, off by default): until a series has been seen
+    /// for `span` of event time, only the detectors it names score; after that they are
+    /// silenced and the others score.
+    #[serde(default)]
+    pub young: Option<YoungConfig>,
+}
+
+/// `[chain.young]`: which detectors judge a series while it is young, and for how long.
+///
+/// Detectors that compare a point with everything the series did (novelty, shape ranks) need a
+/// representative history, a daily cycle at least; detectors with a short memory (an EWMA
+/// z-score, a CUSUM) need minutes. A young series is judged by the second kind alone, a grown
+/// one by the first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YoungConfig {
+    /// How long a series is young: event time since its first point, e.g. "1d".
+    pub span: String,
+    /// Positions in the chain's `detectors` that score while the series is young (and only
+    /// then).
+    pub detectors: telltale_detect::Silences,
+}
+
+/// A validated [`YoungConfig`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Young {
+    /// How long a series is young, in milliseconds of event time.
+    pub span_ms: i64,
+    /// The detectors that score while it is young.
+    pub detectors: telltale_detect::Silences,
 }
 
 fn default_chain_name() -> String {
     "default".into()
 }
 
-fn default_suppress() -> String {
-    "0s".into()
+/// `[chain]` as written: what is left out is filled in by [`ChainConfig`]'s rules.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChainConfig {
+    #[serde(default = "default_chain_name")]
+    name: String,
+    detectors: Option<Vec<DetectorSpec>>,
+    #[serde(default)]
+    combine: Combine,
+    ring: Option<usize>,
+    #[serde(default)]
+    alert: AlertConfig,
+    #[serde(default)]
+    hold: bool,
+    suppress: Option<String>,
+    recurrence: Option<telltale_detect::RecurrenceParams>,
+    quiet: Option<telltale_detect::QuietParams>,
+    young: Option<YoungConfig>,
+}
+
+impl From<RawChainConfig> for ChainConfig {
+    fn from(r: RawChainConfig) -> Self {
+        let built_in = r.detectors.is_none();
+        Self {
+            name: r.name,
+            detectors: r.detectors.unwrap_or_else(default_detectors),
+            combine: r.combine,
+            ring: r.ring.or(built_in.then_some(DEFAULT_RING)),
+            alert: r.alert,
+            hold: r.hold,
+            suppress: r
+                .suppress
+                .unwrap_or_else(|| if built_in { DEFAULT_SUPPRESS } else { "0s" }.into()),
+            recurrence: r.recurrence,
+            quiet: r.quiet.or_else(|| built_in.then(default_quiet)),
+            young: r.young.or_else(|| built_in.then(default_young)),
+        }
+    }
 }
 
 impl Default for ChainConfig {
@@ -298,12 +430,13 @@ impl Default for ChainConfig {
             name: default_chain_name(),
             detectors: default_detectors(),
             combine: Combine::default(),
-            ring: None,
+            ring: Some(DEFAULT_RING),
             alert: AlertConfig::default(),
             hold: false,
-            suppress: default_suppress(),
+            suppress: DEFAULT_SUPPRESS.into(),
             recurrence: None,
-            quiet: None,
+            quiet: Some(default_quiet()),
+            young: Some(default_young()),
         }
     }
 }
@@ -382,14 +515,16 @@ pub struct RuleConfig {
     pub detectors: Option<Vec<DetectorSpec>>,
     /// Combination (default: the default chain's).
     pub combine: Option<Combine>,
-    /// Ring capacity (default: the default chain's).
+    /// Ring capacity (default: the default chain's when the rule inherits its detectors too;
+    /// with its own, as for a chain of them: the `robust_z` window, else 8).
     pub ring: Option<usize>,
     /// Alert settings (default: the default chain's; a table given here replaces it whole,
     /// its omitted fields taking the built-in defaults).
     pub alert: Option<AlertConfig>,
     /// Hold the baseline while an anomaly is open (default: the default chain's).
     pub hold: Option<bool>,
-    /// Suppression of repeated alarms (default: the default chain's; "0s": off).
+    /// Suppression of repeated alarms (default: the default chain's when the rule inherits its
+    /// detectors too, otherwise off; "0s": off).
     #[serde(default)]
     pub suppress: Option<String>,
     /// Recurrence filter (default: the default chain's when the rule inherits its detectors
@@ -400,6 +535,10 @@ pub struct RuleConfig {
     /// otherwise off).
     #[serde(default)]
     pub quiet: Option<telltale_detect::QuietParams>,
+    /// Young-series hand-over (default: the default chain's when the rule inherits its
+    /// detectors too; otherwise off).
+    #[serde(default)]
+    pub young: Option<YoungConfig>,
 }
 
 fn default_glob() -> String {
@@ -436,6 +575,7 @@ pub fn builtin_llm_rule() -> RuleConfig {
         suppress: Some("0s".into()),
         recurrence: None,
         quiet: None,
+        young: None,
     }
 }
 
@@ -480,6 +620,8 @@ pub struct ChainPlan {
     pub recurrence: Option<telltale_detect::RecurrenceParams>,
     /// Quiet filter (see [`ChainConfig::quiet`]).
     pub quiet: Option<telltale_detect::QuietParams>,
+    /// Young-series hand-over (see [`ChainConfig::young`]).
+    pub young: Option<Young>,
     /// Lateness accepted, in milliseconds (see [`EngineConfig::max_lateness`]).
     pub max_lateness_ms: i64,
 }
@@ -606,13 +748,13 @@ fn validate_alert(path: &str, a: &AlertConfig) -> Result<AlertParams, ConfigErro
 
 /// A filter's `silences` must name positions of the chain's detectors.
 fn check_silences(
-    table: &str,
+    field: &str,
     silences: telltale_detect::Silences,
     detectors: usize,
 ) -> Result<(), ConfigError> {
     match silences.highest().filter(|&i| i >= detectors) {
         Some(highest) => Err(err(
-            format!("{table}.silences"),
+            field.to_owned(),
             format!(
                 "position {highest} names no detector: the chain has {detectors} (positions from 0)"
             ),
@@ -633,6 +775,7 @@ fn validate_chain(
     suppress: &str,
     recurrence: Option<&telltale_detect::RecurrenceParams>,
     quiet: Option<&telltale_detect::QuietParams>,
+    young: Option<&YoungConfig>,
 ) -> Result<ChainPlan, ConfigError> {
     let suppress_ms = parse_duration_ms(suppress).ok_or_else(|| {
         err(
@@ -693,22 +836,51 @@ fn validate_chain(
     if let Some(r) = recurrence {
         r.validate()
             .map_err(|e| err(format!("{path}.recurrence.{}", e.name), e.to_string()))?;
-        check_silences(&format!("{path}.recurrence"), r.silences, detectors.len())?;
+        check_silences(
+            &format!("{path}.recurrence.silences"),
+            r.silences,
+            detectors.len(),
+        )?;
     }
     if let Some(q) = quiet {
         q.validate()
             .map_err(|e| err(format!("{path}.quiet.{}", e.name), e.to_string()))?;
-        if q.window.get() as usize >= ring {
+        if let telltale_detect::Reach::Points(n) = q.window
+            && n as usize >= ring
+        {
             return Err(err(
                 format!("{path}.quiet.window"),
-                format!(
-                    "{} points do not fit before the point in the chain's ring ({ring})",
-                    q.window.get()
-                ),
+                format!("{n} points do not fit before the point in the chain's ring ({ring})"),
             ));
         }
-        check_silences(&format!("{path}.quiet"), q.silences, detectors.len())?;
+        check_silences(
+            &format!("{path}.quiet.silences"),
+            q.silences,
+            detectors.len(),
+        )?;
     }
+    let young = match young {
+        None => None,
+        Some(y) => {
+            let span_ms = parse_duration_ms(&y.span)
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| {
+                    err(
+                        format!("{path}.young.span"),
+                        format!("`{}` is not a duration > 0 such as \"1d\"", y.span),
+                    )
+                })?;
+            check_silences(
+                &format!("{path}.young.detectors"),
+                y.detectors,
+                detectors.len(),
+            )?;
+            Some(Young {
+                span_ms,
+                detectors: y.detectors,
+            })
+        }
+    };
     Ok(ChainPlan {
         name: name.to_owned(),
         detectors: detectors.to_vec(),
@@ -720,6 +892,7 @@ fn validate_chain(
         suppress_ms,
         recurrence: recurrence.copied(),
         quiet: quiet.copied(),
+        young,
         max_lateness_ms: 0,
     })
 }
@@ -798,6 +971,7 @@ impl Config {
             &c.suppress,
             c.recurrence.as_ref(),
             c.quiet.as_ref(),
+            c.young.as_ref(),
         )?];
         let mut rules = Vec::new();
         let builtin = builtin_llm_rule();
@@ -818,7 +992,8 @@ impl Config {
                     format!("`{}` is already the name of another chain", r.name),
                 ));
             }
-            let ring = r.ring.or(c.ring);
+            // The default chain's ring serves its detectors: a rule with its own sizes its own.
+            let ring = r.ring.or(c.ring.filter(|_| r.detectors.is_none()));
             let detectors = r.detectors.clone().unwrap_or_else(|| {
                 // Inherit the default chain's detectors, resizing robust_z to this rule's ring.
                 c.detectors
@@ -843,7 +1018,12 @@ impl Config {
                 ring,
                 alert,
                 r.hold.unwrap_or(c.hold),
-                r.suppress.as_deref().unwrap_or(&c.suppress),
+                // Inherited only with the detectors, as the built-in chain's filters are.
+                r.suppress.as_deref().unwrap_or(if r.detectors.is_none() {
+                    &c.suppress
+                } else {
+                    "0s"
+                }),
                 // Inherited only with the detectors: `silences` names their positions.
                 r.recurrence
                     .as_ref()
@@ -851,6 +1031,9 @@ impl Config {
                 r.quiet
                     .as_ref()
                     .or(c.quiet.as_ref().filter(|_| r.detectors.is_none())),
+                r.young
+                    .as_ref()
+                    .or(c.young.as_ref().filter(|_| r.detectors.is_none())),
             )?);
             rules.push(Rule {
                 metric: Glob::new(&r.metric),
@@ -923,9 +1106,48 @@ mod tests {
             .iter()
             .map(DetectorSpec::kind)
             .collect();
-        assert_eq!(kinds, ["ewma", "cusum"]);
+        assert_eq!(
+            kinds,
+            [
+                "same_time",
+                "ewma",
+                "cusum",
+                "novelty",
+                "novelty",
+                "novelty",
+                "knn"
+            ]
+        );
+        let c = &p.chains[0];
+        assert_eq!((c.ring, c.suppress_ms), (16, 8 * 3_600_000));
+        assert!(
+            c.quiet
+                .is_some_and(|q| q.silences.contains(0) && q.silences.contains(6))
+        );
+        let y = c.young.expect("built-in hand-over");
+        assert_eq!(y.span_ms, 2 * 86_400_000);
+        assert!(y.detectors.contains(1) && y.detectors.contains(2) && !y.detectors.contains(0));
         assert_eq!(p.batch, 4096);
         assert!(p.shards >= 1);
+    }
+
+    #[test]
+    fn the_built_in_chain_keeps_its_filters_unless_told_and_own_detectors_drop_them() {
+        // A setting given beside the built-in detectors replaces only itself.
+        let p = plan("[chain]\nsuppress = \"1h\"\nring = 32").unwrap();
+        let c = &p.chains[0];
+        assert_eq!((c.ring, c.suppress_ms), (32, 3_600_000));
+        assert!(c.quiet.is_some() && c.young.is_some());
+        // The user's own detectors: no suppression, quiet filter or hand-over unless asked.
+        let p = plan("[chain]\ndetectors = [{ kind = \"ewma\" }]").unwrap();
+        let c = &p.chains[0];
+        assert_eq!((c.ring, c.suppress_ms), (SMALL_RING, 0));
+        assert!(c.quiet.is_none() && c.young.is_none());
+        // The hand-over is checked and named.
+        let e = plan("[chain]\ndetectors = [{ kind = \"ewma\" }]\n[chain.young]\nspan = \"2d\"\ndetectors = [3]").unwrap_err();
+        assert_eq!(e.path, "chain.young.detectors");
+        let e = plan("[chain.young]\nspan = \"soon\"\ndetectors = [1]").unwrap_err();
+        assert_eq!(e.path, "chain.young.span");
     }
 
     #[test]
@@ -968,10 +1190,20 @@ mod tests {
         .unwrap();
         let q = p.chains[0].quiet.expect("set");
         assert!(q.silences.contains(0) && !q.silences.contains(1));
-        assert_eq!((q.share.get(), q.window.get()), (0.01, 12));
+        assert_eq!(
+            (q.share.get(), q.window),
+            (0.01, telltale_detect::Reach::Points(12))
+        );
         assert_eq!(p.chains[1].quiet, Some(q), "inherited with the detectors");
         assert_eq!(p.chains[2].quiet, None, "own detectors: off");
-        assert!(plan("[chain]").unwrap().chains[0].quiet.is_none());
+        assert!(
+            plan("[chain]\ndetectors = [{ kind = \"ewma\" }]")
+                .unwrap()
+                .chains[0]
+                .quiet
+                .is_none(),
+            "off for the user's own detectors"
+        );
         let e = plan(
             "[chain]\nring = 16\ndetectors = [{ kind = \"ewma\" }]\n[chain.quiet]\nsilences = [2]",
         )
@@ -1045,9 +1277,10 @@ mod tests {
     }
 
     #[test]
-    fn suppress_is_inherited_by_rules_and_off_for_the_llm_confidence_rule() {
-        let p = plan("[chain]\nsuppress = \"2h\"\n[[rule]]\nname = \"r\"\nmetric = \"m\"\n[[rule]]\nname = \"q\"\nmetric = \"q\"\nsuppress = \"0s\"").unwrap();
+    fn suppress_is_inherited_with_the_detectors_and_off_for_the_llm_confidence_rule() {
+        let p = plan("[chain]\nsuppress = \"2h\"\n[[rule]]\nname = \"r\"\nmetric = \"m\"\n[[rule]]\nname = \"q\"\nmetric = \"q\"\nsuppress = \"0s\"\n[[rule]]\nname = \"own\"\nmetric = \"o\"\ndetectors = [{ kind = \"ewma\" }]").unwrap();
         let by_name = |n: &str| p.chains.iter().find(|c| c.name == n).unwrap().suppress_ms;
+        assert_eq!(by_name("own"), 0, "own detectors: not inherited");
         assert_eq!(by_name("default"), 7_200_000);
         assert_eq!(by_name("r"), 7_200_000);
         assert_eq!(by_name("q"), 0);

@@ -889,7 +889,8 @@ fn run_bench_score(a: ScoreArgs) -> Result<(), Failure> {
     let windows = read_windows(&labels).map_err(|e| Failure(format!("{e} (give --labels)"), 2))?;
     // A folder of detectors, or one detector's folder of categories.
     let mut detectors: Vec<(String, PathBuf)> = Vec::new();
-    let direct = read_tree(&a.results, "anomaly_score", Rows::Scores).map_err(|e| Failure(e.to_string(), 2))?;
+    let direct = read_tree(&a.results, "anomaly_score", Rows::Scores)
+        .map_err(|e| Failure(e.to_string(), 2))?;
     warn_rejected(&direct);
     let nested = direct.iter().any(|s| s.name.matches('/').count() >= 2);
     if nested {
@@ -915,7 +916,8 @@ fn run_bench_score(a: ScoreArgs) -> Result<(), Failure> {
     }
     let mut rows = Vec::new();
     for (name, dir) in detectors {
-        let scored = read_tree(&dir, "anomaly_score", Rows::Scores).map_err(|e| Failure(e.to_string(), 2))?;
+        let scored = read_tree(&dir, "anomaly_score", Rows::Scores)
+            .map_err(|e| Failure(e.to_string(), 2))?;
         rows.push((name, score_corpus(&scored, &windows)));
     }
     if a.json {

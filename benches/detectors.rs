@@ -5,13 +5,23 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use telltale_benches::{filled, stream};
+use telltale_detect::params::{Count, Span, Weight};
 use telltale_detect::score::{score_from_z, scores_from_z_in_place};
 use telltale_detect::{
-    Bank, Cusum, CusumBank, CusumParams, Detector, Ewma, EwmaBank, EwmaParams, History, Knn,
-    KnnParams, Novelty, NoveltyParams, PageHinkley, PageHinkleyBank, PageHinkleyParams,
-    QuietParams, RecurrenceParams, RobustZ, RobustZBank, RobustZParams, SameTime, SameTimeParams,
-    is_quiet, recurs,
+    Bank, Calibration, Cusum, CusumBank, CusumParams, Detector, Ewma, EwmaBank, EwmaParams,
+    History, Knn, KnnParams, Novelty, NoveltyParams, PageHinkley, PageHinkleyBank,
+    PageHinkleyParams, QuietParams, Reach, RecurrenceParams, RobustZ, RobustZBank, RobustZParams,
+    SameTime, SameTimeParams, is_quiet, recurs,
 };
+
+fn span(s: &str) -> Span {
+    Span::parse(s).unwrap()
+}
+
+/// Timestamps every 5 minutes.
+fn every_5m(n: usize) -> Vec<i64> {
+    (0..n as i64).map(|i| i * 300_000).collect()
+}
 
 const N: usize = 10_000;
 const SERIES: usize = 4096;
@@ -54,7 +64,7 @@ fn single_series(c: &mut Criterion) {
     let knn = |window: u32, calibration: u32, step: u32| {
         let p = KnnParams {
             window: window.try_into().unwrap(),
-            calibration: calibration.try_into().unwrap(),
+            calibration: Calibration::Set(Count::new(calibration).unwrap()),
             step: step.try_into().unwrap(),
             ..KnnParams::default()
         };
@@ -71,6 +81,33 @@ fn single_series(c: &mut Criterion) {
             b.iter(|| d.update_batch(black_box(&xs), &mut out))
         });
     }
+    // The built-in chain's: 4-hour blocks of 5-minute points (a distance pass every 48 points),
+    // a record of 16 days; warm (a month of points seen).
+    g.bench_function("block4h_w6_r100_record16d", |b| {
+        let p = KnnParams {
+            window: Count::new(6).unwrap(),
+            k: Count::new(3).unwrap(),
+            reference: Count::new(100).unwrap(),
+            calibration: Calibration::Span(span("16d")),
+            block: Some(span("4h")),
+            ..KnnParams::default()
+        };
+        let warm = 30 * 288;
+        let vals = stream(warm + N, 15);
+        let ts = every_5m(warm + N);
+        let mut d = Knn::new(p).unwrap();
+        for (t, x) in ts[..warm].iter().zip(&vals) {
+            d.step_at(*t, *x);
+        }
+        b.iter(|| {
+            let mut probe = d.clone();
+            let mut sum = 0.0;
+            for (t, x) in ts[warm..].iter().zip(&vals[warm..]) {
+                sum += probe.step_at(*t, black_box(*x)).score;
+            }
+            sum
+        })
+    });
     g.finish();
     // Same-time shapes (the NAB configuration's): per point, two binary searches by time and
     // 2 × 7 distances of 4 values; the detector starts with three days of 5-minute points.
@@ -84,6 +121,29 @@ fn single_series(c: &mut Criterion) {
         d.step(*t, *x);
     }
     g.bench_function("w4_m3_2days", |b| {
+        b.iter(|| {
+            let mut probe = d.clone();
+            let mut sum = 0.0;
+            for (t, x) in ts[warm..].iter().zip(&vals[warm..]) {
+                sum += probe.step(*t, black_box(*x)).score;
+            }
+            sum
+        })
+    });
+    // The built-in chain's: 15-minute buckets (a ring of 197 values), shapes of 4 buckets
+    // against the same time ±1 bucket on the last two days, a 17-day record.
+    let mut d = SameTime::new(SameTimeParams {
+        window: Count::new(4).unwrap(),
+        margin: 1,
+        calibration: Calibration::Span(span("17d")),
+        bucket: Some(span("15m")),
+        ..SameTimeParams::default()
+    })
+    .unwrap();
+    for (t, x) in ts[..warm].iter().zip(&vals) {
+        d.step(*t, *x);
+    }
+    g.bench_function("bucket15m_w4_m1_record17d", |b| {
         b.iter(|| {
             let mut probe = d.clone();
             let mut sum = 0.0;
@@ -116,34 +176,40 @@ fn single_series(c: &mut Criterion) {
         })
     });
     g.finish();
-    // Novelty (the NAB configuration's three): a binary search of the remembered values and,
-    // when the value is new, an insertion; the detector starts warm (10,000 points seen).
+    // Novelty (the built-in chain's three): a scan of the 512-cell map of values seen; the
+    // detector starts warm (10,000 points of 5-minute sampling seen).
     let mut g = c.benchmark_group("novelty");
     g.throughput(Throughput::Elements(N as u64));
+    let ts = every_5m(2 * N);
     for (name, p) in [
         ("value", NoveltyParams::default()),
         (
-            "level_ewma",
+            "level_30m",
             NoveltyParams {
-                smoothing: 0.3.try_into().unwrap(),
+                smoothing: Weight::Span(span("30m")),
                 ..NoveltyParams::default()
             },
         ),
         (
-            "height_over_median12",
+            "height_over_median_1h",
             NoveltyParams {
-                deviation: 12,
+                deviation: Reach::Span(span("1h")),
                 ..NoveltyParams::default()
             },
         ),
     ] {
         let mut d = Novelty::new(p).unwrap();
-        let mut warm = vec![0.0; N];
-        d.update_batch(&stream(N, 13), &mut warm);
+        for (t, x) in ts[..N].iter().zip(&stream(N, 13)) {
+            d.step_at(*t, *x);
+        }
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut probe = d.clone();
-                probe.update_batch(black_box(&xs), &mut out)
+                let mut sum = 0.0;
+                for (t, x) in ts[N..].iter().zip(&xs) {
+                    sum += probe.step_at(*t, black_box(*x)).score;
+                }
+                sum
             })
         });
     }
@@ -164,7 +230,27 @@ fn single_series(c: &mut Criterion) {
                     ts: [&ts[i - 16..i], &[]],
                     val: [&vals[i - 16..i], &[]],
                 };
-                n += u32::from(is_quiet(&q, &h, x, lo, hi));
+                n += u32::from(is_quiet(&q, &h, ts[i], x, lo, hi));
+            }
+            n
+        })
+    });
+    // The built-in chain's: the median of the points of the last hour the ring holds.
+    let q1h = QuietParams {
+        window: Reach::Span(span("1h")),
+        ..QuietParams::default()
+    };
+    g.bench_function("median_1h", |b| {
+        b.iter(|| {
+            let (mut lo, mut hi, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0u32);
+            for i in 16..16 + N {
+                let x = black_box(vals[i]);
+                (lo, hi) = (lo.min(x), hi.max(x));
+                let h = History {
+                    ts: [&ts[i - 16..i], &[]],
+                    val: [&vals[i - 16..i], &[]],
+                };
+                n += u32::from(is_quiet(&q1h, &h, ts[i], x, lo, hi));
             }
             n
         })

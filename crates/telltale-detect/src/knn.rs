@@ -13,7 +13,8 @@
 //! reference of 200 reaches 200 hours back, whether the series is sampled every 10 seconds or
 //! every hour, at a block's cost per block rather than per point: shapes at the scale of hours.
 //! The point that closes a block gets the block's score, the others 0. A block closes at the
-//! point after which the next point is expected (one gap later) in a later block, so the last
+//! point after which the next point is expected (one sampling interval later: the shorter of
+//! the last two gaps, so one long gap misleads nothing) in a later block, so the last
 //! point of each hour is scored without waiting for the next; a block left open by an
 //! irregular gap closes at the next point. `step = n` does the same by counting `n` points per
 //! block (a span that depends on the sampling rate).
@@ -247,6 +248,12 @@ pub struct KnnState {
     /// Timestamp of the last point (`block`).
     #[serde(default)]
     pub last_ts: i64,
+    /// The gap between the last two points (`block`; 0 until known).
+    #[serde(default)]
+    pub gap: i64,
+    /// Points learned (`block`; saturating).
+    #[serde(default)]
+    pub points: u32,
     /// The record of the calibration span (`calibration` given as a span).
     #[serde(default)]
     pub record: Record,
@@ -358,22 +365,29 @@ fn closes(p: &KnnParams, s: &KnnState, ts: i64, x: f64) -> Closes {
     let b = ts.div_euclid(block.ms());
     let (mut sum, mut len, mut at) = (s.block_sum, s.block_len, s.block_at);
     let mut means = [None, None];
-    if len > 0 && b > at {
-        // The accumulated block ended without its last point being recognised: close it now.
-        means[0] = Some(sum / f64::from(len));
-        (sum, len) = (0.0, 0);
-    }
-    if len == 0 || b > at {
+    if s.points == 0 {
+        at = b;
+    } else if b > at {
+        if len > 0 {
+            // The block ended without its last point being recognised (a gap): close it now.
+            means[0] = Some(sum / f64::from(len));
+            (sum, len) = (0.0, 0);
+        }
         at = b;
     }
-    // A point of an already closed block (an irregular gap misled the guess) joins the
-    // block being accumulated.
+    // A point of a block already closed (an irregular gap misled the guess) joins the block
+    // being accumulated.
     sum += x;
     len += 1;
-    let gap = if s.last_ts == 0 && s.block_len == 0 && s.history.is_empty() {
+    // The sampling interval: the shorter of the last two gaps, so one long gap (before this
+    // point or the one before it) does not make a point look like its block's last.
+    let this_gap = ts - s.last_ts;
+    let gap = if s.points == 0 {
         0
+    } else if s.gap > 0 {
+        s.gap.min(this_gap)
     } else {
-        ts - s.last_ts
+        this_gap
     };
     if gap > 0 && (ts + gap).div_euclid(block.ms()) > at {
         means[1] = Some(sum / f64::from(len));
@@ -475,6 +489,10 @@ fn push(p: &KnnParams, s: &mut KnnState, v: f64) {
 fn step(p: &KnnParams, s: &mut KnnState, scratch: &mut Vec<f32>, ts: i64, x: f64) -> Scored {
     let c = closes(p, s, ts, x);
     (s.block_sum, s.block_len, s.block_at) = (c.sum, c.len, c.at);
+    if s.points > 0 {
+        s.gap = ts - s.last_ts;
+    }
+    s.points = s.points.saturating_add(1);
     s.last_ts = ts;
     let mut out = NO_SCORE;
     for m in c.means.into_iter().flatten() {
@@ -759,6 +777,52 @@ mod tests {
             }
             assert!(scored > 50, "step {step}: the comparison saw real scores");
         }
+    }
+
+    #[test]
+    fn hour_blocks_of_5_minute_points_are_12_point_blocks() {
+        let mut by_step = params(4, 30, 2, 40);
+        by_step.step = Count::new(12).unwrap();
+        let by_time = KnnParams {
+            block: Some(Span::parse("1h").unwrap()),
+            ..params(4, 30, 2, 40)
+        };
+        let (mut a, mut b) = (Knn::new(by_step).unwrap(), Knn::new(by_time).unwrap());
+        let mut scored = 0;
+        for i in 0..5000i64 {
+            let x = ((i * 7919) % 37) as f64 + if i % 997 < 12 { 40.0 } else { 0.0 };
+            let (sa, sb) = (a.step(x), b.step_at(i * 300_000, x));
+            assert_eq!(sa.score.to_bits(), sb.score.to_bits(), "point {i}");
+            scored += usize::from(sb.score > 0.0);
+        }
+        assert!(scored > 100, "{scored}");
+    }
+
+    #[test]
+    fn a_block_left_open_by_a_gap_closes_at_the_next_point_and_each_hour_counts_once() {
+        let p = KnnParams {
+            block: Some(Span::parse("1h").unwrap()),
+            ..params(2, 10, 1, 10)
+        };
+        let mut d = Knn::new(p).unwrap();
+        // 5-minute points from 00:00 to 00:25, a gap, points from 03:10 to 03:55, and 05:00.
+        let mut ts: Vec<i64> = (0..6).map(|i| i * 300_000).collect();
+        ts.extend((0..10).map(|i| 3 * 3_600_000 + 600_000 + i * 300_000));
+        ts.push(5 * 3_600_000);
+        let mut closed = Vec::new();
+        for t in &ts {
+            let before = d.state.history.len();
+            d.step_at(*t, (*t / 3_600_000) as f64);
+            closed.push(d.state.history.len() - before);
+        }
+        // The first hour closes when 03:10 arrives (which, though three hours after the point
+        // before it, is not taken for its hour's last: the interval is the shorter of the last
+        // two gaps); the 03:00 hour at 03:55 (the next point is expected at 04:00); 05:00
+        // opens its own.
+        assert_eq!(closed.iter().sum::<usize>(), 2);
+        assert_eq!(closed[6], 1, "00:xx closed by the point after the gap");
+        assert_eq!(closed[15], 1, "03:xx closed at its last expected point");
+        assert_eq!(d.state.history, vec![0.0, 3.0]);
     }
 
     #[test]

@@ -561,6 +561,88 @@ mod tests {
         }
     }
 
+    /// Bucket-mode parameters: 15-minute buckets, shapes of 4, margin 1, a 17-day record.
+    fn buckets() -> SameTimeParams {
+        SameTimeParams {
+            window: Count::new(4).unwrap(),
+            margin: 1,
+            calibration: Calibration::Span(Span::parse("17d").unwrap()),
+            bucket: Some(Span::parse("15m").unwrap()),
+            ..SameTimeParams::default()
+        }
+    }
+
+    /// A daily curve sampled every `step`, with an hour-long bump on day 5 at 10:00.
+    fn bumped(step: i64) -> (Vec<i64>, Vec<f64>, std::ops::Range<i64>) {
+        let bump = 5 * DAY + 10 * 60 * MIN..5 * DAY + 11 * 60 * MIN;
+        let (ts, val) = (0..7 * DAY / step)
+            .map(|i| {
+                let t = i * step;
+                let phase = (t % DAY) as f64 / DAY as f64 * std::f64::consts::TAU;
+                let noise = ((i * 7919) % 13) as f64 * 0.02;
+                let x =
+                    10.0 + 5.0 * phase.sin() + noise + if bump.contains(&t) { 3.0 } else { 0.0 };
+                (t, x)
+            })
+            .unzip();
+        (ts, val, bump)
+    }
+
+    #[test]
+    fn in_buckets_an_hour_unlike_the_same_hour_before_is_found_at_any_sampling_rate() {
+        for step in [MIN, 5 * MIN, 15 * MIN] {
+            let (ts, val, bump) = bumped(step);
+            let mut d = SameTime::new(buckets()).unwrap();
+            let mut top_in = 0.0f64;
+            let mut top_out = 0.0f64;
+            for (t, x) in ts.iter().zip(&val) {
+                let s = d.step(*t, *x).score;
+                if bump.start <= *t && *t < bump.end + 60 * MIN {
+                    top_in = top_in.max(s);
+                } else if *t >= 4 * DAY {
+                    top_out = top_out.max(s);
+                }
+            }
+            assert_eq!(top_in, 1.0, "step {step}: the bump beats the record");
+            assert!(top_out < 1.0, "step {step}: {top_out} outside the bump");
+            // The memory is the ring of two days of buckets, whatever the rate.
+            assert_eq!(d.state.ring.len(), 2 * 96 + 1 + 4);
+            assert!(d.state.ts.is_empty() && d.state.alphas.is_empty());
+        }
+    }
+
+    #[test]
+    fn in_buckets_score_only_gives_the_update_score_and_leaves_the_state_as_it_was() {
+        let (mut ts, val, _) = bumped(5 * MIN);
+        // A gap of five hours on day 3.
+        for t in ts.iter_mut().skip(3 * 288 + 100) {
+            *t += 5 * 60 * MIN;
+        }
+        let mut b = SameTimeBank::new(buckets());
+        let s = b.add_series();
+        let bits = |st: &SameTimeState| {
+            (
+                st.ring.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                st.current,
+                st.sum.to_bits(),
+                st.count,
+                st.record,
+            )
+        };
+        let mut scored = 0;
+        for (k, (t, x)) in ts.iter().zip(&val).enumerate() {
+            let probe_x = x + (k % 5) as f64;
+            let before = bits(&b.states[s]);
+            let probe = b.score_only(s, *t, probe_x);
+            assert_eq!(bits(&b.states[s]), before);
+            let mut copy = b.clone();
+            assert_eq!(probe.score, copy.update(s, *t, probe_x).score, "point {k}");
+            scored += usize::from(probe.score > 0.0);
+            b.update(s, *t, *x);
+        }
+        assert!(scored > 500, "{scored}");
+    }
+
     #[test]
     fn parameters_out_of_range_are_named() {
         for (p, name) in [

@@ -302,9 +302,9 @@ impl Reach {
 pub mod float_or_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    /// Serialises `v`.
+    /// Serialises `v` (a plain float in binary formats, which carry infinities and NaN).
     pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        if v.is_finite() {
+        if !s.is_human_readable() || v.is_finite() {
             s.serialize_f64(*v)
         } else if v.is_nan() {
             s.serialize_str("NaN")
@@ -315,8 +315,11 @@ pub mod float_or_text {
         }
     }
 
-    /// Deserialises a number or one of the three strings.
+    /// Deserialises a number or one of the three strings (a plain float in binary formats).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        if !d.is_human_readable() {
+            return f64::deserialize(d);
+        }
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Repr {

@@ -434,6 +434,14 @@ impl SameTimeBank {
         self.states.push(SameTimeState::default());
         self.states.len() - 1
     }
+    /// A copy of one series' state.
+    pub fn snapshot(&self, slot: usize) -> SameTimeState {
+        self.states[slot].clone()
+    }
+    /// Overwrites one series' state.
+    pub fn restore(&mut self, slot: usize, state: &SameTimeState) {
+        self.states[slot].clone_from(state);
+    }
     /// Scores then learns `x` at `ts` for the series in `slot`.
     pub fn update(&mut self, slot: usize, ts: i64, x: f64) -> Scored {
         step(&self.params, &mut self.states[slot], ts, x)

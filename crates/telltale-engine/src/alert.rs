@@ -24,6 +24,18 @@ pub struct Transition {
 const NORMAL: u8 = 0;
 const OPEN: u8 = 1;
 
+/// One series' alert state (see [`AlertBank::export`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AlertState {
+    state: u8,
+    severity: u8,
+    above: u32,
+    below: u32,
+    run_start: i64,
+    onset: i64,
+    quiet_until: i64,
+}
+
 /// Alert state of many series.
 #[derive(Debug, Clone, Default)]
 pub struct AlertBank {
@@ -60,6 +72,30 @@ impl AlertBank {
     /// Bytes of state per series.
     pub fn bytes_per_series() -> usize {
         2 + 2 * size_of::<u32>() + 3 * size_of::<i64>()
+    }
+
+    /// One series' alert state, for a snapshot.
+    pub fn export(&self, slot: usize) -> AlertState {
+        AlertState {
+            state: self.state[slot],
+            severity: self.severity[slot],
+            above: self.above[slot],
+            below: self.below[slot],
+            run_start: self.run_start[slot],
+            onset: self.onset[slot],
+            quiet_until: self.quiet_until[slot],
+        }
+    }
+
+    /// Overwrites one series' alert state from a snapshot.
+    pub fn import(&mut self, slot: usize, a: &AlertState) {
+        self.state[slot] = a.state;
+        self.severity[slot] = a.severity;
+        self.above[slot] = a.above;
+        self.below[slot] = a.below;
+        self.run_start[slot] = a.run_start;
+        self.onset[slot] = a.onset;
+        self.quiet_until[slot] = a.quiet_until;
     }
 
     /// Whether the series has an open anomaly.

@@ -8,6 +8,7 @@ use telltale_detect::{
 
 use crate::alert::{AlertBank, Transition};
 use crate::config::{ChainPlan, DetectorSpec, MAX_DETECTORS};
+use crate::snapshot::{BankState, SeriesState, SnapshotError};
 use telltale_core::reject::RejectReason;
 
 /// One detector bank of a chain.
@@ -149,6 +150,40 @@ impl AnyBank {
             AnyBank::SameTime(b) => b.score_only(slot, ts, x),
             AnyBank::Novelty(b) => b.score_only(slot, ts, x),
         }
+    }
+
+    /// One series' state.
+    fn export(&self, slot: usize) -> BankState {
+        match self {
+            AnyBank::Ewma(b) => BankState::Ewma(b.snapshot(slot)),
+            AnyBank::Cusum(b) => BankState::Cusum(b.snapshot(slot)),
+            AnyBank::PageHinkley(b) => BankState::PageHinkley(b.snapshot(slot)),
+            AnyBank::RobustZ(b) => BankState::RobustZ(b.snapshot(slot)),
+            AnyBank::Threshold(_) => BankState::Threshold,
+            AnyBank::Likelihood(b) => BankState::Likelihood(b.snapshot(slot)),
+            AnyBank::Seasonal(b) => BankState::Seasonal(b.snapshot(slot)),
+            AnyBank::Knn(b) => BankState::Knn(b.snapshot(slot)),
+            AnyBank::SameTime(b) => BankState::SameTime(b.snapshot(slot)),
+            AnyBank::Novelty(b) => BankState::Novelty(b.snapshot(slot)),
+        }
+    }
+
+    /// Overwrites one series' state; false when the state is another detector's.
+    fn import(&mut self, slot: usize, state: &BankState) -> bool {
+        match (self, state) {
+            (AnyBank::Ewma(b), BankState::Ewma(s)) => b.restore(slot, s),
+            (AnyBank::Cusum(b), BankState::Cusum(s)) => b.restore(slot, s),
+            (AnyBank::PageHinkley(b), BankState::PageHinkley(s)) => b.restore(slot, s),
+            (AnyBank::RobustZ(b), BankState::RobustZ(s)) => b.restore(slot, s),
+            (AnyBank::Threshold(_), BankState::Threshold) => {}
+            (AnyBank::Likelihood(b), BankState::Likelihood(s)) => b.restore(slot, s),
+            (AnyBank::Seasonal(b), BankState::Seasonal(s)) => b.restore(slot, s),
+            (AnyBank::Knn(b), BankState::Knn(s)) => b.restore(slot, s),
+            (AnyBank::SameTime(b), BankState::SameTime(s)) => b.restore(slot, s),
+            (AnyBank::Novelty(b), BankState::Novelty(s)) => b.restore(slot, s),
+            _ => return false,
+        }
+        true
     }
 
     fn bytes_per_series(&self) -> usize {
@@ -375,6 +410,51 @@ impl ChainGroup {
             self.born.push(i64::MIN);
         }
         self.ring.add_series()
+    }
+
+    /// The whole state of the series in `slot` ([`crate::snapshot`]).
+    pub fn export(&self, slot: usize) -> SeriesState {
+        SeriesState {
+            banks: self.banks.iter().map(|b| b.export(slot)).collect(),
+            ring: self.ring.iter(slot).collect(),
+            alert: self.alert.export(slot),
+            suppress: self.suppress.get(slot).map(|s| (s.high, s.at)),
+            born: self.born.get(slot).copied(),
+            range: self.range.get(slot).copied(),
+        }
+    }
+
+    /// Adds a series in the state a snapshot of this chain holds; returns its slot. The state
+    /// must come from [`SeriesState::decode`] with this group's plan.
+    pub fn add_series_from(&mut self, state: &SeriesState) -> Result<usize, SnapshotError> {
+        if state.banks.len() != self.banks.len()
+            || state.ring.len() > self.ring.cap()
+            || state.suppress.is_some() != (self.plan.suppress_ms > 0)
+            || state.born.is_some() != self.plan.young.is_some()
+            || state.range.is_some() != self.plan.quiet.is_some()
+        {
+            return Err(SnapshotError::Mismatch);
+        }
+        let slot = self.add_series();
+        for (bank, s) in self.banks.iter_mut().zip(&state.banks) {
+            if !bank.import(slot, s) {
+                return Err(SnapshotError::Mismatch);
+            }
+        }
+        for &(ts, v) in &state.ring {
+            self.ring.push(slot, ts, v);
+        }
+        self.alert.import(slot, &state.alert);
+        if let (Some(s), Some((high, at))) = (self.suppress.get_mut(slot), state.suppress) {
+            *s = Suppress { high, at };
+        }
+        if let (Some(b), Some(born)) = (self.born.get_mut(slot), state.born) {
+            *b = born;
+        }
+        if let (Some(r), Some(range)) = (self.range.get_mut(slot), state.range) {
+            *r = range;
+        }
+        Ok(slot)
     }
 
     /// Bytes of state per series in this group.

@@ -624,6 +624,10 @@ pub struct ChainPlan {
     pub young: Option<Young>,
     /// Lateness accepted, in milliseconds (see [`EngineConfig::max_lateness`]).
     pub max_lateness_ms: i64,
+    /// What a series snapshot of this chain depends on, hashed: the build's version, the
+    /// detectors' parameters, the ring, hold, suppression and filters (not the chain's name). A
+    /// snapshot with another fingerprint is not restored ([`crate::snapshot`]).
+    pub fingerprint: u64,
 }
 
 /// Glob with `*` and `?`.
@@ -763,6 +767,31 @@ fn check_silences(
     }
 }
 
+/// See [`ChainPlan::fingerprint`].
+fn fingerprint(
+    params: &[Box<serde_json::value::RawValue>],
+    ring: usize,
+    hold: bool,
+    suppress_ms: i64,
+    recurrence: Option<&telltale_detect::RecurrenceParams>,
+    quiet: Option<&telltale_detect::QuietParams>,
+    young: &Option<Young>,
+) -> u64 {
+    let mut text = format!(
+        "telltale {} snapshot {}\n",
+        env!("CARGO_PKG_VERSION"),
+        crate::snapshot::FORMAT
+    );
+    for p in params {
+        text.push_str(p.get());
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "{ring} {hold} {suppress_ms} {recurrence:?} {quiet:?} {young:?}"
+    ));
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn validate_chain(
     path: &str,
@@ -881,6 +910,15 @@ fn validate_chain(
             })
         }
     };
+    let fingerprint = fingerprint(
+        &params_json,
+        ring,
+        hold,
+        suppress_ms,
+        recurrence,
+        quiet,
+        &young,
+    );
     Ok(ChainPlan {
         name: name.to_owned(),
         detectors: detectors.to_vec(),
@@ -890,6 +928,7 @@ fn validate_chain(
         params_json,
         hold,
         suppress_ms,
+        fingerprint,
         recurrence: recurrence.copied(),
         quiet: quiet.copied(),
         young,

@@ -7,6 +7,7 @@ pub mod front;
 pub mod pipeline;
 pub mod replay;
 pub mod shard;
+pub mod snapshot;
 
 pub use config::{Config, ConfigError, Plan};
 pub use pipeline::{Outputs, Pipeline, Report};

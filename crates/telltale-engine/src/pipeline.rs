@@ -17,7 +17,8 @@ use hdrhistogram::Histogram;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::config::Plan;
-use crate::shard::{Emitted, Item, Rejected, Shard, ShardBatch, ShardOutput};
+use crate::shard::{Emitted, Item, Rejected, Shard, ShardBatch, ShardOutput, Snapshotted};
+use crate::snapshot::{SeriesState, SnapshotError};
 use telltale_codec::json::PointBuf;
 use telltale_core::event::EventState;
 use telltale_core::event::{Source, SourceJson, Streams};
@@ -104,6 +105,17 @@ pub trait Sink: Send {
     fn event(&mut self, e: &Emitted) -> io::Result<()>;
     /// One rejected record; `streams` names its source.
     fn reject(&mut self, r: &Rejected, streams: &Streams) -> io::Result<()>;
+    /// One series' snapshot ([`Pipeline::snapshot`]); ignored unless the sink keeps them.
+    fn snapshot(&mut self, s: &Snapshotted) -> io::Result<()> {
+        let _ = s;
+        Ok(())
+    }
+    /// Every snapshot of one [`Pipeline::snapshot`] round has been passed to
+    /// [`Sink::snapshot`]: `series` of them, for input stream `stream` at `offset`.
+    fn snapshot_round(&mut self, stream: u32, offset: i64, series: u64) -> io::Result<()> {
+        let _ = (stream, offset, series);
+        Ok(())
+    }
     /// Every output of batch `no` has been passed to [`Sink::event`] / [`Sink::reject`].
     fn batch_done(&mut self, no: u64) -> io::Result<()> {
         let _ = no;
@@ -219,6 +231,8 @@ fn merge(
         Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
     let mut events: Vec<Emitted> = Vec::new();
     let mut rejects: Vec<Rejected> = Vec::new();
+    let mut snapshots: Vec<Snapshotted> = Vec::new();
+    let mut rounds: Vec<(u32, i64)> = Vec::new();
     'batches: for no in 0u64.. {
         for rx in &from_shards {
             let Ok(mut out) = rx.recv() else {
@@ -227,6 +241,8 @@ fn merge(
             res.points += out.points;
             events.append(&mut out.events);
             rejects.append(&mut out.rejects);
+            snapshots.append(&mut out.snapshots);
+            rounds.append(&mut out.rounds);
         }
         events.sort_unstable_by_key(|e| e.seq);
         rejects.sort_unstable_by_key(|r| r.seq);
@@ -242,6 +258,21 @@ fn merge(
             *res.rejects.entry(r.reason.code()).or_default() += 1;
             sink.reject(&r, &streams)?;
         }
+        // Every shard reports each round; a round ends once, after its series.
+        rounds.sort_unstable();
+        rounds.dedup();
+        snapshots.sort_unstable_by_key(|s| (s.stream, s.offset, s.id));
+        for s in &snapshots {
+            sink.snapshot(s)?;
+        }
+        for (stream, offset) in rounds.drain(..) {
+            let n = snapshots
+                .iter()
+                .filter(|s| s.stream == stream && s.offset == offset)
+                .count();
+            sink.snapshot_round(stream, offset, n as u64)?;
+        }
+        snapshots.clear();
         sink.batch_done(no)?;
         // The router sends a batch's clock before the batch itself.
         if let Ok((started, n)) = clocks.try_recv()
@@ -376,7 +407,12 @@ impl Pipeline {
         let shard = Self::shard_of(id, self.plan.shards);
         let slot = self.per_shard[shard];
         self.per_shard[shard] += 1;
-        self.pending[shard].push(Item::Register { key, id, chain });
+        self.pending[shard].push(Item::Register {
+            key,
+            id,
+            chain,
+            stream,
+        });
         self.table.insert(
             id,
             Route {
@@ -386,6 +422,58 @@ impl Pipeline {
             },
         );
         (shard as u32, slot)
+    }
+
+    /// Asks every shard to export the series whose input stream is `stream` (the one each first
+    /// came from) as of every point pushed so far; the snapshots reach the sink with the batch
+    /// this item goes out in, then [`Sink::snapshot_round`] with `offset`.
+    pub fn snapshot(&mut self, stream: u32, offset: i64) {
+        if self.pending_count == 0 {
+            self.batch_started = Some(Instant::now());
+        }
+        for p in &mut self.pending {
+            p.push(Item::Snapshot { stream, offset });
+        }
+        self.pending_count += 1;
+    }
+
+    /// Restores the series `id` (key `key`, from input stream `stream`) from an encoded
+    /// snapshot before any of its points: refused (and nothing registered: the series starts
+    /// afresh on its first point) when the snapshot is of another build or chain configuration,
+    /// unreadable, or the series is already live.
+    pub fn restore(
+        &mut self,
+        id: u64,
+        key: SeriesKey,
+        stream: u32,
+        bytes: &[u8],
+    ) -> Result<(), SnapshotError> {
+        if self.table.contains_key(&id) {
+            return Err(SnapshotError::Live);
+        }
+        let chain = self.plan.chain_for(&key);
+        let state = SeriesState::decode(bytes, &self.plan.chains[chain])?;
+        let key = Arc::new(key);
+        self.key_bytes += key.heap_bytes();
+        let shard = Self::shard_of(id, self.plan.shards);
+        let slot = self.per_shard[shard];
+        self.per_shard[shard] += 1;
+        self.pending[shard].push(Item::Restore {
+            key,
+            id,
+            chain: chain as u32,
+            stream,
+            state: Box::new(state),
+        });
+        self.table.insert(
+            id,
+            Route {
+                shard: shard as u32,
+                slot,
+                stream,
+            },
+        );
+        Ok(())
     }
 
     /// Series seen in more than one input stream so far (live: on more than one partition).

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use crate::alert::{EventState, Severity};
 use crate::chain::ChainGroup;
 use crate::config::Plan;
+use crate::snapshot::SeriesState;
 use telltale_core::event::{DetectorScore, Event, Source, SourceJson, Streams};
 use telltale_core::key::SeriesKey;
 use telltale_core::reject::RejectReason;
@@ -23,6 +24,30 @@ pub enum Item {
         id: u64,
         /// Its chain (index into the plan's chains).
         chain: u32,
+        /// The input stream it first came from (whose snapshots hold it).
+        stream: u32,
+    },
+    /// A series restored from a snapshot: it takes the shard's next slot, in the snapshot's
+    /// state.
+    Restore {
+        /// Its key.
+        key: Arc<SeriesKey>,
+        /// Its id.
+        id: u64,
+        /// Its chain.
+        chain: u32,
+        /// The input stream whose snapshots hold it.
+        stream: u32,
+        /// Its state (decoded for its chain).
+        state: Box<SeriesState>,
+    },
+    /// Export every series whose stream is `stream` ([`Snapshotted`]), as of every point sent
+    /// before this item; `offset` is handed through to the sink.
+    Snapshot {
+        /// The input stream.
+        stream: u32,
+        /// What the snapshot corresponds to (live: the next input offset to read).
+        offset: i64,
     },
     /// A point of a registered series.
     Point {
@@ -84,6 +109,23 @@ pub struct Emitted {
     pub onset: i64,
 }
 
+/// One series' snapshot, exported by a shard.
+#[derive(Debug, Clone)]
+pub struct Snapshotted {
+    /// The input stream whose snapshots hold it.
+    pub stream: u32,
+    /// What the snapshot corresponds to (the `offset` of [`Item::Snapshot`]).
+    pub offset: i64,
+    /// Its id.
+    pub id: u64,
+    /// Its key.
+    pub key: Arc<SeriesKey>,
+    /// Its chain's name.
+    pub chain: Arc<str>,
+    /// Its state, encoded ([`SeriesState::encode`]).
+    pub state: Vec<u8>,
+}
+
 /// What a shard produced from one batch.
 #[derive(Debug, Default)]
 pub struct ShardOutput {
@@ -95,6 +137,10 @@ pub struct ShardOutput {
     pub rejects: Vec<Rejected>,
     /// Points scored.
     pub points: u64,
+    /// Series snapshots exported.
+    pub snapshots: Vec<Snapshotted>,
+    /// Snapshot rounds finished: (stream, offset) of each [`Item::Snapshot`].
+    pub rounds: Vec<(u32, i64)>,
 }
 
 #[derive(Debug)]
@@ -103,6 +149,7 @@ struct SlotInfo {
     gslot: u32,
     id: u64,
     key: Arc<SeriesKey>,
+    stream: u32,
 }
 
 /// The state of every series a shard owns.
@@ -139,14 +186,54 @@ impl Shard {
         out.rejects.append(&mut batch.rejects);
         for item in batch.items.drain(..) {
             match item {
-                Item::Register { key, id, chain } => {
+                Item::Register {
+                    key,
+                    id,
+                    chain,
+                    stream,
+                } => {
                     let gslot = self.groups[chain as usize].add_series();
                     self.slots.push(SlotInfo {
                         group: chain,
                         gslot: gslot as u32,
                         id,
                         key,
+                        stream,
                     });
+                }
+                Item::Restore {
+                    key,
+                    id,
+                    chain,
+                    stream,
+                    state,
+                } => {
+                    let group = &mut self.groups[chain as usize];
+                    // Decoded for this chain by the router, so it fits; a cold series otherwise.
+                    let gslot = group
+                        .add_series_from(&state)
+                        .unwrap_or_else(|_| group.add_series());
+                    self.slots.push(SlotInfo {
+                        group: chain,
+                        gslot: gslot as u32,
+                        id,
+                        key,
+                        stream,
+                    });
+                }
+                Item::Snapshot { stream, offset } => {
+                    for info in self.slots.iter().filter(|i| i.stream == stream) {
+                        let group = &self.groups[info.group as usize];
+                        out.snapshots.push(Snapshotted {
+                            stream,
+                            offset,
+                            id: info.id,
+                            key: info.key.clone(),
+                            chain: group.plan().name.as_str().into(),
+                            state: group.export(info.gslot as usize).encode(group.plan()),
+                        });
+                    }
+                    out.rounds.push((stream, offset));
                 }
                 Item::Point {
                     slot,

@@ -229,6 +229,12 @@ impl RingSlab {
         self.mask + 1
     }
 
+    /// Empties one series' ring.
+    pub fn clear(&mut self, slot: usize) {
+        self.head[slot] = 0;
+        self.len[slot] = 0;
+    }
+
     /// Adds an empty ring; returns its slot.
     pub fn add_series(&mut self) -> usize {
         let cap = self.cap();
@@ -427,6 +433,13 @@ impl ChainGroup {
     /// Adds a series in the state a snapshot of this chain holds; returns its slot. The state
     /// must come from [`SeriesState::decode`] with this group's plan.
     pub fn add_series_from(&mut self, state: &SeriesState) -> Result<usize, SnapshotError> {
+        self.fits(state)?;
+        let slot = self.add_series();
+        self.restore(slot, state)?;
+        Ok(slot)
+    }
+
+    fn fits(&self, state: &SeriesState) -> Result<(), SnapshotError> {
         if state.banks.len() != self.banks.len()
             || state.ring.len() > self.ring.cap()
             || state.suppress.is_some() != (self.plan.suppress_ms > 0)
@@ -435,12 +448,19 @@ impl ChainGroup {
         {
             return Err(SnapshotError::Mismatch);
         }
-        let slot = self.add_series();
+        Ok(())
+    }
+
+    /// Overwrites the state of the series in `slot` with a snapshot of this chain (a series
+    /// whose partition came back after another instance had it).
+    pub fn restore(&mut self, slot: usize, state: &SeriesState) -> Result<(), SnapshotError> {
+        self.fits(state)?;
         for (bank, s) in self.banks.iter_mut().zip(&state.banks) {
             if !bank.import(slot, s) {
                 return Err(SnapshotError::Mismatch);
             }
         }
+        self.ring.clear(slot);
         for &(ts, v) in &state.ring {
             self.ring.push(slot, ts, v);
         }
@@ -454,7 +474,7 @@ impl ChainGroup {
         if let (Some(r), Some(range)) = (self.range.get_mut(slot), state.range) {
             *r = range;
         }
-        Ok(slot)
+        Ok(())
     }
 
     /// Bytes of state per series in this group.

@@ -439,8 +439,9 @@ impl Pipeline {
 
     /// Restores the series `id` (key `key`, from input stream `stream`) from an encoded
     /// snapshot before any of its points: refused (and nothing registered: the series starts
-    /// afresh on its first point) when the snapshot is of another build or chain configuration,
-    /// unreadable, or the series is already live.
+    /// afresh on its first point) when the snapshot is of another build or chain configuration
+    /// or unreadable. A series already live here (its partition came back after another
+    /// instance had it) takes the snapshot's state.
     pub fn restore(
         &mut self,
         id: u64,
@@ -448,11 +449,15 @@ impl Pipeline {
         stream: u32,
         bytes: &[u8],
     ) -> Result<(), SnapshotError> {
-        if self.table.contains_key(&id) {
-            return Err(SnapshotError::Live);
-        }
         let chain = self.plan.chain_for(&key);
         let state = SeriesState::decode(bytes, &self.plan.chains[chain])?;
+        if let Some(r) = self.table.get(&id) {
+            self.pending[r.shard as usize].push(Item::Reset {
+                slot: r.slot,
+                state: Box::new(state),
+            });
+            return Ok(());
+        }
         let key = Arc::new(key);
         self.key_bytes += key.heap_bytes();
         let shard = Self::shard_of(id, self.plan.shards);

@@ -41,6 +41,14 @@ pub enum Item {
         /// Its state (decoded for its chain).
         state: Box<SeriesState>,
     },
+    /// A live series' state replaced by a snapshot (its partition came back from another
+    /// instance).
+    Reset {
+        /// Shard slot of the series.
+        slot: u32,
+        /// Its state (decoded for its chain).
+        state: Box<SeriesState>,
+    },
     /// Export every series whose stream is `stream` ([`Snapshotted`]), as of every point sent
     /// before this item; `offset` is handed through to the sink.
     Snapshot {
@@ -220,6 +228,12 @@ impl Shard {
                         key,
                         stream,
                     });
+                }
+                Item::Reset { slot, state } => {
+                    let info = &self.slots[slot as usize];
+                    let group = &mut self.groups[info.group as usize];
+                    // Decoded for this chain by the router: a mismatch leaves the model as it was.
+                    let _ = group.restore(info.gslot as usize, &state);
                 }
                 Item::Snapshot { stream, offset } => {
                     for info in self.slots.iter().filter(|i| i.stream == stream) {

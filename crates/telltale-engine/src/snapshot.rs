@@ -78,9 +78,6 @@ pub enum SnapshotError {
     /// Its detectors are not the chain's.
     #[error("snapshot does not match the chain's detectors")]
     Mismatch,
-    /// The series already has a model here (its points arrived before its snapshot).
-    #[error("the series is already live")]
-    Live,
 }
 
 impl SeriesState {

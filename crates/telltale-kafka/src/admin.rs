@@ -79,3 +79,32 @@ pub fn ensure_topics(
     }
     Ok(())
 }
+
+/// Creates the compacted topic `name` with `partitions` when it does not exist yet (an existing
+/// one is left alone).
+pub fn ensure_compacted_topic(
+    conn: &Connection,
+    name: &str,
+    partitions: i32,
+    replication: Option<u16>,
+) -> Result<(), Error> {
+    if topic_names(conn)?.iter().any(|e| e == name) {
+        return Ok(());
+    }
+    let replication = replication.map_or(-1, i32::from);
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication))
+        .set("cleanup.policy", "compact");
+    let admin: AdminClient<DefaultClientContext> = conn.client_config(&[], &[])?.create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in block_on(admin.create_topics([&topic], &opts))? {
+        match r {
+            Ok(name) => tracing::info!(target: "telltale::kafka", "created compacted topic {name}"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(Error::Kafka(rdkafka::error::KafkaError::AdminOp(code)))
+                    .inspect_err(|_| tracing::error!("cannot create topic {name}: {code}"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -157,6 +157,9 @@ impl Engine {
             repartition: false,
             repartition_topic: None,
             repartition_partitions: None,
+            changelog: false,
+            changelog_topic: None,
+            snapshot_interval: "1m".into(),
         };
         for (key, v) in consumer_overrides() {
             k.consumer.insert(key.into(), v.into());

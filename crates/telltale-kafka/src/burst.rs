@@ -38,6 +38,10 @@ pub(crate) struct Burst {
     headers: Vec<HeaderRef>,
     /// Kafka timestamps of the messages (ms), for the latency histogram.
     pub(crate) stamps: Vec<i64>,
+    /// Series to restore before the messages: (input stream, id, key, encoded state).
+    pub(crate) restore: Vec<(u32, u64, telltale_core::key::SeriesKey, Vec<u8>)>,
+    /// Snapshot rounds to write after the messages: (input stream, next offset to read).
+    pub(crate) snapshot: Vec<(u32, i64)>,
 }
 
 impl Burst {
@@ -48,6 +52,8 @@ impl Burst {
         self.msgs.clear();
         self.headers.clear();
         self.stamps.clear();
+        self.restore.clear();
+        self.snapshot.clear();
     }
 
     fn copy(&mut self, b: &[u8]) -> Range<usize> {

@@ -78,6 +78,26 @@ pub struct KafkaConfig {
     /// first input topic has, else 8). An existing topic keeps its own count.
     #[serde(default)]
     pub repartition_partitions: Option<i32>,
+    /// Keep each series' state in a changelog topic (default `false`): every
+    /// `snapshot_interval`, when partitions are revoked and at shutdown, the series of each owned
+    /// input partition are written to the same partition of the changelog topic (compacted,
+    /// keyed by series), with the input offset they correspond to; a partition's next owner
+    /// restores them before it scores the partition's first message and resumes from that
+    /// offset. Offsets are stored only once the snapshot is acknowledged.
+    #[serde(default)]
+    pub changelog: bool,
+    /// The changelog topic (default `<group_id>-changelog`), created compacted with as many
+    /// partitions as the first input topic; an existing one must have that many.
+    #[serde(default)]
+    pub changelog_topic: Option<String>,
+    /// How often the series of every owned partition are written to the changelog (default
+    /// `1m`).
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval: String,
+}
+
+fn default_snapshot_interval() -> String {
+    "1m".into()
 }
 
 /// How anomaly events are written to the anomaly topic.
@@ -362,6 +382,18 @@ impl KafkaConfig {
     }
 
     /// The repartition topic's name.
+    pub fn changelog_topic(&self) -> String {
+        self.changelog_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-changelog", self.group_id))
+    }
+
+    /// The snapshot interval in milliseconds (validated).
+    pub fn snapshot_interval_ms(&self) -> i64 {
+        parse_duration_ms(&self.snapshot_interval).unwrap_or(60_000)
+    }
+
+    /// The repartition topic's name.
     pub fn repartition_topic(&self) -> String {
         self.repartition_topic
             .clone()
@@ -396,6 +428,16 @@ impl KafkaConfig {
         ];
         if self.repartition {
             outputs.push(("repartition_topic", &repartition_topic));
+        }
+        let changelog_topic = self.changelog_topic();
+        if self.changelog {
+            outputs.push(("changelog_topic", &changelog_topic));
+        }
+        if parse_duration_ms(&self.snapshot_interval).is_none_or(|ms| ms < 1000) {
+            return Err(ConfigError::new(
+                "kafka.snapshot_interval",
+                "expected a duration of at least `1s`, such as `1m`",
+            ));
         }
         for (field, t) in outputs {
             if t.is_empty() {

@@ -15,6 +15,7 @@ pub mod acks;
 pub mod admin;
 pub mod bench;
 mod burst;
+mod changelog;
 pub mod client;
 pub mod config;
 pub mod ingest;

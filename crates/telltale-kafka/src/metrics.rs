@@ -91,6 +91,19 @@ pub struct Metrics {
     pub repartition_done: AtomicU64,
     /// Messages the repartition stage wrote to the repartition topic (acknowledged).
     pub repartition_out: AtomicU64,
+    /// Series snapshots written to the changelog (acknowledged).
+    pub snapshots_out: AtomicU64,
+    /// Bytes of those snapshots (their states).
+    pub snapshot_bytes: AtomicU64,
+    /// Series restored from the changelog.
+    pub restored: AtomicU64,
+    /// Changelog snapshots not restored: another build or chain configuration, unreadable, or
+    /// not of the partition's last complete round.
+    pub restore_ignored: AtomicU64,
+    /// Time spent reading the changelog on assignment, in microseconds, and how many reads.
+    pub restore_us: AtomicU64,
+    /// Changelog reads on assignment.
+    pub restores: AtomicU64,
     /// Consumer lag per owned partition, from librdkafka statistics: (topic, partition, lag).
     pub lag: Mutex<Vec<(String, i32, i64)>>,
     /// Microseconds from a message's Kafka timestamp to the moment its points were scored and
@@ -130,6 +143,12 @@ impl Default for Metrics {
             repartition_in: AtomicU64::new(0),
             repartition_done: AtomicU64::new(0),
             repartition_out: AtomicU64::new(0),
+            snapshots_out: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
+            restored: AtomicU64::new(0),
+            restore_ignored: AtomicU64::new(0),
+            restore_us: AtomicU64::new(0),
+            restores: AtomicU64::new(0),
             lag: Mutex::new(Vec::new()),
             // 1 µs .. 1 h, 3 significant digits.
             latency: Mutex::new(
@@ -191,7 +210,7 @@ impl Collector for Collect {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
         let m = &self.0;
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &AtomicU64); 17] = [
+        let counters: [(&str, &str, &AtomicU64); 22] = [
             (
                 "telltale_remote_write_requests",
                 "Prometheus remote-write requests whose points went into the engine",
@@ -273,6 +292,31 @@ impl Collector for Collect {
                 &m.repartition_out,
             ),
             (
+                "telltale_changelog_snapshots",
+                "Series snapshots written to the changelog (acknowledged)",
+                &m.snapshots_out,
+            ),
+            (
+                "telltale_changelog_snapshot_bytes",
+                "Bytes of series state written to the changelog",
+                &m.snapshot_bytes,
+            ),
+            (
+                "telltale_changelog_restored_series",
+                "Series restored from the changelog on assignment",
+                &m.restored,
+            ),
+            (
+                "telltale_changelog_ignored_snapshots",
+                "Changelog snapshots not restored (another build or chain configuration, unreadable, or not of the last complete round)",
+                &m.restore_ignored,
+            ),
+            (
+                "telltale_changelog_restores",
+                "Changelog partitions read on assignment",
+                &m.restores,
+            ),
+            (
                 "telltale_session_restarts",
                 "Kafka sessions restarted from the committed offsets (delivery failure, brokers lost)",
                 &m.restarts,
@@ -282,6 +326,13 @@ impl Collector for Collect {
             let c = ConstCounter::new(r(v));
             c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
+        let c = ConstCounter::new(r(&m.restore_us) as f64 / 1e6);
+        c.encode(e.encode_descriptor(
+            "telltale_changelog_restore_seconds",
+            "Time spent reading the changelog on assignment",
+            Some(&prometheus_client::registry::Unit::Seconds),
+            c.metric_type(),
+        )?)?;
         let mut family = e.encode_descriptor(
             "telltale_events_out",
             "Anomaly events handed to the producer",

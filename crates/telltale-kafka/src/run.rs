@@ -69,6 +69,14 @@ struct Tracker {
     /// Stream index → (topic, partition).
     names: Vec<(String, i32)>,
     stage: Kind,
+    /// Number of the next burst (bursts are handled in this order).
+    seq: u64,
+    /// Per stream: the offset of the last message handed to the stage thread (-1: none).
+    last: Vec<i64>,
+    /// Per stream: the last offset a snapshot round covered (-1: none).
+    snapped: Vec<i64>,
+    /// Where bursts go (the stage thread); `None` once the session is ending.
+    to_stage: Option<Sender<Burst>>,
 }
 
 /// Which stage a session runs.
@@ -140,9 +148,159 @@ struct SourceCtx {
     drain: Duration,
     lost: Arc<crate::acks::BrokersLost>,
     stage: Kind,
+    streams: Arc<Streams>,
+    /// The changelog (`changelog = true`, scoring stage): where to read it, its topic.
+    changelog: Option<(crate::config::Connection, String)>,
 }
 
 impl SourceCtx {
+    /// The stream index of `(topic, partition)`, registered on first use.
+    fn register_stream(&self, topic: &str, partition: i32) -> u32 {
+        let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = t
+            .names
+            .iter()
+            .position(|(n, p)| n == topic && *p == partition)
+        {
+            return s as u32;
+        }
+        let s = self.streams.push(StreamName::Kafka {
+            topic: topic.to_owned(),
+            partition,
+        });
+        // Stream indexes are shared with streams that are not partitions (HTTP input): the
+        // name goes at the stream's own index.
+        if t.names.len() <= s as usize {
+            t.names.resize(s as usize + 1, (String::new(), -1));
+        }
+        t.names[s as usize] = (topic.to_owned(), partition);
+        s
+    }
+
+    /// Asks the stage thread to write a snapshot round of each stream of `parts` (all when
+    /// `None`) that has delivered messages since its last round, as of the last one handed
+    /// over: a group of its own, so the round's offsets are stored only once its snapshots are
+    /// acknowledged. Returns whether a round was asked for.
+    fn request_snapshot(&self, parts: Option<&[(String, i32)]>) -> bool {
+        if self.changelog.is_none() {
+            return false;
+        }
+        let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = t.to_stage.clone() else {
+            return false;
+        };
+        let streams: Vec<(u32, i64)> = t
+            .last
+            .iter()
+            .enumerate()
+            .filter(|(s, last)| {
+                **last > t.snapped.get(*s).copied().unwrap_or(-1)
+                    && parts.is_none_or(|p| p.contains(&t.names[*s]))
+            })
+            .map(|(s, last)| (s as u32, *last))
+            .collect();
+        if streams.is_empty() {
+            return false;
+        }
+        for &(s, last) in &streams {
+            let s = s as usize;
+            if t.snapped.len() <= s {
+                t.snapped.resize(s + 1, -1);
+            }
+            t.snapped[s] = last;
+        }
+        let seq = t.seq;
+        t.seq += 1;
+        t.groups.push_back(Group {
+            seq,
+            last_batch: None,
+            offsets: streams.clone(),
+            messages: 0,
+        });
+        drop(t);
+        let mut burst = Burst::default();
+        burst.clear(seq);
+        burst.snapshot = streams.iter().map(|(s, last)| (*s, last + 1)).collect();
+        tx.send(burst).is_ok()
+    }
+
+    /// Restores the series of newly assigned partitions from the changelog (before their first
+    /// message: the restore burst goes to the stage thread ahead of any burst holding one) and
+    /// moves each partition to the offset its snapshots correspond to.
+    fn restore(&self, consumer: &BaseConsumer<Self>, parts: &[(String, i32)]) {
+        let Some((conn, changelog)) = &self.changelog else {
+            return;
+        };
+        let Some(tx) = self
+            .tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_stage
+            .clone()
+        else {
+            return;
+        };
+        for (topic, partition) in parts {
+            let started = Instant::now();
+            let read = crate::changelog::read(conn, changelog, *partition, topic);
+            self.metrics.restores.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .restore_us
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            let restored = match read {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(
+                        target: "telltale::kafka",
+                        "changelog {changelog}/{partition} unreadable ({e}): the series of \
+                         {topic}/{partition} start afresh"
+                    );
+                    continue;
+                }
+            };
+            self.metrics
+                .restore_ignored
+                .fetch_add(restored.stale, Ordering::Relaxed);
+            let stream = self.register_stream(topic, *partition);
+            let n = restored.series.len();
+            let mut burst = Burst::default();
+            {
+                let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+                burst.clear(t.seq);
+                t.seq += 1;
+            }
+            burst.restore = restored
+                .series
+                .into_iter()
+                .map(|(id, key, state)| (stream, id, key, state))
+                .collect();
+            if tx.send(burst).is_err() {
+                return;
+            }
+            match consumer.seek(
+                topic,
+                *partition,
+                rdkafka::Offset::Offset(restored.offset),
+                Duration::from_secs(10),
+            ) {
+                Ok(()) => tracing::info!(
+                    target: "telltale::kafka",
+                    "restored {n} series of {topic}/{partition} from the changelog in {:?}; \
+                     resuming at offset {}",
+                    started.elapsed(),
+                    restored.offset
+                ),
+                Err(e) => tracing::warn!(
+                    target: "telltale::kafka",
+                    "restored {n} series of {topic}/{partition}, but could not move to offset \
+                     {} ({e}): resuming from the committed offset",
+                    restored.offset
+                ),
+            }
+        }
+    }
+
     /// Waits (up to the drain timeout) until no unconfirmed group holds an offset of `parts`,
     /// storing offsets as groups complete; returns whether it finished in time.
     fn drain(&self, consumer: &BaseConsumer<Self>, parts: Option<&[(String, i32)]>) -> bool {
@@ -233,6 +391,9 @@ impl ConsumerContext for SourceCtx {
             }
             let parts = partitions(tpl);
             let started = Instant::now();
+            // The revoked partitions' series go to the changelog first; the drain below waits
+            // for that round like any group, so their snapshots and offsets move together.
+            self.request_snapshot(Some(&parts));
             let in_time = self.drain(consumer, Some(&parts));
             if let Some(f) = self.acks.failure() {
                 tracing::warn!(
@@ -258,6 +419,15 @@ impl ConsumerContext for SourceCtx {
             for g in &mut t.groups {
                 g.offsets
                     .retain(|(s, _)| !parts.contains(&names[*s as usize]));
+            }
+            // No more snapshot rounds of partitions another instance now owns.
+            for s in 0..t.last.len() {
+                if names.get(s).is_some_and(|n| parts.contains(n)) {
+                    t.last[s] = -1;
+                    if let Some(snapped) = t.snapped.get_mut(s) {
+                        *snapped = -1;
+                    }
+                }
             }
             t.names = names;
             tracing::info!(
@@ -289,6 +459,7 @@ impl ConsumerContext for SourceCtx {
                     "{stage}assigned {} partition(s); {owned} owned",
                     tpl.count()
                 );
+                self.restore(consumer, &partitions(tpl));
                 if self.stage == Kind::Score {
                     self.metrics.ready.store(true, Ordering::Relaxed);
                 }
@@ -495,6 +666,23 @@ fn session(
         Kind::Repartition => vec![(&k.dead_letter_topic, partitions)],
     };
     crate::admin::ensure_topics(&k.connection(), &outputs, k.replication_factor)?;
+    let changelog = (k.changelog && stage_kind == Kind::Score).then(|| k.changelog_topic());
+    if let Some(topic) = &changelog {
+        crate::admin::ensure_compacted_topic(
+            &k.connection(),
+            topic,
+            partitions,
+            k.replication_factor,
+        )?;
+        let n = topic_partitions(k, topic).unwrap_or(0);
+        if n != partitions {
+            return Err(Error::Delivery(format!(
+                "the changelog topic `{topic}` has {n} partitions, the input {partitions}: a \
+                 changelog partition holds the series of the input partition of the same number"
+            )));
+        }
+    }
+    let streams = Streams::new(Vec::new());
     let acks = Arc::new(Acks::default());
     let lost = Arc::new(crate::acks::BrokersLost::default());
     let producer = Arc::new(producer(
@@ -523,6 +711,8 @@ fn session(
             drain,
             lost: lost.clone(),
             stage: stage_kind,
+            streams: streams.clone(),
+            changelog: changelog.clone().map(|t| (k.connection(), t)),
         },
     )?;
 
@@ -530,7 +720,6 @@ fn session(
     consumer.subscribe(&topics)?;
     *started = true;
 
-    let streams = Streams::new(Vec::new());
     let llm = Arc::new(plan.llm.clone());
     let precision = plan.influx_precision;
     let dlq = Dlq {
@@ -567,6 +756,7 @@ fn session(
                     cloudevents: (k.event_format == EventFormat::Cloudevents)
                         .then(|| format!("/telltale/{}", k.group_id)),
                     envelope: Vec::new(),
+                    changelog: changelog.clone().map(|t| (t, streams.clone())),
                 },
             );
             let http_stream = streams.push(StreamName::File(REMOTE_WRITE.into()));
@@ -657,13 +847,18 @@ fn session(
             .map_err(Error::Io)?
     };
 
+    ctx.tracker
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .to_stage = Some(burst_tx.clone());
     // (topic → partition → stream index), filled as partitions first deliver.
     let mut index: Vec<(String, Vec<u32>)> = Vec::new();
     let mut slot_of_stream: Vec<u32> = Vec::new();
     let mut messages = 0u64;
     let mut fatal = None;
-    let mut seq = 0u64;
     let mut burst = Burst::default();
+    let interval = Duration::from_millis(k.snapshot_interval_ms() as u64);
+    let mut next_snapshot = Instant::now() + interval;
 
     'session: while !shutdown.load(Ordering::Relaxed) {
         metrics.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
@@ -683,7 +878,11 @@ fn session(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .store_confirmed(&acks, &consumer, &metrics);
-        burst.clear(seq);
+        if changelog.is_some() && Instant::now() >= next_snapshot {
+            ctx.request_snapshot(None);
+            next_snapshot = Instant::now() + interval;
+        }
+        burst.clear(0);
         let mut offsets: Vec<(u32, i64)> = Vec::new();
         let mut burst_end: Option<Instant> = None;
         while burst.msgs.len() < k.batch {
@@ -715,7 +914,7 @@ fn session(
             if burst.msgs.is_empty() {
                 burst_end = Some(Instant::now() + linger);
             }
-            let stream = stream_index(&mut index, &streams, &ctx, m.topic(), m.partition());
+            let stream = stream_index(&mut index, &ctx, m.topic(), m.partition());
             note_offset(&mut slot_of_stream, &mut offsets, stream, m.offset());
             burst.push(stream, &m);
         }
@@ -731,17 +930,24 @@ fn session(
             Kind::Score => metrics.messages_in.fetch_add(n, Ordering::Relaxed),
             Kind::Repartition => metrics.repartition_in.fetch_add(n, Ordering::Relaxed),
         };
-        ctx.tracker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .groups
-            .push_back(Group {
-                seq,
+        {
+            let mut t = ctx.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            burst.seq = t.seq;
+            t.seq += 1;
+            for &(stream, offset) in &offsets {
+                let s = stream as usize;
+                if t.last.len() <= s {
+                    t.last.resize(s + 1, -1);
+                }
+                t.last[s] = offset;
+            }
+            t.groups.push_back(Group {
+                seq: burst.seq,
                 last_batch: None,
                 offsets,
                 messages: n,
             });
-        seq += 1;
+        }
         // Hand the burst over; while the stage thread is busy, keep storing offsets and
         // watching for failures.
         let mut full = std::mem::replace(&mut burst, empty_rx.try_recv().unwrap_or_default());
@@ -770,7 +976,15 @@ fn session(
     if stage_kind == Kind::Score {
         metrics.ready.store(false, Ordering::Relaxed);
     }
-    // The stage thread handles what it was given, then hands the stage back.
+    // The owned partitions' series go to the changelog (the drain below waits for them), then
+    // the stage thread handles what it was given and hands the stage back.
+    if fatal.is_none() && acks.failure().is_none() {
+        ctx.request_snapshot(None);
+    }
+    ctx.tracker
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .to_stage = None;
     drop(burst_tx);
     let (stage, ended) = worker
         .join()
@@ -834,7 +1048,6 @@ fn input_partitions(k: &KafkaConfig) -> Option<i32> {
 /// The stream index of a message's partition, registering it on first sight.
 fn stream_index(
     index: &mut Vec<(String, Vec<u32>)>,
-    streams: &Streams,
     ctx: &SourceCtx,
     topic: &str,
     partition: i32,
@@ -847,18 +1060,7 @@ fn stream_index(
     {
         return s;
     }
-    let s = streams.push(StreamName::Kafka {
-        topic: topic.to_owned(),
-        partition,
-    });
-    // Stream indexes are shared with streams that are not partitions (HTTP input): the name
-    // goes at the stream's own index.
-    let mut t = ctx.tracker.lock().unwrap_or_else(|e| e.into_inner());
-    if t.names.len() <= s as usize {
-        t.names.resize(s as usize + 1, (String::new(), -1));
-    }
-    t.names[s as usize] = (topic.to_owned(), partition);
-    drop(t);
+    let s = ctx.register_stream(topic, partition);
     let i = match index.iter().position(|(t, _)| t == topic) {
         Some(i) => i,
         None => {

@@ -15,13 +15,15 @@ use rdkafka::producer::{
 use telltale_core::event::EventState;
 use telltale_core::event::{StreamName, Streams};
 use telltale_engine::pipeline::Sink;
-use telltale_engine::shard::{Emitted, Rejected};
+use telltale_engine::shard::{Emitted, Rejected, Snapshotted};
 
 use crate::acks::Acks;
 use crate::metrics::{Metrics, now_us};
 
 /// Marks a delivery opaque as a dead letter (the rest is the batch number).
 const DLQ_BIT: usize = 1 << (usize::BITS - 1);
+/// Marks a delivery opaque as a changelog record.
+const CHANGELOG_BIT: usize = 1 << (usize::BITS - 2);
 
 /// Producer context: routes delivery reports to [`Acks`] and the counters; librdkafka's logs go
 /// to `tracing`.
@@ -50,10 +52,12 @@ impl ProducerContext for DeliveryCtx {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
-        let no = (opaque & !DLQ_BIT) as u64;
+        let no = (opaque & !DLQ_BIT & !CHANGELOG_BIT) as u64;
         match result {
             Ok(_) => {
-                if opaque & DLQ_BIT != 0 {
+                if opaque & CHANGELOG_BIT != 0 {
+                    self.metrics.snapshots_out.fetch_add(1, Ordering::Relaxed);
+                } else if opaque & DLQ_BIT != 0 {
                     self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
                 } else if self.forwards {
                     self.metrics.repartition_out.fetch_add(1, Ordering::Relaxed);
@@ -157,6 +161,14 @@ fn cloudevent(e: &Emitted, source: &str, out: &mut Vec<u8>) -> std::io::Result<(
     Ok(())
 }
 
+/// The topic and partition of a Kafka input stream.
+fn kafka_stream(streams: &Streams, stream: u32) -> Option<(String, i32)> {
+    streams.with(stream, |s| match s {
+        StreamName::Kafka { topic, partition } => Some((topic.clone(), *partition)),
+        StreamName::File(_) => None,
+    })
+}
+
 /// Opaque for a dead letter of batch `no`.
 pub(crate) fn dlq_opaque(no: u64) -> usize {
     no as usize | DLQ_BIT
@@ -181,6 +193,9 @@ pub(crate) struct KafkaSink {
     /// CloudEvents envelope: its `source`, when `event_format = "cloudevents"`.
     pub(crate) cloudevents: Option<String>,
     pub(crate) envelope: Vec<u8>,
+    /// The changelog topic (`changelog = true`), and the stream names that map a snapshot to
+    /// its input partition.
+    pub(crate) changelog: Option<(String, Arc<Streams>)>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -250,6 +265,61 @@ impl Sink for KafkaSink {
         let record = BaseRecord::with_opaque_to(&self.dlq, dlq_opaque(self.batch))
             .payload(r.record.as_bytes())
             .headers(headers);
+        if let Err(err) = send_blocking(&self.producer, &self.metrics, record) {
+            self.fail(err);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, s: &Snapshotted) -> std::io::Result<()> {
+        let Some((changelog, streams)) = &self.changelog else {
+            return Ok(());
+        };
+        let Some((topic, partition)) = kafka_stream(streams, s.stream) else {
+            return Ok(());
+        };
+        let record = crate::changelog::SeriesRecord {
+            offset: s.offset,
+            name: s.key.name.to_string(),
+            labels: s
+                .key
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            state: s.state.clone(),
+        };
+        let value = postcard::to_allocvec(&record).map_err(std::io::Error::other)?;
+        let key = crate::changelog::series_key(&topic, s.id);
+        self.metrics
+            .snapshot_bytes
+            .fetch_add(s.state.len() as u64, Ordering::Relaxed);
+        self.acks.sent(self.batch);
+        let record = BaseRecord::with_opaque_to(changelog, self.batch as usize | CHANGELOG_BIT)
+            .partition(partition)
+            .key(key.as_bytes())
+            .payload(&value[..]);
+        if let Err(err) = send_blocking(&self.producer, &self.metrics, record) {
+            self.fail(err);
+        }
+        Ok(())
+    }
+
+    fn snapshot_round(&mut self, stream: u32, offset: i64, series: u64) -> std::io::Result<()> {
+        let Some((changelog, streams)) = &self.changelog else {
+            return Ok(());
+        };
+        let Some((topic, partition)) = kafka_stream(streams, stream) else {
+            return Ok(());
+        };
+        let value = postcard::to_allocvec(&crate::changelog::RoundRecord { offset, series })
+            .map_err(std::io::Error::other)?;
+        let key = crate::changelog::round_key(&topic);
+        self.acks.sent(self.batch);
+        let record = BaseRecord::with_opaque_to(changelog, self.batch as usize | CHANGELOG_BIT)
+            .partition(partition)
+            .key(key.as_bytes())
+            .payload(&value[..]);
         if let Err(err) = send_blocking(&self.producer, &self.metrics, record) {
             self.fail(err);
         }

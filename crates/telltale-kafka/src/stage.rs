@@ -140,6 +140,20 @@ impl Stage for Score {
     fn burst(&mut self, burst: &mut Burst) -> Result<u64, Error> {
         let metrics = self.dlq.metrics.clone();
         let routed_before = self.front.pipe.records();
+        for (stream, id, key, state) in burst.restore.drain(..) {
+            match self.front.pipe.restore(id, key, stream, &state) {
+                Ok(()) => metrics.restored.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    if metrics.restore_ignored.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(
+                            target: "telltale::kafka",
+                            "a changelog snapshot was not restored ({e}); its series starts                              afresh (telltale_changelog_ignored_snapshots counts them)"
+                        );
+                    }
+                    0
+                }
+            };
+        }
         for i in 0..burst.msgs.len() {
             let m = burst.msgs[i].clone();
             self.message(burst, &m)?;
@@ -162,6 +176,9 @@ impl Stage for Score {
             .fetch_add(self.front.pipe.records() - routed_before, Ordering::Relaxed);
         // The burst's timestamps go to the sink before its last batch does, so the sink has them
         // when that batch is done, however fast the shards are.
+        for &(stream, offset) in &burst.snapshot {
+            self.front.pipe.snapshot(stream, offset);
+        }
         let last = self.front.pipe.open_batch();
         let fresh = self.recycled.try_recv().unwrap_or_default();
         let _ = self

@@ -1,0 +1,147 @@
+//! The changelog: each series' state in a compacted topic, so that a partition's next owner
+//! carries on with warm models (Kafka Streams' way, no cluster layer of our own).
+//!
+//! Input partition P's series go to partition P of the changelog topic (which therefore has as
+//! many partitions as the input), keyed `s/<input topic>/<series id>`; after each round of
+//! snapshots of one input partition a marker keyed `r/<input topic>` says which input offset the
+//! round corresponds to and how many series it wrote. Compaction keeps the latest value per key
+//! (the test broker never compacts: a reader takes the latest value per key itself anyway). A
+//! partition's next owner reads its changelog partition to the end, restores the series of the
+//! last complete round (a series record of another offset is a round cut short by a crash:
+//! left out, the series starts afresh) and resumes from the marker's offset.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use telltale_core::key::SeriesKey;
+
+use crate::Error;
+use crate::config::Connection;
+
+/// One series' snapshot as written to the changelog.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SeriesRecord {
+    /// The input offset the snapshot corresponds to (the next to read).
+    pub(crate) offset: i64,
+    pub(crate) name: String,
+    pub(crate) labels: Vec<(String, String)>,
+    /// The series' state ([`telltale_engine::snapshot::SeriesState::encode`]).
+    pub(crate) state: Vec<u8>,
+}
+
+/// The end of one round of snapshots of an input partition.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct RoundRecord {
+    /// The input offset every snapshot of the round corresponds to.
+    pub(crate) offset: i64,
+    /// Series written in the round.
+    pub(crate) series: u64,
+}
+
+/// Key of a series' record.
+pub(crate) fn series_key(topic: &str, id: u64) -> String {
+    format!("s/{topic}/{id:016x}")
+}
+
+/// Key of an input partition's round marker.
+pub(crate) fn round_key(topic: &str) -> String {
+    format!("r/{topic}")
+}
+
+/// What the changelog holds for one input partition.
+#[derive(Debug, Default)]
+pub(crate) struct Restored {
+    /// The offset of the last complete round (where to resume).
+    pub(crate) offset: i64,
+    /// Its series: id, key, encoded state.
+    pub(crate) series: Vec<(u64, SeriesKey, Vec<u8>)>,
+    /// Series records left out: of another round, or unreadable.
+    pub(crate) stale: u64,
+}
+
+/// Reads partition `partition` of the changelog `changelog` to its end and returns what it
+/// holds for input topic `topic` (`None`: no complete round yet).
+pub(crate) fn read(
+    conn: &Connection,
+    changelog: &str,
+    partition: i32,
+    topic: &str,
+) -> Result<Option<Restored>, Error> {
+    let consumer: BaseConsumer = conn
+        // A group id only to satisfy librdkafka: the reader is assigned its partition, never
+        // subscribes or commits.
+        .client_config(
+            &[
+                ("group.id", "telltale-changelog-reader"),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "true"),
+            ],
+            &[],
+        )?
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(changelog, partition, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let (series_prefix, round) = (format!("s/{topic}/"), round_key(topic));
+    let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // To the partition's end: librdkafka says so with a partition-EOF event.
+    loop {
+        if Instant::now() > deadline {
+            return Err(Error::Delivery(format!(
+                "reading {changelog}/{partition}: no end in sight after 60 s"
+            )));
+        }
+        let m = match consumer.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => m,
+        };
+        let Some(key) = m.key() else { continue };
+        if key == round.as_bytes() || key.starts_with(series_prefix.as_bytes()) {
+            latest.insert(key.to_vec(), m.payload().map(<[u8]>::to_vec));
+        }
+    }
+    let Some(Some(marker)) = latest.remove(round.as_bytes()) else {
+        tracing::info!(
+            target: "telltale::kafka",
+            "changelog {changelog}/{partition}: no complete round of {topic} ({} records read)",
+            latest.len()
+        );
+        return Ok(None);
+    };
+    let Ok(marker) = postcard::from_bytes::<RoundRecord>(&marker) else {
+        return Ok(None);
+    };
+    let mut out = Restored {
+        offset: marker.offset,
+        ..Restored::default()
+    };
+    for (key, value) in latest {
+        let Some(value) = value else { continue };
+        let id = std::str::from_utf8(&key[series_prefix.len()..])
+            .ok()
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        match (id, postcard::from_bytes::<SeriesRecord>(&value)) {
+            (Some(id), Ok(r)) if r.offset == marker.offset => {
+                let labels: Vec<(&str, &str)> = r
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                out.series
+                    .push((id, SeriesKey::new(&r.name, &labels), r.state));
+            }
+            _ => out.stale += 1,
+        }
+    }
+    out.series.sort_unstable_by_key(|s| s.0);
+    Ok(Some(out))
+}

@@ -64,16 +64,15 @@ pub(crate) struct Restored {
     pub(crate) stale: u64,
 }
 
-/// Reads partition `partition` of the changelog `changelog` to its end and returns what it
-/// holds for input topic `topic` (`None`: no complete round yet).
+/// Reads partitions `parts` (input topic, partition) of the changelog `changelog` to their ends,
+/// together, and returns what each holds for its input topic (`None`: no complete round yet).
 pub(crate) fn read(
     conn: &Connection,
     changelog: &str,
-    partition: i32,
-    topic: &str,
-) -> Result<Option<Restored>, Error> {
+    parts: &[(String, i32)],
+) -> Result<Vec<Option<Restored>>, Error> {
     let consumer: BaseConsumer = conn
-        // A group id only to satisfy librdkafka: the reader is assigned its partition, never
+        // A group id only to satisfy librdkafka: the reader is assigned its partitions, never
         // subscribes or commits.
         .client_config(
             &[
@@ -81,55 +80,72 @@ pub(crate) fn read(
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
                 ("enable.partition.eof", "true"),
+                ("fetch.wait.max.ms", "10"),
             ],
             &[],
         )?
         .create()?;
+    let mut wanted: Vec<i32> = parts.iter().map(|(_, p)| *p).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(changelog, partition, Offset::Beginning)?;
+    for p in &wanted {
+        tpl.add_partition_offset(changelog, *p, Offset::Beginning)?;
+    }
     consumer.assign(&tpl)?;
-    let (series_prefix, round) = (format!("s/{topic}/"), round_key(topic));
-    let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    // Per changelog partition, the latest value of each key.
+    let mut latest: HashMap<i32, HashMap<Vec<u8>, Option<Vec<u8>>>> = HashMap::new();
+    let mut open = wanted.len();
     let deadline = Instant::now() + Duration::from_secs(60);
-    // To the partition's end: librdkafka says so with a partition-EOF event.
-    loop {
+    // To each partition's end: librdkafka says so with a partition-EOF event.
+    while open > 0 {
         if Instant::now() > deadline {
             return Err(Error::Delivery(format!(
-                "reading {changelog}/{partition}: no end in sight after 60 s"
+                "reading {changelog}: {open} partition(s) without an end after 60 s"
             )));
         }
-        let m = match consumer.poll(Duration::from_millis(200)) {
+        let m = match consumer.poll(Duration::from_millis(100)) {
             None => continue,
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                open -= 1;
+                continue;
+            }
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(m)) => m,
         };
         let Some(key) = m.key() else { continue };
-        if key == round.as_bytes() || key.starts_with(series_prefix.as_bytes()) {
-            latest.insert(key.to_vec(), m.payload().map(<[u8]>::to_vec));
-        }
+        latest
+            .entry(m.partition())
+            .or_default()
+            .insert(key.to_vec(), m.payload().map(<[u8]>::to_vec));
     }
-    let Some(Some(marker)) = latest.remove(round.as_bytes()) else {
-        tracing::info!(
-            target: "telltale::kafka",
-            "changelog {changelog}/{partition}: no complete round of {topic} ({} records read)",
-            latest.len()
-        );
-        return Ok(None);
-    };
-    let Ok(marker) = postcard::from_bytes::<RoundRecord>(&marker) else {
-        return Ok(None);
-    };
+    Ok(parts
+        .iter()
+        .map(|(topic, p)| latest.get(p).and_then(|l| restored(l, topic)))
+        .collect())
+}
+
+/// The last complete round of input topic `topic` among a changelog partition's latest values.
+fn restored(latest: &HashMap<Vec<u8>, Option<Vec<u8>>>, topic: &str) -> Option<Restored> {
+    let (series_prefix, round) = (format!("s/{topic}/"), round_key(topic));
+    let marker = latest.get(round.as_bytes())?.as_deref()?;
+    let marker = postcard::from_bytes::<RoundRecord>(marker).ok()?;
     let mut out = Restored {
         offset: marker.offset,
         ..Restored::default()
     };
     for (key, value) in latest {
+        let Some(hex) = key.strip_prefix(series_prefix.as_bytes()) else {
+            continue;
+        };
         let Some(value) = value else { continue };
-        let id = std::str::from_utf8(&key[series_prefix.len()..])
+        let id = std::str::from_utf8(hex)
             .ok()
             .and_then(|h| u64::from_str_radix(h, 16).ok());
-        match (id, postcard::from_bytes::<SeriesRecord>(&value)) {
+        match (id, postcard::from_bytes::<SeriesRecord>(value)) {
             (Some(id), Ok(r)) if r.offset == marker.offset => {
                 let labels: Vec<(&str, &str)> = r
                     .labels
@@ -143,5 +159,5 @@ pub(crate) fn read(
         }
     }
     out.series.sort_unstable_by_key(|s| s.0);
-    Ok(Some(out))
+    Some(out)
 }

@@ -328,7 +328,7 @@ impl Collector for Collect {
         }
         let c = ConstCounter::new(r(&m.restore_us) as f64 / 1e6);
         c.encode(e.encode_descriptor(
-            "telltale_changelog_restore_seconds",
+            "telltale_changelog_restore",
             "Time spent reading the changelog on assignment",
             Some(&prometheus_client::registry::Unit::Seconds),
             c.metric_type(),

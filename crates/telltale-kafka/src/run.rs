@@ -240,25 +240,28 @@ impl SourceCtx {
         else {
             return;
         };
-        for (topic, partition) in parts {
-            let started = Instant::now();
-            let read = crate::changelog::read(conn, changelog, *partition, topic);
-            self.metrics.restores.fetch_add(1, Ordering::Relaxed);
-            self.metrics
-                .restore_us
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            let restored = match read {
-                Ok(Some(r)) => r,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(
-                        target: "telltale::kafka",
-                        "changelog {changelog}/{partition} unreadable ({e}): the series of \
-                         {topic}/{partition} start afresh"
-                    );
-                    continue;
-                }
-            };
+        let started = Instant::now();
+        let read = crate::changelog::read(conn, changelog, parts);
+        self.metrics
+            .restores
+            .fetch_add(parts.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .restore_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let read = match read {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(
+                    target: "telltale::kafka",
+                    "changelog `{changelog}` unreadable ({e}): the series of the {} assigned \
+                     partition(s) start afresh",
+                    parts.len()
+                );
+                return;
+            }
+        };
+        for ((topic, partition), restored) in parts.iter().zip(read) {
+            let Some(restored) = restored else { continue };
             self.metrics
                 .restore_ignored
                 .fetch_add(restored.stale, Ordering::Relaxed);

@@ -1695,3 +1695,163 @@ fn snapshot_and_offsets_move_together_on_revoke() {
         |e| e.metric("telltale_changelog_restored_series_total") == Some(2.0 * owned(&b)),
     );
 }
+
+/// Bytes of poison message `k`: garbage that is not a valid record (not UTF-8, not JSON, a record
+/// with a bad field), from a fixed pseudo-random sequence.
+fn poison(k: usize) -> Vec<u8> {
+    let mut x = (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    match k % 4 {
+        0 => (0..1 + next() % 64).map(|_| next() as u8 | 0x80).collect(),
+        1 => format!("{{\"metric\":\"tt_test_latency\",\"labels\":{{\"series\":\"{k}\"}},\"timestamp\":{},\"value\":\"x{}\"}}", next() % 1000, next()).into_bytes(),
+        2 => format!("not json {}", next()).into_bytes(),
+        _ => format!("{{\"labels\":{{}},\"timestamp\":{},\"value\":1}}", next() % 1000).into_bytes(),
+    }
+}
+
+/// The chaos suite: three instances in one group on an 8-partition topic (the changelog on);
+/// while the input is produced, at an uneven pace and with a tenth of it poison, instances are
+/// killed with SIGKILL, stopped with SIGTERM and restarted, in turn. At the end every expected
+/// anomaly id is on the anomaly topic (distinct ids: a duplicate cannot hide a loss), duplicates
+/// are counted, and every poison message is on the dead-letter topic with its reason. Short form
+/// here; `scripts/chaos.sh` runs the long form (`TELLTALE_CHAOS_CYCLES`,
+/// `TELLTALE_CHAOS_MESSAGES`). The broker is not restarted: the test broker keeps its data in
+/// memory, so a restart empties every topic (`survives_broker_restart` covers that alone).
+#[test]
+fn chaos_loses_no_anomaly_and_dead_letters_every_poison() {
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let cycles = env("TELLTALE_CHAOS_CYCLES", 2);
+    let messages = env("TELLTALE_CHAOS_MESSAGES", 4000);
+    let s = EngineSetup::new("chaos", 8);
+    let series = 16;
+    let points = messages * 9 / 10 / series;
+    let config = s.config().replace(
+        "drain_timeout = \"4s\"",
+        &format!(
+            "drain_timeout = \"4s\"\nchangelog = true\nchangelog_topic = \"{}-changelog\"\nsnapshot_interval = \"1s\"",
+            s.group
+        ),
+    );
+    let mut engines: Vec<Engine> = (0..3)
+        .map(|k| Engine::start(&format!("chaos-{k}"), &config))
+        .collect();
+    // The producer: points in time order, a poison message after every ninth, in chunks at an
+    // uneven pace (a pause every few chunks: the slow side).
+    let producer_thread = {
+        let (brokers, input) = (s.brokers.clone(), s.input.clone());
+        std::thread::spawn(move || {
+            let p = producer(&brokers);
+            let mut poisons = 0;
+            let mut valid = 0;
+            for j in 0..points {
+                for i in 0..series {
+                    let line = point_line(i, j, EVERY);
+                    let key = format!("{:016x}", series_key(i).id());
+                    send(
+                        &p,
+                        rdkafka::producer::BaseRecord::to(&input)
+                            .key(&key)
+                            .payload(&line)
+                            .partition(i as i32 % 8),
+                    );
+                    valid += 1;
+                    if valid % 9 == 0 {
+                        let bad = poison(poisons);
+                        send(
+                            &p,
+                            rdkafka::producer::BaseRecord::<str, [u8]>::to(&input)
+                                .payload(&bad[..])
+                                .partition((poisons % 8) as i32),
+                        );
+                        poisons += 1;
+                    }
+                }
+                if j % 10 == 0 {
+                    rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
+                    std::thread::sleep(Duration::from_millis(if j % 50 == 0 { 1500 } else { 200 }));
+                }
+            }
+            rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
+            poisons
+        })
+    };
+    // The chaos: in turn, one instance killed and restarted, another stopped and restarted.
+    // Each step waits for the group to settle (a killed member holds its partitions until its
+    // session times out, 6 s here), so the steps land while the input flows.
+    let settle = Duration::from_secs(8);
+    for c in 0..cycles {
+        std::thread::sleep(settle);
+        let k = c % 3;
+        engines[k].kill();
+        engines[k] = Engine::start(&format!("chaos-{k}-killed-{c}"), &config);
+        std::thread::sleep(settle);
+        let t = (c + 1) % 3;
+        engines[t].terminate();
+        let status = engines[t].wait(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "SIGTERM: exit {status}\n{}",
+            engines[t].log_text()
+        );
+        engines[t] = Engine::start(&format!("chaos-{t}-stopped-{c}"), &config);
+    }
+    let poisons = producer_thread.join().expect("producer");
+    let want = all_expected(series, 0..points);
+    let logs = || {
+        engines
+            .iter()
+            .map(Engine::log_text)
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    let got = read_until(&s.brokers, &s.anomalies, Duration::from_secs(120), |m| {
+        event_ids(m).is_superset(&want)
+    });
+    assert_all_present(&got, &want, &logs());
+    let opens = got.iter().filter(|m| m.json()["state"] == "open").count();
+    let duplicates = opens - want.len();
+    eprintln!(
+        "chaos: {cycles} cycles, {} messages ({poisons} poison): {} anomalies, all present; {duplicates} duplicate opens",
+        points * series + poisons,
+        want.len()
+    );
+    // Every poison message on the dead-letter topic, once or more, with its reason.
+    let dead = read_until(&s.brokers, &s.dlq, Duration::from_secs(60), |m| {
+        m.iter()
+            .filter_map(|m| {
+                Some((
+                    m.header("telltale.source.partition")?,
+                    m.header("telltale.source.offset")?,
+                ))
+            })
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= poisons
+    });
+    let sources: BTreeSet<(String, String)> = dead
+        .iter()
+        .filter_map(|m| {
+            assert!(m.header("telltale.reason").is_some_and(|r| !r.is_empty()));
+            Some((
+                m.header("telltale.source.partition")?,
+                m.header("telltale.source.offset")?,
+            ))
+        })
+        .collect();
+    assert_eq!(
+        sources.len(),
+        poisons,
+        "every poison message dead-lettered:\n{}",
+        logs()
+    );
+}

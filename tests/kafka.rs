@@ -1735,13 +1735,23 @@ fn chaos_loses_no_anomaly_and_dead_letters_every_poison() {
     let s = EngineSetup::new("chaos", 8);
     let series = 16;
     let points = messages * 9 / 10 / series;
-    let config = s.config().replace(
-        "drain_timeout = \"4s\"",
-        &format!(
-            "drain_timeout = \"4s\"\nchangelog = true\nchangelog_topic = \"{}-changelog\"\nsnapshot_interval = \"1s\"",
-            s.group
-        ),
-    );
+    // A rebalance waits for every member it knows to rejoin, up to the rebalance timeout
+    // (`max.poll.interval.ms`, 5 minutes by default); the test broker keeps a killed member in
+    // the group until then rather than its session timeout, so the group stalls for minutes
+    // after a SIGKILL. Ten seconds bounds that stall (the engine polls continuously).
+    let config = s
+        .config()
+        .replace(
+            "drain_timeout = \"4s\"",
+            &format!(
+                "drain_timeout = \"4s\"\nchangelog = true\nchangelog_topic = \"{}-changelog\"\nsnapshot_interval = \"1s\"",
+                s.group
+            ),
+        )
+        .replace(
+            "\"auto.commit.interval.ms\" = \"200\"",
+            "\"auto.commit.interval.ms\" = \"200\"\n\"max.poll.interval.ms\" = \"10000\"",
+        );
     let mut engines: Vec<Engine> = (0..3)
         .map(|k| Engine::start(&format!("chaos-{k}"), &config))
         .collect();

@@ -200,7 +200,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 
 /// Logs to stderr; the level comes from $TELLTALE_LOG (error, warn, info, debug, trace;
 /// default info).
-fn init_logging() {
+pub(crate) fn init_logging() {
     let level = std::env::var("TELLTALE_LOG")
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())

@@ -55,6 +55,27 @@ enum Command {
     Tail(kafka::TailArgs),
     /// Check a configuration: exit 0 when it is valid, 2 naming the bad field.
     Validate(ValidateArgs),
+    /// Act on anomaly events: policies of graduated steps, verified by the anomaly's resolution,
+    /// high-risk steps after an approval, every decision to an audit topic.
+    Remediate(RemediateArgs),
+}
+
+#[derive(Debug, Args)]
+struct RemediateArgs {
+    /// The remediator's TOML configuration ([remediator], [[policy]], [[policy.step]]).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Decide and audit everything, execute nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn run_remediate(a: RemediateArgs) -> Result<(), Failure> {
+    let (config, policies) = telltale_remediate::policy::Config::from_file(&a.config)
+        .map_err(|e| Failure(format!("{e} (in {})", a.config.display()), 2))?;
+    kafka::init_logging();
+    telltale_remediate::run::run(&config, policies, a.dry_run)
+        .map_err(|e| Failure(e.to_string(), 1))
 }
 
 #[derive(Debug, Args)]
@@ -344,6 +365,7 @@ fn main() -> ExitCode {
         Command::Produce(a) => kafka::run_produce(a),
         Command::Tail(a) => kafka::run_tail(a),
         Command::Validate(a) => run_validate(a),
+        Command::Remediate(a) => run_remediate(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,597 @@
+//! Incidents and their ladders: a pure state machine. It is driven by anomaly events, approvals,
+//! action results and the clock (`now`, ms), and answers with what to audit and what to run;
+//! the runner ([`crate::run`]) executes and feeds results back. No I/O here, so every rule is
+//! unit-tested.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use serde_json::{Value, json};
+
+use crate::policy::{Action, OnTimeout, Policy, Risk};
+use crate::template::expand;
+
+/// An action with its templates filled in from the incident's event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ready {
+    /// Program and arguments (one argv element each), longest run.
+    Command {
+        /// argv.
+        argv: Vec<String>,
+        /// Timeout, ms.
+        timeout_ms: i64,
+    },
+    /// A JSON message for a topic.
+    Topic {
+        /// The topic.
+        topic: String,
+        /// The message.
+        body: Value,
+    },
+}
+
+/// What the machine asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    /// A decision for the audit topic (keyed by `incident`).
+    Audit {
+        /// Incident id (the anomaly id).
+        incident: String,
+        /// The record.
+        record: Value,
+    },
+    /// Run an action, then report with [`Machine::result`].
+    Run {
+        /// Incident id.
+        incident: String,
+        /// Step name (`escalate` for the escalation).
+        step: String,
+        /// The action.
+        action: Ready,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// The step's action is out; its result not yet in.
+    Acting,
+    /// The step ran; waiting for `resolved` until then.
+    Waiting { until: i64 },
+    /// A high step waits for its approval until then.
+    Pending { until: i64 },
+}
+
+#[derive(Debug, Clone)]
+struct Incident {
+    policy: usize,
+    event: Value,
+    step: usize,
+    phase: Phase,
+    /// Steps whose action ran.
+    ran: usize,
+}
+
+/// How many closed incident ids are remembered (a redelivered event of one is ignored).
+const REMEMBERED: usize = 100_000;
+
+/// Every open incident and what has been seen.
+#[derive(Debug)]
+pub struct Machine {
+    policies: Vec<Policy>,
+    incidents: BTreeMap<String, Incident>,
+    /// (anomaly id, state) of every event handled while its incident is open or remembered.
+    seen: HashSet<(String, String)>,
+    closed: VecDeque<String>,
+}
+
+fn ms_text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+impl Machine {
+    /// A machine with these policies and no incident.
+    pub fn new(policies: Vec<Policy>) -> Self {
+        Self {
+            policies,
+            incidents: BTreeMap::new(),
+            seen: HashSet::new(),
+            closed: VecDeque::new(),
+        }
+    }
+
+    /// Open incidents.
+    pub fn open(&self) -> usize {
+        self.incidents.len()
+    }
+
+    fn audit(&self, id: &str, decision: &str, extra: Value, now: i64) -> Out {
+        let inc = self.incidents.get(id);
+        let mut record = json!({
+            "incident": id,
+            "decision": decision,
+            "at": now,
+        });
+        if let Some(i) = inc {
+            record["policy"] = json!(self.policies[i.policy].name);
+            record["series"] = i.event["series"].clone();
+            record["scores"] = i.event["detectors"].clone();
+        }
+        if let (Value::Object(r), Value::Object(e)) = (&mut record, extra) {
+            r.extend(e);
+        }
+        Out::Audit {
+            incident: id.to_owned(),
+            record,
+        }
+    }
+
+    /// An anomaly event (`open`, `update` or `resolved`).
+    pub fn event(&mut self, ev: &Value, now: i64) -> Vec<Out> {
+        let (id, state) = (ms_text(&ev["id"]), ms_text(&ev["state"]));
+        if id.is_empty() {
+            return Vec::new();
+        }
+        if !self.seen.insert((id.clone(), state.clone())) {
+            // Redelivered (at-least-once): already handled, nothing runs twice.
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        match state.as_str() {
+            "open" => {
+                if self.incidents.contains_key(&id) || self.closed.contains(&id) {
+                    return out;
+                }
+                let Some(policy) = self.policies.iter().position(|p| p.matches(ev)) else {
+                    out.push(self.audit(&id, "no_policy", json!({"series": ev["series"]}), now));
+                    return out;
+                };
+                self.incidents.insert(
+                    id.clone(),
+                    Incident {
+                        policy,
+                        event: ev.clone(),
+                        step: 0,
+                        phase: Phase::Acting,
+                        ran: 0,
+                    },
+                );
+                out.push(self.audit(&id, "event_received", json!({"state": "open"}), now));
+                out.push(self.audit(&id, "policy_matched", json!({}), now));
+                self.start_step(&id, "the first step of the ladder", now, &mut out);
+            }
+            "update" => {
+                if let Some(i) = self.incidents.get_mut(&id) {
+                    i.event["severity"] = ev["severity"].clone();
+                    out.push(self.audit(
+                        &id,
+                        "event_received",
+                        json!({"state": "update", "severity": ev["severity"]}),
+                        now,
+                    ));
+                }
+            }
+            "resolved" => {
+                let Some(inc) = self.incidents.get(&id) else {
+                    return out;
+                };
+                let (outcome, extra) = if inc.ran == 0 {
+                    ("resolved_before_any_step", json!({}))
+                } else {
+                    let step = &self.policies[inc.policy].steps
+                        [inc.step.min(self.policies[inc.policy].steps.len() - 1)];
+                    (
+                        "fixed",
+                        json!({"fixed_by": step.name, "steps_run": inc.ran}),
+                    )
+                };
+                out.push(self.audit(&id, "event_received", json!({"state": "resolved"}), now));
+                out.push(self.audit(
+                    &id,
+                    "verified",
+                    json!({"outcome": outcome}).as_object().cloned().map_or(
+                        extra.clone(),
+                        |mut o| {
+                            if let Value::Object(e) = extra {
+                                o.extend(e);
+                            }
+                            Value::Object(o)
+                        },
+                    ),
+                    now,
+                ));
+                self.close(&id, outcome, now, &mut out);
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn start_step(&mut self, id: &str, why: &str, now: i64, out: &mut Vec<Out>) {
+        let Some(inc) = self.incidents.get(id) else {
+            return;
+        };
+        let policy = &self.policies[inc.policy];
+        if inc.step >= policy.steps.len() {
+            self.escalate(id, now, out);
+            return;
+        }
+        let step = policy.steps[inc.step].clone();
+        let approval_ms = policy.approval_timeout_ms;
+        if step.risk == Risk::High {
+            out.push(self.audit(
+                id,
+                "approval_requested",
+                json!({"step": step.name, "risk": "high", "why": why, "timeout_ms": approval_ms}),
+                now,
+            ));
+            if let Some(i) = self.incidents.get_mut(id) {
+                i.phase = Phase::Pending {
+                    until: now + approval_ms,
+                };
+            }
+            return;
+        }
+        self.run_step(id, why, now, out);
+    }
+
+    fn run_step(&mut self, id: &str, why: &str, now: i64, out: &mut Vec<Out>) {
+        let Some(inc) = self.incidents.get(id) else {
+            return;
+        };
+        let step = self.policies[inc.policy].steps[inc.step].clone();
+        match ready(&step.action, &inc.event) {
+            Ok(action) => {
+                out.push(self.audit(
+                    id,
+                    "step_chosen",
+                    json!({"step": step.name, "risk": step.risk, "why": why}),
+                    now,
+                ));
+                if let Some(i) = self.incidents.get_mut(id) {
+                    i.phase = Phase::Acting;
+                }
+                out.push(Out::Run {
+                    incident: id.to_owned(),
+                    step: step.name,
+                    action,
+                });
+            }
+            Err(e) => {
+                out.push(self.audit(
+                    id,
+                    "step_skipped",
+                    json!({"step": step.name, "why": format!("its arguments cannot be filled: {e}")}),
+                    now,
+                ));
+                self.next_step(id, "the step before could not run", now, out);
+            }
+        }
+    }
+
+    fn next_step(&mut self, id: &str, why: &str, now: i64, out: &mut Vec<Out>) {
+        if let Some(i) = self.incidents.get_mut(id) {
+            i.step += 1;
+        }
+        self.start_step(id, why, now, out);
+    }
+
+    fn escalate(&mut self, id: &str, now: i64, out: &mut Vec<Out>) {
+        let Some(inc) = self.incidents.get(id) else {
+            return;
+        };
+        let policy = &self.policies[inc.policy];
+        out.push(self.audit(
+            id,
+            "escalated",
+            json!({"why": "the ladder is exhausted", "steps_run": inc.ran}),
+            now,
+        ));
+        if let Some(action) = policy
+            .escalate
+            .as_ref()
+            .and_then(|a| ready(a, &inc.event).ok())
+        {
+            out.push(Out::Run {
+                incident: id.to_owned(),
+                step: "escalate".into(),
+                action,
+            });
+        }
+        self.close(id, "escalated", now, out);
+    }
+
+    fn close(&mut self, id: &str, outcome: &str, now: i64, out: &mut Vec<Out>) {
+        out.push(self.audit(id, "closed", json!({"outcome": outcome}), now));
+        self.incidents.remove(id);
+        self.closed.push_back(id.to_owned());
+        if self.closed.len() > REMEMBERED
+            && let Some(old) = self.closed.pop_front()
+        {
+            self.seen.retain(|(i, _)| *i != old);
+        }
+    }
+
+    /// The result of an action [`Out::Run`] asked for.
+    pub fn result(
+        &mut self,
+        id: &str,
+        step: &str,
+        ok: bool,
+        detail: &str,
+        latency_ms: i64,
+        now: i64,
+    ) -> Vec<Out> {
+        let mut out = vec![self.audit(
+            id,
+            "action_result",
+            json!({"step": step, "ok": ok, "detail": detail, "latency_ms": latency_ms}),
+            now,
+        )];
+        let Some(inc) = self.incidents.get_mut(id) else {
+            return out;
+        };
+        if inc.phase != Phase::Acting {
+            return out;
+        }
+        inc.ran += 1;
+        if ok {
+            let wait = self.policies[inc.policy].steps[inc.step].wait_ms;
+            inc.phase = Phase::Waiting { until: now + wait };
+        } else {
+            self.next_step(id, "the step before failed", now, &mut out);
+        }
+        out
+    }
+
+    /// An approval message: `{"incident", "step", "decision": "approve"|"deny", "who", "why"}`.
+    pub fn approval(&mut self, msg: &Value, now: i64) -> Vec<Out> {
+        let (id, step) = (ms_text(&msg["incident"]), ms_text(&msg["step"]));
+        let mut out = Vec::new();
+        let Some(inc) = self.incidents.get(&id) else {
+            return out;
+        };
+        let pending = self.policies[inc.policy]
+            .steps
+            .get(inc.step)
+            .map(|s| s.name.clone());
+        if !matches!(inc.phase, Phase::Pending { .. }) || pending.as_deref() != Some(step.as_str())
+        {
+            return out;
+        }
+        let who = json!({"step": step, "who": msg["who"], "reason": msg["why"]});
+        match msg["decision"].as_str() {
+            Some("approve") => {
+                out.push(self.audit(&id, "approval_granted", who, now));
+                self.run_step(&id, "approved", now, &mut out);
+            }
+            Some("deny") => {
+                out.push(self.audit(&id, "approval_denied", who, now));
+                self.next_step(&id, "the step before was denied", now, &mut out);
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// What the clock brings: waits without `resolved` move to the next step; approvals that
+    /// timed out escalate or abort.
+    pub fn tick(&mut self, now: i64) -> Vec<Out> {
+        let due: Vec<(String, Phase)> = self
+            .incidents
+            .iter()
+            .filter(|(_, i)| match i.phase {
+                Phase::Waiting { until } | Phase::Pending { until } => until <= now,
+                Phase::Acting => false,
+            })
+            .map(|(id, i)| (id.clone(), i.phase))
+            .collect();
+        let mut out = Vec::new();
+        for (id, phase) in due {
+            match phase {
+                Phase::Waiting { .. } => {
+                    out.push(self.audit(
+                        &id,
+                        "verified",
+                        json!({"outcome": "not_resolved_in_time"}),
+                        now,
+                    ));
+                    self.next_step(
+                        &id,
+                        "the step before did not resolve the anomaly in time",
+                        now,
+                        &mut out,
+                    );
+                }
+                Phase::Pending { .. } => {
+                    out.push(self.audit(&id, "approval_timed_out", json!({}), now));
+                    let policy = self.incidents.get(&id).map(|i| i.policy).unwrap_or(0);
+                    match self.policies[policy].on_approval_timeout {
+                        OnTimeout::Escalate => self.escalate(&id, now, &mut out),
+                        OnTimeout::Abort => self.close(&id, "aborted", now, &mut out),
+                    }
+                }
+                Phase::Acting => {}
+            }
+        }
+        out
+    }
+}
+
+/// Fills an action's templates from `event`.
+fn ready(action: &Action, event: &Value) -> Result<Ready, String> {
+    match action {
+        Action::Command { argv, timeout } => Ok(Ready::Command {
+            argv: argv
+                .iter()
+                .map(|a| expand(a, event))
+                .collect::<Result<_, _>>()?,
+            timeout_ms: telltale_core::time::parse_duration_ms(timeout).unwrap_or(30_000),
+        }),
+        Action::Topic { topic, body } => Ok(Ready::Topic {
+            topic: topic.clone(),
+            body: match body {
+                None => event.clone(),
+                Some(b) => fill(b, event)?,
+            },
+        }),
+    }
+}
+
+fn fill(v: &Value, event: &Value) -> Result<Value, String> {
+    Ok(match v {
+        Value::String(s) => Value::String(expand(s, event)?),
+        Value::Array(a) => {
+            Value::Array(a.iter().map(|x| fill(x, event)).collect::<Result<_, _>>()?)
+        }
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| Ok((k.clone(), fill(x, event)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Config;
+
+    fn machine(steps: &str) -> Machine {
+        let (_, p) = Config::from_toml(&format!(
+            "[remediator]\nbrokers = \"b\"\n[[policy]]\nname = \"p\"\nescalate = {{ kind = \"topic\", topic = \"pager\" }}\n{steps}"
+        ))
+        .unwrap();
+        Machine::new(p)
+    }
+
+    const TWO: &str = "[[policy.step]]\nname = \"restart\"\nwait = \"1m\"\naction = { kind = \"command\", argv = [\"/bin/restart\", \"{{label.model}}\"] }\n[[policy.step]]\nname = \"rollback\"\nwait = \"1m\"\naction = { kind = \"topic\", topic = \"actions\", body = { do = \"rollback\", model = \"{{label.model}}\" } }";
+
+    fn ev(state: &str) -> Value {
+        json!({"id": "a1", "state": state, "severity": "warning", "chain": "default",
+               "series": {"name": "m", "labels": {"model": "llama"}}, "detectors": []})
+    }
+
+    fn decisions(out: &[Out]) -> Vec<String> {
+        out.iter()
+            .map(|o| match o {
+                Out::Audit { record, .. } => record["decision"].as_str().unwrap().to_owned(),
+                Out::Run { step, .. } => format!("run {step}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_ladder_climbs_until_the_anomaly_resolves() {
+        let mut m = machine(TWO);
+        let out = m.event(&ev("open"), 0);
+        assert_eq!(
+            decisions(&out),
+            [
+                "event_received",
+                "policy_matched",
+                "step_chosen",
+                "run restart"
+            ]
+        );
+        assert!(
+            matches!(&out[3], Out::Run { action: Ready::Command { argv, .. }, .. } if argv == &["/bin/restart", "llama"])
+        );
+        m.result("a1", "restart", true, "", 5, 10);
+        assert!(m.tick(59_000).is_empty(), "still waiting");
+        let out = m.tick(60_010);
+        assert_eq!(decisions(&out), ["verified", "step_chosen", "run rollback"]);
+        assert!(
+            matches!(&out[2], Out::Run { action: Ready::Topic { body, .. }, .. } if body["model"] == "llama")
+        );
+        m.result("a1", "rollback", true, "", 5, 60_020);
+        let out = m.event(&ev("resolved"), 70_000);
+        let verified = out.iter().find_map(|o| match o {
+            Out::Audit { record, .. } if record["decision"] == "verified" => Some(record.clone()),
+            _ => None,
+        });
+        assert_eq!(verified.unwrap()["fixed_by"], "rollback");
+        assert_eq!(m.open(), 0);
+    }
+
+    #[test]
+    fn redelivered_events_run_nothing_twice_and_a_closed_incident_stays_closed() {
+        let mut m = machine(TWO);
+        assert_eq!(decisions(&m.event(&ev("open"), 0)).len(), 4);
+        assert!(m.event(&ev("open"), 1).is_empty());
+        m.result("a1", "restart", true, "", 1, 2);
+        m.event(&ev("resolved"), 3);
+        assert!(m.event(&ev("resolved"), 4).is_empty());
+        assert!(
+            m.event(&ev("open"), 5).is_empty(),
+            "a redelivered open of a closed incident"
+        );
+    }
+
+    #[test]
+    fn an_exhausted_ladder_escalates_and_a_failed_step_moves_on() {
+        let mut m = machine(TWO);
+        m.event(&ev("open"), 0);
+        let out = m.result("a1", "restart", false, "exit 1", 5, 10);
+        assert_eq!(
+            decisions(&out),
+            ["action_result", "step_chosen", "run rollback"]
+        );
+        m.result("a1", "rollback", true, "", 5, 20);
+        let out = m.tick(60_020);
+        assert_eq!(
+            decisions(&out),
+            ["verified", "escalated", "run escalate", "closed"]
+        );
+    }
+
+    #[test]
+    fn a_high_step_waits_for_its_approval_and_a_denied_one_never_runs() {
+        let high = "[[policy.step]]\nname = \"rollback\"\nrisk = \"high\"\naction = { kind = \"command\", argv = [\"/bin/rollback\"] }";
+        let mut m = machine(high);
+        let out = m.event(&ev("open"), 0);
+        assert_eq!(
+            decisions(&out),
+            ["event_received", "policy_matched", "approval_requested"]
+        );
+        // An approval of another step, or of another incident, does nothing.
+        assert!(
+            m.approval(
+                &json!({"incident": "a1", "step": "other", "decision": "approve"}),
+                1
+            )
+            .is_empty()
+        );
+        let out = m.approval(&json!({"incident": "a1", "step": "rollback", "decision": "approve", "who": "ana", "why": "ok"}), 2);
+        assert_eq!(
+            decisions(&out),
+            ["approval_granted", "step_chosen", "run rollback"]
+        );
+        let mut m = machine(high);
+        m.event(&ev("open"), 0);
+        let out = m.approval(
+            &json!({"incident": "a1", "step": "rollback", "decision": "deny", "who": "bo"}),
+            2,
+        );
+        assert_eq!(
+            decisions(&out),
+            ["approval_denied", "escalated", "run escalate", "closed"]
+        );
+        // A timeout escalates.
+        let mut m = machine(high);
+        m.event(&ev("open"), 0);
+        let out = m.tick(15 * 60_000);
+        assert_eq!(
+            decisions(&out),
+            ["approval_timed_out", "escalated", "run escalate", "closed"]
+        );
+    }
+
+    #[test]
+    fn an_anomaly_resolved_before_any_step_ran_is_recorded_so() {
+        let high = "[[policy.step]]\nname = \"rollback\"\nrisk = \"high\"\naction = { kind = \"command\", argv = [\"/bin/rollback\"] }";
+        let mut m = machine(high);
+        m.event(&ev("open"), 0);
+        let out = m.event(&ev("resolved"), 10);
+        assert!(out.iter().any(|o| matches!(o, Out::Audit { record, .. } if record["outcome"] == "resolved_before_any_step")));
+    }
+}

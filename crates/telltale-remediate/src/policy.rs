@@ -1,0 +1,428 @@
+//! The remediator's configuration: where to read and write, and the policies.
+//!
+//! ```toml
+//! [remediator]
+//! brokers = "127.0.0.1:9092"
+//! anomaly_topic = "telltale-anomalies"   # events in
+//! audit_topic = "telltale-audit"         # every decision out, keyed by incident
+//! approvals_topic = "telltale-approvals" # {"incident", "step", "decision": "approve"|"deny", "who", "why"}
+//!
+//! [[policy]]
+//! name = "latency"
+//! metric = "llm_latency*"            # glob on the metric
+//! labels = { model = "*" }           # globs on labels (each must exist)
+//! severity = "warning"               # at least: warning | critical
+//! escalate = { kind = "topic", topic = "pager", body = { incident = "{{id}}" } }
+//!
+//! [[policy.step]]
+//! name = "restart"
+//! risk = "low"                       # low | high (high waits for an approval)
+//! wait = "2m"                        # for `resolved` before the next step
+//! action = { kind = "command", argv = ["/usr/local/bin/restart", "{{label.model}}"] }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use telltale_core::time::parse_duration_ms;
+use telltale_engine::config::Glob;
+
+use crate::Error;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where to read and write.
+    pub remediator: Settings,
+    /// The policies, tried in order (the first match takes the anomaly).
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<PolicyConfig>,
+}
+
+/// `[remediator]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group (default `telltale-remediator`).
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Where anomaly events are read (default `telltale-anomalies`).
+    #[serde(default = "default_anomalies")]
+    pub anomaly_topic: String,
+    /// Where every decision is written (default `telltale-audit`).
+    #[serde(default = "default_audit")]
+    pub audit_topic: String,
+    /// Where approvals are read (default `telltale-approvals`).
+    #[serde(default = "default_approvals")]
+    pub approvals_topic: String,
+    /// Decide and audit everything, execute nothing (default false).
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Raw librdkafka properties for the consumer, e.g. `"session.timeout.ms" = "6000"`.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+}
+
+fn default_group() -> String {
+    "telltale-remediator".into()
+}
+fn default_anomalies() -> String {
+    "telltale-anomalies".into()
+}
+fn default_audit() -> String {
+    "telltale-audit".into()
+}
+fn default_approvals() -> String {
+    "telltale-approvals".into()
+}
+
+/// Least severity a policy acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Every anomaly.
+    Warning,
+    /// Critical ones only.
+    Critical,
+}
+
+/// A step's risk: `high` steps wait for an approval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    /// Runs at once.
+    #[default]
+    Low,
+    /// Waits for a human's approval.
+    High,
+}
+
+/// What an approval timeout does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    /// Skip to escalation.
+    #[default]
+    Escalate,
+    /// Close the incident unremediated.
+    Abort,
+}
+
+/// An action. Strings in it are templates ([`crate::template`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Action {
+    /// Runs a program with arguments (an argv array: no shell), up to `timeout`.
+    Command {
+        /// Program and arguments, each a template.
+        argv: Vec<String>,
+        /// Longest run (default `30s`); the program is killed after it.
+        #[serde(default = "default_timeout")]
+        timeout: String,
+    },
+    /// Writes a JSON message (its string values templates) to a topic.
+    Topic {
+        /// The topic.
+        topic: String,
+        /// The message (default: the event).
+        #[serde(default)]
+        body: Option<serde_json::Value>,
+    },
+}
+
+fn default_timeout() -> String {
+    "30s".into()
+}
+
+/// `[[policy.step]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// Name (in the audit).
+    pub name: String,
+    /// Risk (default low).
+    #[serde(default)]
+    pub risk: Risk,
+    /// How long to wait for `resolved` after the step before the next (default `5m`).
+    #[serde(default = "default_wait")]
+    pub wait: String,
+    /// What it does.
+    pub action: Action,
+}
+
+fn default_wait() -> String {
+    "5m".into()
+}
+
+/// `[[policy]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Name (in the audit).
+    pub name: String,
+    /// Glob on the metric (default `*`).
+    #[serde(default = "default_glob")]
+    pub metric: String,
+    /// Globs on labels; each must exist and match.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Only anomalies of this chain (default any).
+    #[serde(default)]
+    pub chain: Option<String>,
+    /// Least severity (default warning: all).
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+    /// How long a high step waits for its approval (default `15m`).
+    #[serde(default = "default_approval_timeout")]
+    pub approval_timeout: String,
+    /// What an approval timeout does (default escalate).
+    #[serde(default)]
+    pub on_approval_timeout: OnTimeout,
+    /// What runs when the ladder is exhausted (default: the audit record only).
+    #[serde(default)]
+    pub escalate: Option<Action>,
+    /// The ladder.
+    #[serde(rename = "step")]
+    pub steps: Vec<StepConfig>,
+}
+
+fn default_glob() -> String {
+    "*".into()
+}
+fn default_severity() -> Severity {
+    Severity::Warning
+}
+fn default_approval_timeout() -> String {
+    "15m".into()
+}
+
+/// A checked step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Name.
+    pub name: String,
+    /// Risk.
+    pub risk: Risk,
+    /// Wait for `resolved`, ms.
+    pub wait_ms: i64,
+    /// Action.
+    pub action: Action,
+}
+
+/// A checked policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Name.
+    pub name: String,
+    metric: Glob,
+    labels: Vec<(String, Glob)>,
+    chain: Option<String>,
+    severity: Severity,
+    /// Approval timeout, ms.
+    pub approval_timeout_ms: i64,
+    /// On approval timeout.
+    pub on_approval_timeout: OnTimeout,
+    /// Escalation action.
+    pub escalate: Option<Action>,
+    /// The ladder.
+    pub steps: Vec<Step>,
+}
+
+impl Policy {
+    /// Whether the policy takes this anomaly event.
+    pub fn matches(&self, event: &serde_json::Value) -> bool {
+        let series = &event["series"];
+        let name = series["name"].as_str().unwrap_or_default();
+        let severity = match event["severity"].as_str() {
+            Some("critical") => Severity::Critical,
+            _ => Severity::Warning,
+        };
+        self.metric.matches(name)
+            && severity >= self.severity
+            && self
+                .chain
+                .as_deref()
+                .is_none_or(|c| event["chain"].as_str() == Some(c))
+            && self.labels.iter().all(|(k, g)| {
+                series["labels"][k.as_str()]
+                    .as_str()
+                    .is_some_and(|v| g.matches(v))
+            })
+    }
+}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::Config {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+fn duration(path: &str, text: &str) -> Result<i64, Error> {
+    parse_duration_ms(text)
+        .ok_or_else(|| err(path, format!("`{text}` is not a duration such as \"2m\"")))
+}
+
+fn check_action(path: &str, a: &Action) -> Result<(), Error> {
+    let strings: Vec<String> = match a {
+        Action::Command { argv, timeout } => {
+            duration(&format!("{path}.timeout"), timeout)?;
+            if argv.is_empty() || argv[0].is_empty() {
+                return Err(err(format!("{path}.argv"), "needs a program"));
+            }
+            if argv[0].contains("{{") {
+                return Err(err(
+                    format!("{path}.argv[0]"),
+                    "the program cannot come from event data",
+                ));
+            }
+            argv.clone()
+        }
+        Action::Topic { topic, body } => {
+            if topic.is_empty() {
+                return Err(err(format!("{path}.topic"), "must not be empty"));
+            }
+            let mut out = Vec::new();
+            collect_strings(body.as_ref().unwrap_or(&serde_json::Value::Null), &mut out);
+            out
+        }
+    };
+    for s in strings {
+        crate::template::check(&s).map_err(|e| err(path, e))?;
+    }
+    Ok(())
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
+    }
+}
+
+impl Config {
+    /// Parses and checks TOML text; errors name the bad field.
+    pub fn from_toml(text: &str) -> Result<(Self, Vec<Policy>), Error> {
+        let de = toml::Deserializer::parse(text).map_err(|e| err("", e.to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            err(path, e.into_inner().message().to_owned())
+        })?;
+        let policies = config.check()?;
+        Ok((config, policies))
+    }
+
+    /// Reads a file.
+    pub fn from_file(path: &Path) -> Result<(Self, Vec<Policy>), Error> {
+        Self::from_toml(&std::fs::read_to_string(path)?)
+    }
+
+    fn check(&self) -> Result<Vec<Policy>, Error> {
+        if self.remediator.brokers.trim().is_empty() {
+            return Err(err("remediator.brokers", "must not be empty"));
+        }
+        self.policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let path = format!("policy[{i}]");
+                if p.steps.is_empty() {
+                    return Err(err(
+                        format!("{path}.step"),
+                        "a policy needs at least one step",
+                    ));
+                }
+                if let Some(a) = &p.escalate {
+                    check_action(&format!("{path}.escalate"), a)?;
+                }
+                let steps = p
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| {
+                        let sp = format!("{path}.step[{j}]");
+                        check_action(&format!("{sp}.action"), &s.action)?;
+                        Ok(Step {
+                            name: s.name.clone(),
+                            risk: s.risk,
+                            wait_ms: duration(&format!("{sp}.wait"), &s.wait)?,
+                            action: s.action.clone(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, Error>>()?;
+                Ok(Policy {
+                    name: p.name.clone(),
+                    metric: Glob::new(&p.metric),
+                    labels: p
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Glob::new(v)))
+                        .collect(),
+                    chain: p.chain.clone(),
+                    severity: p.severity,
+                    approval_timeout_ms: duration(
+                        &format!("{path}.approval_timeout"),
+                        &p.approval_timeout,
+                    )?,
+                    on_approval_timeout: p.on_approval_timeout,
+                    escalate: p.escalate.clone(),
+                    steps,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[remediator]\nbrokers = \"127.0.0.1:9092\"\n";
+
+    #[test]
+    fn a_bad_field_is_named() {
+        for (toml, path) in [
+            (
+                "[[policy]]\nname = \"p\"\n[[policy.step]]\nname = \"s\"\nwait = \"soon\"\naction = { kind = \"command\", argv = [\"true\"] }",
+                "policy[0].step[0].wait",
+            ),
+            (
+                "[[policy]]\nname = \"p\"\n[[policy.step]]\nname = \"s\"\naction = { kind = \"command\", argv = [\"{{label.cmd}}\"] }",
+                "policy[0].step[0].action.argv[0]",
+            ),
+            (
+                "[[policy]]\nname = \"p\"\n[[policy.step]]\nname = \"s\"\naction = { kind = \"command\", argv = [\"x\", \"{{bogus}}\"] }",
+                "policy[0].step[0].action",
+            ),
+            ("[[policy]]\nname = \"p\"\nstep = []", "policy[0].step"),
+            (
+                "[[policy]]\nname = \"p\"\nmetrc = \"x\"\n[[policy.step]]\nname = \"s\"\naction = { kind = \"topic\", topic = \"t\" }",
+                "policy[0].metrc",
+            ),
+        ] {
+            match Config::from_toml(&format!("{BASE}{toml}")) {
+                Err(Error::Config { path: p, message }) => assert_eq!(p, path, "{message}"),
+                other => panic!("{toml}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn policies_match_by_metric_labels_chain_and_severity() {
+        let (_, p) = Config::from_toml(&format!(
+            "{BASE}[[policy]]\nname = \"p\"\nmetric = \"llm_*\"\nlabels = {{ model = \"llama*\" }}\nseverity = \"critical\"\n[[policy.step]]\nname = \"s\"\naction = {{ kind = \"topic\", topic = \"t\" }}"
+        ))
+        .unwrap();
+        let ev = |name: &str, model: &str, sev: &str| serde_json::json!({"series": {"name": name, "labels": {"model": model}}, "severity": sev, "chain": "default"});
+        assert!(p[0].matches(&ev("llm_latency", "llama3", "critical")));
+        assert!(!p[0].matches(&ev("llm_latency", "llama3", "warning")));
+        assert!(!p[0].matches(&ev("llm_latency", "qwen", "critical")));
+        assert!(!p[0].matches(&ev("gpu_mem", "llama3", "critical")));
+    }
+}

@@ -1,0 +1,360 @@
+//! `telltale remediate` against the real broker: ladders verified by `resolved`, approvals, dry
+//! runs, redelivery, and event data kept away from any shell. Incidents are told apart by
+//! their ids; assertions are on the audit topic's records of each.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use telltale_tests::broker::*;
+
+/// Topics and a folder for one remediator.
+struct Setup {
+    brokers: String,
+    anomalies: String,
+    audit: String,
+    approvals: String,
+    group: String,
+    dir: PathBuf,
+}
+
+impl Setup {
+    fn new(name: &str) -> Self {
+        let brokers = brokers();
+        let s = Self {
+            anomalies: unique(&format!("{name}-anomalies")),
+            audit: unique(&format!("{name}-audit")),
+            approvals: unique(&format!("{name}-approvals")),
+            group: unique(&format!("{name}-group")),
+            dir: telltale_tests::temp_dir(&unique(name)),
+            brokers,
+        };
+        for t in [&s.anomalies, &s.audit, &s.approvals] {
+            create_topic(&s.brokers, t, 1);
+        }
+        s
+    }
+
+    fn config(&self, policies: &str) -> String {
+        format!(
+            r#"[remediator]
+brokers = "{}"
+group_id = "{}"
+anomaly_topic = "{}"
+audit_topic = "{}"
+approvals_topic = "{}"
+
+[remediator.consumer]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+"fetch.wait.max.ms" = "10"
+
+{policies}
+"#,
+            self.brokers, self.group, self.anomalies, self.audit, self.approvals
+        )
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn send(&self, topic: &str, key: &str, v: &Value) {
+        let p = producer(&self.brokers);
+        let payload = v.to_string();
+        send(
+            &p,
+            rdkafka::producer::BaseRecord::to(topic)
+                .key(key)
+                .payload(&payload),
+        );
+        rdkafka::producer::Producer::flush(&p, Duration::from_secs(10)).expect("flush");
+    }
+
+    fn event(&self, id: &str, state: &str, model: &str) {
+        self.send(
+            &self.anomalies,
+            id,
+            &json!({"id": id, "state": state, "severity": "critical", "chain": "default",
+                    "series": {"name": "llm_latency_p99_ms", "labels": {"model": model}},
+                    "series_id": "0", "timestamp": "2026-01-05T00:57:15.000Z", "value": 736.5,
+                    "expected": 694.2, "score": 1.0,
+                    "detectors": [{"params": {"kind": "ewma"}, "score": 1.0}]}),
+        );
+    }
+
+    /// The audit records of incident `id`, read until `done` holds for them.
+    fn audit_of(&self, id: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let of = |m: &[Msg]| -> Vec<Value> {
+            m.iter()
+                .map(Msg::json)
+                .filter(|v| v["incident"] == id)
+                .collect()
+        };
+        of(&read_until(
+            &self.brokers,
+            &self.audit,
+            Duration::from_secs(60),
+            |m| done(&of(m)),
+        ))
+    }
+}
+
+/// `telltale remediate`, stopped when dropped.
+struct Remediator(Child, PathBuf);
+
+impl Remediator {
+    fn start(s: &Setup, config: &str, dry_run: bool) -> Self {
+        let cfg = s.dir.join(format!("{}.toml", unique("remediator")));
+        std::fs::write(&cfg, config).expect("config");
+        let log = s.dir.join(format!("{}.log", unique("remediator")));
+        let mut cmd = Command::new(telltale_bin());
+        cmd.args(["remediate", "--config"]).arg(&cfg);
+        if dry_run {
+            cmd.arg("--dry-run");
+        }
+        let child = cmd
+            .env("TELLTALE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn telltale remediate");
+        Self(child, log)
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+impl Drop for Remediator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn decisions(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| match r["step"].as_str() {
+            Some(step) => format!("{} {step}", r["decision"].as_str().unwrap_or_default()),
+            None => r["decision"].as_str().unwrap_or_default().to_owned(),
+        })
+        .collect()
+}
+
+fn wait_for_file(path: &Path, timeout: Duration, log: &str) {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared; log:\n{log}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn touch_ladder(s: &Setup, first_wait: &str) -> String {
+    s.config(&format!(
+        r#"[[policy]]
+name = "latency"
+metric = "llm_latency*"
+[[policy.step]]
+name = "restart"
+wait = "{first_wait}"
+action = {{ kind = "command", argv = ["/usr/bin/touch", "{dir}/restart-{{{{id}}}}"] }}
+[[policy.step]]
+name = "rollback"
+wait = "60s"
+action = {{ kind = "command", argv = ["/usr/bin/touch", "{dir}/rollback-{{{{id}}}}"] }}
+"#,
+        dir = s.dir.display()
+    ))
+}
+
+#[test]
+fn ladder_escalates_until_the_anomaly_resolves() {
+    let s = Setup::new("ladder");
+    let r = Remediator::start(&s, &touch_ladder(&s, "2s"), false);
+    s.event("inc-1", "open", "llama3-8b");
+    wait_for_file(&s.file("restart-inc-1"), Duration::from_secs(60), &r.log());
+    // The restart does not fix it: two seconds later the rollback runs, and that one does.
+    wait_for_file(&s.file("rollback-inc-1"), Duration::from_secs(30), &r.log());
+    s.event("inc-1", "resolved", "llama3-8b");
+    let audit = s.audit_of("inc-1", |r| r.iter().any(|v| v["decision"] == "closed"));
+    assert_eq!(
+        decisions(&audit),
+        [
+            "event_received",
+            "policy_matched",
+            "step_chosen restart",
+            "action_result restart",
+            "verified",
+            "step_chosen rollback",
+            "action_result rollback",
+            "event_received",
+            "verified",
+            "closed",
+        ],
+        "{}",
+        r.log()
+    );
+    assert_eq!(audit[4]["outcome"], "not_resolved_in_time");
+    assert_eq!(audit[8]["outcome"], "fixed");
+    assert_eq!(audit[8]["fixed_by"], "rollback");
+    assert_eq!(audit[9]["outcome"], "fixed");
+    // Every record carries the detector scores that triggered it, and results their latency.
+    assert!(audit.iter().all(|v| v["scores"][0]["score"] == 1.0));
+    assert!(audit[3]["latency_ms"].is_number() && audit[3]["ok"] == true);
+}
+
+#[test]
+fn dry_run_executes_nothing() {
+    let s = Setup::new("dry-run");
+    let r = Remediator::start(&s, &touch_ladder(&s, "1s"), true);
+    s.event("inc-2", "open", "llama3-8b");
+    let audit = s.audit_of("inc-2", |r| {
+        r.iter()
+            .filter(|v| v["decision"] == "action_result")
+            .count()
+            >= 2
+    });
+    let results: Vec<&Value> = audit
+        .iter()
+        .filter(|v| v["decision"] == "action_result")
+        .collect();
+    assert_eq!(results.len(), 2, "{}", r.log());
+    for v in results {
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("dry run: not executed"),
+            "{v}"
+        );
+    }
+    assert!(!s.file("restart-inc-2").exists() && !s.file("rollback-inc-2").exists());
+}
+
+#[test]
+fn event_data_never_reaches_a_shell() {
+    let s = Setup::new("no-shell");
+    let pwned = s.file("pwned");
+    let label = format!("x; touch {} #", pwned.display());
+    let config = s.config(
+        r#"[[policy]]
+name = "echo"
+[[policy.step]]
+name = "say"
+action = { kind = "command", argv = ["/usr/bin/printf", "%s", "{{label.model}}"] }
+"#,
+    );
+    let r = Remediator::start(&s, &config, false);
+    s.event("inc-3", "open", &label);
+    let audit = s.audit_of("inc-3", |r| {
+        r.iter().any(|v| v["decision"] == "action_result")
+    });
+    let result = audit
+        .iter()
+        .find(|v| v["decision"] == "action_result")
+        .expect("result");
+    // The label arrived as one argument, printed verbatim; no shell ran it.
+    assert_eq!(result["detail"], label.as_str(), "{}", r.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!pwned.exists());
+}
+
+#[test]
+fn redelivered_event_runs_no_step_twice() {
+    let s = Setup::new("redelivery");
+    let r = Remediator::start(&s, &touch_ladder(&s, "60s"), false);
+    s.event("inc-4", "open", "llama3-8b");
+    s.event("inc-4", "open", "llama3-8b");
+    s.event("inc-4", "open", "llama3-8b");
+    wait_for_file(&s.file("restart-inc-4"), Duration::from_secs(60), &r.log());
+    s.event("inc-4", "resolved", "llama3-8b");
+    s.event("inc-4", "resolved", "llama3-8b");
+    let audit = s.audit_of("inc-4", |r| r.iter().any(|v| v["decision"] == "closed"));
+    std::thread::sleep(Duration::from_secs(1));
+    let audit2 = s.audit_of("inc-4", |r| r.len() >= audit.len());
+    let ran = audit2
+        .iter()
+        .filter(|v| v["decision"] == "step_chosen")
+        .count();
+    let closed = audit2.iter().filter(|v| v["decision"] == "closed").count();
+    assert_eq!((ran, closed), (1, 1), "{:?}", decisions(&audit2));
+}
+
+fn approval_config(s: &Setup) -> String {
+    s.config(&format!(
+        r#"[[policy]]
+name = "rollout"
+approval_timeout = "60s"
+[[policy.step]]
+name = "rollback"
+risk = "high"
+action = {{ kind = "command", argv = ["/usr/bin/touch", "{dir}/rollback-{{{{id}}}}"] }}
+"#,
+        dir = s.dir.display()
+    ))
+}
+
+#[test]
+fn high_risk_step_waits_for_approval() {
+    let s = Setup::new("approve");
+    let r = Remediator::start(&s, &approval_config(&s), false);
+    s.event("inc-5", "open", "llama3-8b");
+    s.audit_of("inc-5", |r| {
+        r.iter().any(|v| v["decision"] == "approval_requested")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !s.file("rollback-inc-5").exists(),
+        "ran before its approval"
+    );
+    s.send(
+        &s.approvals,
+        "inc-5",
+        &json!({"incident": "inc-5", "step": "rollback", "decision": "approve", "who": "ana", "why": "checked the dashboards"}),
+    );
+    wait_for_file(&s.file("rollback-inc-5"), Duration::from_secs(30), &r.log());
+    let audit = s.audit_of("inc-5", |r| {
+        r.iter().any(|v| v["decision"] == "action_result")
+    });
+    let granted = audit
+        .iter()
+        .find(|v| v["decision"] == "approval_granted")
+        .expect("granted");
+    assert_eq!(
+        (granted["who"].as_str(), granted["reason"].as_str()),
+        (Some("ana"), Some("checked the dashboards"))
+    );
+}
+
+#[test]
+fn denied_step_is_not_run() {
+    let s = Setup::new("deny");
+    let r = Remediator::start(&s, &approval_config(&s), false);
+    s.event("inc-6", "open", "llama3-8b");
+    s.audit_of("inc-6", |r| {
+        r.iter().any(|v| v["decision"] == "approval_requested")
+    });
+    s.send(
+        &s.approvals,
+        "inc-6",
+        &json!({"incident": "inc-6", "step": "rollback", "decision": "deny", "who": "bo", "why": "not now"}),
+    );
+    let audit = s.audit_of("inc-6", |r| r.iter().any(|v| v["decision"] == "closed"));
+    assert!(
+        decisions(&audit).contains(&"approval_denied rollback".to_owned()),
+        "{:?}\n{}",
+        decisions(&audit),
+        r.log()
+    );
+    assert!(!audit.iter().any(|v| v["decision"] == "step_chosen"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!s.file("rollback-inc-6").exists());
+}

@@ -358,3 +358,50 @@ fn denied_step_is_not_run() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(!s.file("rollback-inc-6").exists());
 }
+
+#[test]
+fn open_incidents_survive_a_restart() {
+    let s = Setup::new("restart");
+    let config = touch_ladder(&s, "60s");
+    let first = Remediator::start(&s, &config, false);
+    s.event("inc-7", "open", "llama3-8b");
+    wait_for_file(
+        &s.file("restart-inc-7"),
+        Duration::from_secs(60),
+        &first.log(),
+    );
+    s.audit_of("inc-7", |r| {
+        r.iter().any(|v| v["decision"] == "action_result")
+    });
+    drop(first); // SIGKILL
+    std::fs::remove_file(s.file("restart-inc-7")).expect("remove");
+    // A new remediator in the same group: it rebuilds the incident from the audit topic; the
+    // open event comes again (its offset may not have been committed) and runs nothing; the
+    // resolution closes the incident as fixed by the step the first one ran.
+    let second = Remediator::start(&s, &config, false);
+    s.event("inc-7", "open", "llama3-8b");
+    s.event("inc-7", "resolved", "llama3-8b");
+    let audit = s.audit_of("inc-7", |r| r.iter().any(|v| v["decision"] == "closed"));
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|v| v["decision"] == "step_chosen")
+            .count(),
+        1,
+        "{:?}\n{}",
+        decisions(&audit),
+        second.log()
+    );
+    let verified = audit
+        .iter()
+        .rev()
+        .find(|v| v["decision"] == "verified")
+        .expect("verified");
+    assert_eq!(verified["fixed_by"], "restart");
+    assert!(!s.file("restart-inc-7").exists(), "the step ran again");
+    assert!(
+        second.log().contains("1 open incident(s) rebuilt"),
+        "{}",
+        second.log()
+    );
+}

@@ -155,7 +155,8 @@ impl Machine {
                     },
                 );
                 out.push(self.audit(&id, "event_received", json!({"state": "open"}), now));
-                out.push(self.audit(&id, "policy_matched", json!({}), now));
+                // The whole event, so a restarted remediator can rebuild the incident.
+                out.push(self.audit(&id, "policy_matched", json!({"event": ev}), now));
                 self.start_step(&id, "the first step of the ladder", now, &mut out);
             }
             "update" => {
@@ -308,6 +309,100 @@ impl Machine {
         {
             self.seen.retain(|(i, _)| *i != old);
         }
+    }
+
+    /// Rebuilds the incidents from the audit trail (records in the order they were written),
+    /// so that a restarted remediator carries on without re-running a step: an open incident
+    /// resumes where its last record left it (a step chosen but without a result is taken as
+    /// run, and its wait starts when it was chosen), a closed one stays closed, and every event
+    /// already received counts as seen. Returns the open incidents rebuilt.
+    pub fn rebuild(&mut self, records: &[Value]) -> usize {
+        let mut by_incident: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+        for r in records {
+            if let Some(id) = r["incident"].as_str() {
+                by_incident.entry(id.to_owned()).or_default().push(r);
+            }
+        }
+        for (id, rs) in by_incident {
+            for r in &rs {
+                if r["decision"] == "event_received"
+                    && let Some(state) = r["state"].as_str()
+                {
+                    self.seen.insert((id.clone(), state.to_owned()));
+                }
+            }
+            if rs.iter().any(|r| r["decision"] == "closed") {
+                self.seen.insert((id.clone(), "open".into()));
+                self.closed.push_back(id);
+                continue;
+            }
+            let Some(matched) = rs.iter().find(|r| r["decision"] == "policy_matched") else {
+                continue;
+            };
+            let Some(policy) = self
+                .policies
+                .iter()
+                .position(|p| matched["policy"].as_str() == Some(p.name.as_str()))
+            else {
+                continue;
+            };
+            let steps = &self.policies[policy].steps;
+            let step_of = |r: &Value| {
+                r["step"]
+                    .as_str()
+                    .and_then(|n| steps.iter().position(|s| s.name == n))
+            };
+            let ran = rs
+                .iter()
+                .filter(|r| r["decision"] == "action_result")
+                .count();
+            let last = rs.iter().rev().find(|r| {
+                matches!(
+                    r["decision"].as_str(),
+                    Some("step_chosen" | "approval_requested" | "action_result" | "step_skipped")
+                )
+            });
+            let at = |r: &Value| r["at"].as_i64().unwrap_or(0);
+            let (step, phase) = match last {
+                None => (0, Phase::Waiting { until: 0 }),
+                Some(r) => {
+                    let step = step_of(r).unwrap_or(0);
+                    match r["decision"].as_str() {
+                        Some("approval_requested") => (
+                            step,
+                            Phase::Pending {
+                                until: at(r) + self.policies[policy].approval_timeout_ms,
+                            },
+                        ),
+                        // Failed or skipped: the next step is due now.
+                        Some("action_result") if r["ok"] != true => {
+                            (step, Phase::Waiting { until: 0 })
+                        }
+                        Some("step_skipped") => (step, Phase::Waiting { until: 0 }),
+                        _ => (
+                            step,
+                            Phase::Waiting {
+                                until: at(r) + steps[step].wait_ms,
+                            },
+                        ),
+                    }
+                }
+            };
+            self.seen.insert((id.clone(), "open".into()));
+            self.incidents.insert(
+                id,
+                Incident {
+                    policy,
+                    event: matched["event"].clone(),
+                    step,
+                    phase,
+                    ran: ran.max(usize::from(
+                        last.is_some_and(|r| r["decision"] == "step_chosen"),
+                    )),
+                },
+            );
+        }
+        self.incidents.len()
     }
 
     /// The result of an action [`Out::Run`] asked for.
@@ -584,6 +679,51 @@ mod tests {
             decisions(&out),
             ["approval_timed_out", "escalated", "run escalate", "closed"]
         );
+    }
+
+    fn records(out: &[Out]) -> Vec<Value> {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Audit { record, .. } => Some(record.clone()),
+                Out::Run { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_machine_rebuilt_from_the_audit_runs_no_step_again() {
+        let mut m = machine(TWO);
+        let mut trail = records(&m.event(&ev("open"), 0));
+        trail.extend(records(&m.result("a1", "restart", true, "", 5, 10)));
+        // A restart: the trail is all that is left.
+        let mut m = machine(TWO);
+        assert_eq!(m.rebuild(&trail), 1);
+        assert!(
+            m.event(&ev("open"), 20).is_empty(),
+            "the redelivered open runs nothing"
+        );
+        assert!(m.tick(59_000).is_empty(), "the restart's wait goes on");
+        let out = m.event(&ev("resolved"), 30_000);
+        let verified = records(&out)
+            .into_iter()
+            .find(|r| r["decision"] == "verified")
+            .unwrap();
+        assert_eq!(verified["fixed_by"], "restart");
+        // A step chosen but without a result is taken as run; its wait runs from its choice.
+        let mut m = machine(TWO);
+        let trail = records(&m.event(&ev("open"), 0));
+        let mut m = machine(TWO);
+        m.rebuild(&trail);
+        let out = m.tick(60_001);
+        assert_eq!(decisions(&out), ["verified", "step_chosen", "run rollback"]);
+        // A closed incident stays closed.
+        let mut m = machine(TWO);
+        let mut trail = records(&m.event(&ev("open"), 0));
+        trail.extend(records(&m.result("a1", "restart", true, "", 5, 10)));
+        trail.extend(records(&m.event(&ev("resolved"), 20)));
+        let mut m = machine(TWO);
+        assert_eq!(m.rebuild(&trail), 0);
+        assert!(m.event(&ev("open"), 30).is_empty());
     }
 
     #[test]

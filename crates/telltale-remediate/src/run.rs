@@ -73,6 +73,15 @@ pub fn run(config: &Config, policies: Vec<Policy>, dry_run: bool) -> Result<(), 
         s.approvals_topic
     );
     let mut machine = Machine::new(policies);
+    let trail = read_audit(&s.brokers, &s.audit_topic)?;
+    let rebuilt = machine.rebuild(&trail);
+    if !trail.is_empty() {
+        tracing::info!(
+            target: "telltale::remediate",
+            "{rebuilt} open incident(s) rebuilt from {} audit record(s)",
+            trail.len()
+        );
+    }
     let mut outs: Vec<Out> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let polled = consumer.poll(Duration::from_millis(100));
@@ -146,6 +155,49 @@ pub fn run(config: &Config, policies: Vec<Policy>, dry_run: bool) -> Result<(), 
         .ok();
     tracing::info!(target: "telltale::remediate", "stopped; {} incident(s) open", machine.open());
     Ok(())
+}
+
+/// Every record of the audit topic, in the order written (per partition; an incident's records
+/// share a key, so a partition).
+fn read_audit(brokers: &str, topic: &str) -> Result<Vec<Value>, Error> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "telltale-remediator-audit-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut open = parts.len();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while open > 0 && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => {
+                if let Some(v) = m.payload().and_then(|p| serde_json::from_slice(p).ok()) {
+                    out.push(v);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn send(

@@ -4,6 +4,7 @@
 #   - kcat (Debian package), the outside Kafka client of the broker tests;
 #   - stunnel4 and openssl (Debian packages): TLS in front of a test broker;
 #   - prometheus (Debian package) for promtool, which checks the metrics exposition;
+#   - prometheus-alertmanager (Debian package): the remediator's alerts go to a real one;
 #   - python3-venv (Debian package) and two PyPI packages in target/test-venv: real outside
 #     writers and readers of line protocol and CloudEvents;
 #   - nightly Rust and cargo-fuzz for the fuzz targets (scripts/fuzz.sh);
@@ -22,6 +23,7 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # promtool only: the prometheus package's recommendations (exporters) are not needed.
 bare=()
 command -v promtool >/dev/null 2>&1 || bare+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || bare+=(prometheus-alertmanager)
 if [ $((${#missing[@]} + ${#bare[@]})) -gt 0 ]; then
   echo "== installing ${missing[*]} ${bare[*]} (Debian packages) for the tests"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

@@ -405,3 +405,178 @@ fn open_incidents_survive_a_restart() {
         second.log()
     );
 }
+
+/// A plain HTTP request on loopback: (status line, body).
+fn http(addr: &str, method: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[test]
+fn circuit_breaker_stops_calling_a_failing_target() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A target that always fails, counting its calls.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let calls = Arc::new(AtomicUsize::new(0));
+    {
+        let calls = calls.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                calls.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\nboom");
+            }
+        });
+    }
+    let s = Setup::new("breaker");
+    let steps: String = (0..5)
+        .map(|k| {
+            format!(
+                "[[policy.step]]\nname = \"hook-{k}\"\nwait = \"1s\"\naction = {{ kind = \"webhook\", url = \"http://{addr}/hook\", retries = 0 }}\n"
+            )
+        })
+        .collect();
+    let r = Remediator::start(
+        &s,
+        &s.config(&format!("[[policy]]\nname = \"hooks\"\n{steps}")),
+        false,
+    );
+    s.event("inc-8", "open", "llama3-8b");
+    let audit = s.audit_of("inc-8", |r| r.iter().any(|v| v["decision"] == "closed"));
+    let results: Vec<&str> = audit
+        .iter()
+        .filter(|v| v["decision"] == "action_result")
+        .map(|v| v["detail"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(results.len(), 5, "{:?}\n{}", decisions(&audit), r.log());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "three failures, then the breaker opens"
+    );
+    assert!(
+        results[3].starts_with("circuit open") && results[4].starts_with("circuit open"),
+        "{results:?}"
+    );
+    assert!(audit.iter().any(|v| v["decision"] == "escalated"));
+}
+
+/// A real Alertmanager on a free loopback port, stopped when dropped.
+struct Alertmanager(Child, String);
+
+impl Alertmanager {
+    fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.join("alertmanager.yml");
+        std::fs::write(
+            &cfg,
+            "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+        )
+        .expect("config");
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("alertmanager.log")).expect("log"))
+            .spawn()
+            .expect("prometheus-alertmanager (Debian package; scripts/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err()
+            || !http(&addr, "GET", "/-/ready").0.contains("200")
+        {
+            assert!(Instant::now() < deadline, "Alertmanager did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self(child, addr)
+    }
+
+    /// Its alerts for `incident`: (state, endsAt).
+    fn alerts_of(&self, incident: &str) -> Vec<(String, String)> {
+        let (_, body) = http(&self.1, "GET", "/api/v2/alerts");
+        let v: Value = serde_json::from_str(&body).expect("alerts JSON");
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .filter(|a| a["labels"]["incident"] == incident)
+            .map(|a| {
+                (
+                    a["status"]["state"].as_str().unwrap_or_default().to_owned(),
+                    a["endsAt"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn alertmanager_receives_the_alert_and_its_resolution() {
+    let s = Setup::new("alertmanager");
+    let am = Alertmanager::start(&s.dir);
+    let config = s.config(&format!(
+        "[[policy]]\nname = \"page\"\n[[policy.step]]\nname = \"alert\"\nwait = \"60s\"\naction = {{ kind = \"alertmanager\", url = \"http://{}\", labels = {{ team = \"inference\" }} }}\n",
+        am.1
+    ));
+    let r = Remediator::start(&s, &config, false);
+    s.event("inc-9", "open", "llama3-8b");
+    s.audit_of("inc-9", |r| {
+        r.iter().any(|v| v["decision"] == "action_result")
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while am.alerts_of("inc-9").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no alert in Alertmanager:\n{}",
+            r.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(am.alerts_of("inc-9")[0].0, "active");
+    // The anomaly resolves: the remediator ends the alert.
+    s.event("inc-9", "resolved", "llama3-8b");
+    let audit = s.audit_of("inc-9", |r| {
+        r.iter()
+            .any(|v| v["decision"] == "action_result" && v["step"] == "resolve_alert")
+    });
+    let resolved = audit
+        .iter()
+        .find(|v| v["step"] == "resolve_alert")
+        .expect("resolve");
+    assert_eq!(resolved["ok"], true, "{resolved}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let alerts = am.alerts_of("inc-9");
+        if alerts.iter().all(|(state, _)| state != "active") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still active: {alerts:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -20,6 +20,26 @@ pub enum Ready {
         /// Timeout, ms.
         timeout_ms: i64,
     },
+    /// A JSON body for a URL.
+    Webhook {
+        /// URL.
+        url: String,
+        /// Body.
+        body: Value,
+        /// Timeout, ms.
+        timeout_ms: i64,
+        /// Retries.
+        retries: u32,
+    },
+    /// An alert for Alertmanager: firing, or resolved when `ends`.
+    Alert {
+        /// Base URL.
+        url: String,
+        /// Its labels (what identifies it).
+        labels: BTreeMap<String, String>,
+        /// Resolved (`endsAt` now) rather than firing.
+        ends: bool,
+    },
     /// A JSON message for a topic.
     Topic {
         /// The topic.
@@ -68,6 +88,8 @@ struct Incident {
     phase: Phase,
     /// Steps whose action ran.
     ran: usize,
+    /// Alerts fired for this incident (resolved when it is fixed).
+    alerts: Vec<Ready>,
 }
 
 /// How many closed incident ids are remembered (a redelivered event of one is ignored).
@@ -152,6 +174,7 @@ impl Machine {
                         step: 0,
                         phase: Phase::Acting,
                         ran: 0,
+                        alerts: Vec::new(),
                     },
                 );
                 out.push(self.audit(&id, "event_received", json!({"state": "open"}), now));
@@ -239,7 +262,8 @@ impl Machine {
             return;
         };
         let step = self.policies[inc.policy].steps[inc.step].clone();
-        match ready(&step.action, &inc.event) {
+        let policy_name = self.policies[inc.policy].name.clone();
+        match ready(&step.action, &inc.event, id, &policy_name) {
             Ok(action) => {
                 out.push(self.audit(
                     id,
@@ -249,6 +273,9 @@ impl Machine {
                 ));
                 if let Some(i) = self.incidents.get_mut(id) {
                     i.phase = Phase::Acting;
+                    if matches!(action, Ready::Alert { .. }) {
+                        i.alerts.push(action.clone());
+                    }
                 }
                 out.push(Out::Run {
                     incident: id.to_owned(),
@@ -289,7 +316,7 @@ impl Machine {
         if let Some(action) = policy
             .escalate
             .as_ref()
-            .and_then(|a| ready(a, &inc.event).ok())
+            .and_then(|a| ready(a, &inc.event, id, &policy.name).ok())
         {
             out.push(Out::Run {
                 incident: id.to_owned(),
@@ -301,6 +328,24 @@ impl Machine {
     }
 
     fn close(&mut self, id: &str, outcome: &str, now: i64, out: &mut Vec<Out>) {
+        // The anomaly is gone: the alerts fired for it are resolved.
+        if matches!(outcome, "fixed" | "resolved_before_any_step")
+            && let Some(inc) = self.incidents.get(id)
+        {
+            for a in &inc.alerts {
+                if let Ready::Alert { url, labels, .. } = a {
+                    out.push(Out::Run {
+                        incident: id.to_owned(),
+                        step: "resolve_alert".into(),
+                        action: Ready::Alert {
+                            url: url.clone(),
+                            labels: labels.clone(),
+                            ends: true,
+                        },
+                    });
+                }
+            }
+        }
         out.push(self.audit(id, "closed", json!({"outcome": outcome}), now));
         self.incidents.remove(id);
         self.closed.push_back(id.to_owned());
@@ -399,6 +444,7 @@ impl Machine {
                     ran: ran.max(usize::from(
                         last.is_some_and(|r| r["decision"] == "step_chosen"),
                     )),
+                    alerts: Vec::new(),
                 },
             );
         }
@@ -511,9 +557,43 @@ impl Machine {
     }
 }
 
-/// Fills an action's templates from `event`.
-fn ready(action: &Action, event: &Value) -> Result<Ready, String> {
+/// Fills an action's templates from `event` (incident `id`, policy `policy`).
+fn ready(action: &Action, event: &Value, id: &str, policy: &str) -> Result<Ready, String> {
     match action {
+        Action::Webhook {
+            url,
+            body,
+            timeout,
+            retries,
+        } => Ok(Ready::Webhook {
+            url: url.clone(),
+            body: match body {
+                None => event.clone(),
+                Some(b) => fill(b, event)?,
+            },
+            timeout_ms: telltale_core::time::parse_duration_ms(timeout).unwrap_or(30_000),
+            retries: *retries,
+        }),
+        Action::Alertmanager { url, labels } => {
+            let mut all: BTreeMap<String, String> = BTreeMap::new();
+            if let Some(l) = event["series"]["labels"].as_object() {
+                for (k, v) in l {
+                    all.insert(k.clone(), v.as_str().unwrap_or_default().to_owned());
+                }
+            }
+            all.insert("alertname".into(), "TelltaleAnomaly".into());
+            all.insert("incident".into(), id.to_owned());
+            all.insert("policy".into(), policy.to_owned());
+            all.insert("series".into(), expand("{{series}}", event)?);
+            for (k, v) in labels {
+                all.insert(k.clone(), expand(v, event)?);
+            }
+            Ok(Ready::Alert {
+                url: url.clone(),
+                labels: all,
+                ends: false,
+            })
+        }
         Action::Command { argv, timeout } => Ok(Ready::Command {
             argv: argv
                 .iter()

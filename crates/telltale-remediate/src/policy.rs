@@ -124,6 +124,31 @@ pub enum Action {
         #[serde(default = "default_timeout")]
         timeout: String,
     },
+    /// POSTs a JSON body (its string values templates; default: the event) to a URL, retrying
+    /// with backoff.
+    Webhook {
+        /// `http://` URL.
+        url: String,
+        /// The body (default: the event).
+        #[serde(default)]
+        body: Option<serde_json::Value>,
+        /// Longest call (default `30s`).
+        #[serde(default = "default_timeout")]
+        timeout: String,
+        /// Retries after a failure, 200 ms doubling (default 2).
+        #[serde(default = "default_retries")]
+        retries: u32,
+    },
+    /// Fires an alert in Alertmanager (`POST <url>/api/v2/alerts`), resolved (`endsAt`) when
+    /// the incident is verified fixed or resolves by itself.
+    Alertmanager {
+        /// Alertmanager's base URL, e.g. `http://127.0.0.1:9093`.
+        url: String,
+        /// Extra labels (templates) beside `alertname`, `incident`, `series`, `policy` and the
+        /// series' labels.
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    },
     /// Writes a JSON message (its string values templates) to a topic.
     Topic {
         /// The topic.
@@ -136,6 +161,9 @@ pub enum Action {
 
 fn default_timeout() -> String {
     "30s".into()
+}
+fn default_retries() -> u32 {
+    2
 }
 
 /// `[[policy.step]]`.
@@ -281,6 +309,23 @@ fn check_action(path: &str, a: &Action) -> Result<(), Error> {
                 ));
             }
             argv.clone()
+        }
+        Action::Webhook {
+            url, body, timeout, ..
+        } => {
+            duration(&format!("{path}.timeout"), timeout)?;
+            if !url.starts_with("http://") {
+                return Err(err(format!("{path}.url"), "expected an http:// URL"));
+            }
+            let mut out = Vec::new();
+            collect_strings(body.as_ref().unwrap_or(&serde_json::Value::Null), &mut out);
+            out
+        }
+        Action::Alertmanager { url, labels } => {
+            if !url.starts_with("http://") {
+                return Err(err(format!("{path}.url"), "expected an http:// URL"));
+            }
+            labels.values().cloned().collect()
         }
         Action::Topic { topic, body } => {
             if topic.is_empty() {

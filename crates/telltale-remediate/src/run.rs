@@ -83,6 +83,7 @@ pub fn run(config: &Config, policies: Vec<Policy>, dry_run: bool) -> Result<(), 
         );
     }
     let mut outs: Vec<Out> = Vec::new();
+    let mut breakers = Breakers::default();
     while !stop.load(Ordering::Relaxed) {
         let polled = consumer.poll(Duration::from_millis(100));
         let now = now_ms();
@@ -120,13 +121,23 @@ pub fn run(config: &Config, policies: Vec<Policy>, dry_run: bool) -> Result<(), 
                         action,
                     } => {
                         let started = Instant::now();
+                        let t = target(&action);
                         let (ok, detail) = if dry_run {
                             (
                                 true,
                                 format!("dry run: not executed ({})", describe(&action)),
                             )
+                        } else if !breakers.allows(&t, now_ms()) {
+                            (
+                                false,
+                                format!(
+                                    "circuit open: {t} failed {BREAKER_FAILURES} times in a row, not called"
+                                ),
+                            )
                         } else {
-                            execute(&producer, &action, &incident)
+                            let (ok, detail) = execute(&producer, &action, &incident);
+                            breakers.record(&t, ok, now_ms());
+                            (ok, detail)
                         };
                         let latency = started.elapsed().as_millis() as i64;
                         outs.extend(machine.result(
@@ -223,7 +234,95 @@ fn describe(a: &Ready) -> String {
     match a {
         Ready::Command { argv, .. } => format!("command {argv:?}"),
         Ready::Topic { topic, .. } => format!("message to {topic}"),
+        Ready::Webhook { url, .. } => format!("POST {url}"),
+        Ready::Alert { url, ends, .. } => {
+            format!("{} alert at {url}", if *ends { "resolve" } else { "fire" })
+        }
     }
+}
+
+/// What an action calls: a breaker is kept per target.
+fn target(a: &Ready) -> String {
+    match a {
+        Ready::Command { argv, .. } => argv[0].clone(),
+        Ready::Topic { topic, .. } => format!("topic {topic}"),
+        Ready::Webhook { url, .. } | Ready::Alert { url, .. } => url.clone(),
+    }
+}
+
+/// Consecutive failures of a target after which it is not called for [`BREAKER_OPEN_MS`].
+const BREAKER_FAILURES: u32 = 3;
+/// How long an open breaker keeps a target from being called.
+const BREAKER_OPEN_MS: i64 = 60_000;
+
+/// A circuit breaker per action target: a target that keeps failing is not called until its
+/// breaker's time is up (then one call tries it again).
+#[derive(Debug, Default)]
+struct Breakers(std::collections::HashMap<String, (u32, i64)>);
+
+impl Breakers {
+    /// Whether `target` may be called at `now`.
+    fn allows(&self, target: &str, now: i64) -> bool {
+        self.0.get(target).is_none_or(|(_, until)| *until <= now)
+    }
+    fn record(&mut self, target: &str, ok: bool, now: i64) {
+        let e = self.0.entry(target.to_owned()).or_default();
+        if ok {
+            *e = (0, 0);
+        } else {
+            e.0 += 1;
+            if e.0 >= BREAKER_FAILURES {
+                e.1 = now + BREAKER_OPEN_MS;
+            }
+        }
+    }
+}
+
+/// POSTs `body` to `url` with up to `retries` retries (200 ms doubling).
+fn post(url: &str, body: &Value, timeout_ms: i64, retries: u32) -> (bool, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_millis(timeout_ms.max(1) as u64)))
+        .build()
+        .into();
+    let payload = body.to_string();
+    let mut backoff = Duration::from_millis(200);
+    let mut last = String::new();
+    for attempt in 0..=retries {
+        if attempt > 0 {
+            std::thread::sleep(backoff);
+            backoff *= 2;
+        }
+        match agent
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(payload.as_str())
+        {
+            Ok(r) => {
+                return (
+                    true,
+                    format!("{} after {} attempt(s)", r.status(), attempt + 1),
+                );
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    (false, format!("{last} after {} attempt(s)", retries + 1))
+}
+
+/// Alertmanager's alert for `labels`, firing or ended now.
+fn alert_body(labels: &std::collections::BTreeMap<String, String>, ends: bool) -> Value {
+    let now = telltale_core::time::format_rfc3339(now_ms());
+    let incident = labels.get("incident").map_or("", String::as_str);
+    let mut alert = serde_json::json!({
+        "labels": labels,
+        "annotations": {"summary": format!("telltale anomaly {incident}")},
+    });
+    if ends {
+        alert["endsAt"] = Value::String(now);
+    } else {
+        alert["startsAt"] = Value::String(now);
+    }
+    Value::Array(vec![alert])
 }
 
 /// Most bytes of a command's output kept in the audit.
@@ -237,6 +336,18 @@ fn execute(
     incident: &str,
 ) -> (bool, String) {
     match action {
+        Ready::Webhook {
+            url,
+            body,
+            timeout_ms,
+            retries,
+        } => post(url, body, *timeout_ms, *retries),
+        Ready::Alert { url, labels, ends } => post(
+            &format!("{}/api/v2/alerts", url.trim_end_matches('/')),
+            &alert_body(labels, *ends),
+            10_000,
+            2,
+        ),
         Ready::Topic { topic, body } => {
             send(producer, topic, incident, body.to_string().as_bytes());
             match producer.flush(Duration::from_secs(30)) {

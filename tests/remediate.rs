@@ -580,3 +580,55 @@ fn alertmanager_receives_the_alert_and_its_resolution() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn approval_timeout_escalates() {
+    let s = Setup::new("approval-timeout");
+    let pager = unique("approval-timeout-pager");
+    create_topic(&s.brokers, &pager, 1);
+    let config = s.config(&format!(
+        r#"[[policy]]
+name = "rollout"
+approval_timeout = "2s"
+escalate = {{ kind = "topic", topic = "{pager}", body = {{ incident = "{{{{id}}}}", series = "{{{{series}}}}" }} }}
+[[policy.step]]
+name = "rollback"
+risk = "high"
+action = {{ kind = "command", argv = ["/usr/bin/touch", "{dir}/rollback-{{{{id}}}}"] }}
+"#,
+        dir = s.dir.display()
+    ));
+    let r = Remediator::start(&s, &config, false);
+    s.event("inc-10", "open", "llama3-8b");
+    let audit = s.audit_of("inc-10", |r| {
+        r.iter()
+            .any(|v| v["decision"] == "action_result" && v["step"] == "escalate")
+    });
+    assert_eq!(
+        decisions(&audit),
+        [
+            "event_received",
+            "policy_matched",
+            "approval_requested rollback",
+            "approval_timed_out",
+            "escalated",
+            "closed",
+            // The escalation's result comes after the incident closed as escalated.
+            "action_result escalate",
+        ],
+        "{}",
+        r.log()
+    );
+    assert!(
+        !s.file("rollback-inc-10").exists(),
+        "an unapproved step ran"
+    );
+    // The escalation reached the pager topic.
+    let paged = read_until(&s.brokers, &pager, Duration::from_secs(30), |m| {
+        !m.is_empty()
+    });
+    assert_eq!(
+        paged[0].json(),
+        json!({"incident": "inc-10", "series": "llm_latency_p99_ms"})
+    );
+}

@@ -103,6 +103,10 @@ pub struct Machine {
     /// (anomaly id, state) of every event handled while its incident is open or remembered.
     seen: HashSet<(String, String)>,
     closed: VecDeque<String>,
+    /// When each (policy, step, target) last ran (cooldowns).
+    last_run: BTreeMap<(usize, usize, String), i64>,
+    /// Recent run times of each (policy, step) (rate limits), oldest first.
+    runs: BTreeMap<(usize, usize), VecDeque<i64>>,
 }
 
 fn ms_text(v: &Value) -> String {
@@ -117,6 +121,8 @@ impl Machine {
             incidents: BTreeMap::new(),
             seen: HashSet::new(),
             closed: VecDeque::new(),
+            last_run: BTreeMap::new(),
+            runs: BTreeMap::new(),
         }
     }
 
@@ -263,8 +269,38 @@ impl Machine {
         };
         let step = self.policies[inc.policy].steps[inc.step].clone();
         let policy_name = self.policies[inc.policy].name.clone();
+        let (p, k) = (inc.policy, inc.step);
         match ready(&step.action, &inc.event, id, &policy_name) {
             Ok(action) => {
+                let target = format!("{action:?}");
+                let cooled = self
+                    .last_run
+                    .get(&(p, k, target.clone()))
+                    .is_some_and(|t| now < t + step.cooldown_ms);
+                let runs = self.runs.entry((p, k)).or_default();
+                if let Some((_, window)) = step.rate {
+                    while runs.front().is_some_and(|t| *t <= now - window) {
+                        runs.pop_front();
+                    }
+                }
+                let limited = step.rate.is_some_and(|(n, _)| runs.len() >= n);
+                if cooled || limited {
+                    let why = if cooled {
+                        "its cooldown on this target has not passed"
+                    } else {
+                        "it reached its rate limit"
+                    };
+                    out.push(self.audit(
+                        id,
+                        "step_skipped",
+                        json!({"step": step.name, "why": why}),
+                        now,
+                    ));
+                    self.next_step(id, "the step before was skipped", now, out);
+                    return;
+                }
+                runs.push_back(now);
+                self.last_run.insert((p, k, target), now);
                 out.push(self.audit(
                     id,
                     "step_chosen",
@@ -804,6 +840,37 @@ mod tests {
         let mut m = machine(TWO);
         assert_eq!(m.rebuild(&trail), 0);
         assert!(m.event(&ev("open"), 30).is_empty());
+    }
+
+    #[test]
+    fn a_step_in_its_cooldown_or_over_its_rate_is_skipped() {
+        let steps = "[[policy.step]]\nname = \"restart\"\nwait = \"1m\"\ncooldown = \"10m\"\nrate = \"2/1h\"\naction = { kind = \"command\", argv = [\"/bin/restart\", \"{{label.model}}\"] }";
+        let mut m = machine(steps);
+        let open = |id: &str, model: &str| {
+            json!({"id": id, "state": "open", "severity": "warning", "chain": "default",
+                   "series": {"name": "m", "labels": {"model": model}}, "detectors": []})
+        };
+        assert!(decisions(&m.event(&open("a", "llama"), 0)).contains(&"run restart".to_owned()));
+        // Same target within the cooldown: skipped, the ladder escalates.
+        let out = m.event(&open("b", "llama"), 60_000);
+        assert!(
+            decisions(&out).contains(&"step_skipped".to_owned()),
+            "{:?}",
+            decisions(&out)
+        );
+        assert!(!decisions(&out).contains(&"run restart".to_owned()));
+        // Another target: runs (2 of 2 in the hour).
+        assert!(
+            decisions(&m.event(&open("c", "qwen"), 60_000)).contains(&"run restart".to_owned())
+        );
+        // A third target within the hour: over the rate.
+        let out = m.event(&open("d", "mixtral"), 120_000);
+        assert!(!decisions(&out).contains(&"run restart".to_owned()));
+        // An hour later the rate allows it again.
+        assert!(
+            decisions(&m.event(&open("e", "mixtral"), 3_700_000))
+                .contains(&"run restart".to_owned())
+        );
     }
 
     #[test]

@@ -178,8 +178,20 @@ pub struct StepConfig {
     /// How long to wait for `resolved` after the step before the next (default `5m`).
     #[serde(default = "default_wait")]
     pub wait: String,
+    /// After the step ran on a target (its action with its arguments filled in), how long it
+    /// cannot run on that target again (default `0s`); a step in its cooldown is skipped.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: String,
+    /// At most this many runs of the step in a window, across incidents: `"5/1h"` (default
+    /// none); a step over its rate is skipped.
+    #[serde(default)]
+    pub rate: Option<String>,
     /// What it does.
     pub action: Action,
+}
+
+fn default_cooldown() -> String {
+    "0s".into()
 }
 
 fn default_wait() -> String {
@@ -237,6 +249,10 @@ pub struct Step {
     pub risk: Risk,
     /// Wait for `resolved`, ms.
     pub wait_ms: i64,
+    /// Cooldown per target, ms.
+    pub cooldown_ms: i64,
+    /// Rate limit: (runs, window ms).
+    pub rate: Option<(usize, i64)>,
     /// Action.
     pub action: Action,
 }
@@ -393,10 +409,32 @@ impl Config {
                     .map(|(j, s)| {
                         let sp = format!("{path}.step[{j}]");
                         check_action(&format!("{sp}.action"), &s.action)?;
+                        let rate = match &s.rate {
+                            None => None,
+                            Some(r) => {
+                                let parsed = r.split_once('/').and_then(|(n, w)| {
+                                    Some((
+                                        n.trim().parse::<usize>().ok()?,
+                                        parse_duration_ms(w.trim())?,
+                                    ))
+                                });
+                                match parsed {
+                                    Some((n, w)) if n > 0 && w > 0 => Some((n, w)),
+                                    _ => {
+                                        return Err(err(
+                                            format!("{sp}.rate"),
+                                            format!("`{r}` is not a rate such as \"5/1h\""),
+                                        ));
+                                    }
+                                }
+                            }
+                        };
                         Ok(Step {
                             name: s.name.clone(),
                             risk: s.risk,
                             wait_ms: duration(&format!("{sp}.wait"), &s.wait)?,
+                            cooldown_ms: duration(&format!("{sp}.cooldown"), &s.cooldown)?,
+                            rate,
                             action: s.action.clone(),
                         })
                     })

@@ -44,6 +44,7 @@ group_id = "{}"
 anomaly_topic = "{}"
 audit_topic = "{}"
 approvals_topic = "{}"
+listen = "127.0.0.1:0"
 
 [remediator.consumer]
 "session.timeout.ms" = "6000"
@@ -631,4 +632,221 @@ action = {{ kind = "command", argv = ["/usr/bin/touch", "{dir}/rollback-{{{{id}}
         paged[0].json(),
         json!({"incident": "inc-10", "series": "llm_latency_p99_ms"})
     );
+}
+
+/// GET over HTTP/1.1 reading `Content-Length` bytes (Chromium's DevTools endpoint answers
+/// nothing to HTTP/1.0 and keeps the connection open).
+fn get11(addr: &str, path: &str) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut r = BufReader::new(s);
+    let mut len = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).expect("header");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).expect("body");
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// A minimal Chrome DevTools Protocol client: one page's WebSocket, text frames only.
+struct Devtools(std::net::TcpStream, u64);
+
+impl Devtools {
+    fn connect(ws_url: &str) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let rest = ws_url.strip_prefix("ws://").expect("ws url");
+        let (host, path) = rest.split_once('/').expect("path");
+        let mut s = std::net::TcpStream::connect(host).expect("devtools");
+        write!(
+            s,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .expect("handshake");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        let mut line = String::new();
+        r.read_line(&mut line).expect("status");
+        assert!(line.contains("101"), "{line}");
+        loop {
+            line.clear();
+            r.read_line(&mut line).expect("header");
+            if line == "\r\n" {
+                break;
+            }
+        }
+        Self(s, 0)
+    }
+
+    /// Evaluates `expr` in the page; returns the result's value.
+    fn eval(&mut self, expr: &str) -> Value {
+        use std::io::{Read, Write};
+        self.1 += 1;
+        let msg = json!({"id": self.1, "method": "Runtime.evaluate",
+                         "params": {"expression": expr, "returnByValue": true}})
+        .to_string();
+        let payload = msg.as_bytes();
+        let mut frame = vec![0x81u8];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n < 65536 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = [1u8, 2, 3, 4];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.0.write_all(&frame).expect("send");
+        loop {
+            let mut head = [0u8; 2];
+            self.0.read_exact(&mut head).expect("frame");
+            let len = match head[1] & 0x7f {
+                126 => {
+                    let mut b = [0u8; 2];
+                    self.0.read_exact(&mut b).expect("len");
+                    u16::from_be_bytes(b) as usize
+                }
+                127 => {
+                    let mut b = [0u8; 8];
+                    self.0.read_exact(&mut b).expect("len");
+                    u64::from_be_bytes(b) as usize
+                }
+                n => n as usize,
+            };
+            let mut data = vec![0u8; len];
+            self.0.read_exact(&mut data).expect("payload");
+            if head[0] & 0x0f != 1 {
+                continue;
+            }
+            let v: Value = serde_json::from_slice(&data).expect("json");
+            if v["id"] == self.1 {
+                return v["result"]["result"]["value"].clone();
+            }
+        }
+    }
+}
+
+#[test]
+fn approve_from_the_status_page_in_headless_chromium() {
+    let s = Setup::new("page");
+    let r = Remediator::start(&s, &approval_config(&s), false);
+    s.event("inc-11", "open", "llama3-8b");
+    s.audit_of("inc-11", |r| {
+        r.iter().any(|v| v["decision"] == "approval_requested")
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        if let Some(a) = r.log().lines().find_map(|l| {
+            l.split("status page on http://")
+                .nth(1)
+                .map(|a| a.trim_end_matches('/').to_owned())
+        }) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no status page:\n{}", r.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The page lists the pending approval (rendered on the server, no external assets).
+    let (_, html) = http(&addr, "GET", "/");
+    assert!(
+        html.contains("id=\"pending-inc-11\"") && html.contains("value=\"approve\""),
+        "{html}"
+    );
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
+    let (_, pending) = http(&addr, "GET", "/api/pending");
+    assert!(pending.contains("inc-11"), "{pending}");
+    // Chromium loads it; a click on approve (with a name typed in) submits the form.
+    let profile = s.dir.join("chromium-profile");
+    let mut chromium = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("http://{addr}/"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("chromium (scripts/test.sh installs it)");
+    let port = {
+        use std::io::{BufRead, BufReader};
+        let err = chromium.stderr.take().expect("stderr");
+        let mut port = None;
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if let Some(url) = line.split("DevTools listening on ws://").nth(1) {
+                port = url.split('/').next().map(str::to_owned);
+                break;
+            }
+        }
+        port.expect("DevTools port")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ws = loop {
+        let list = get11(&port, "/json/list");
+        let targets: Value = serde_json::from_str(&list).unwrap_or(Value::Null);
+        if let Some(ws) = targets.as_array().and_then(|t| {
+            t.iter()
+                .find(|t| {
+                    t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.contains(&addr))
+                })
+                .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))
+        }) {
+            break ws;
+        }
+        assert!(Instant::now() < deadline, "no page target: {list}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut dt = Devtools::connect(&ws);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dt.eval("!!document.querySelector('#pending-inc-11 button[value=approve]')") != true {
+        assert!(Instant::now() < deadline, "the button never showed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    dt.eval(
+        "document.querySelector('#pending-inc-11 input[name=who]').value = 'chromium'; \
+         document.querySelector('#pending-inc-11 button[value=approve]').click(); true",
+    );
+    // The step runs, and the approval is recorded with who gave it.
+    wait_for_file(
+        &s.file("rollback-inc-11"),
+        Duration::from_secs(30),
+        &r.log(),
+    );
+    let audit = s.audit_of("inc-11", |r| {
+        r.iter().any(|v| v["decision"] == "approval_granted")
+    });
+    let granted = audit
+        .iter()
+        .find(|v| v["decision"] == "approval_granted")
+        .expect("granted");
+    assert_eq!(granted["who"], "chromium");
+    // The page (reloaded: it is rendered on the server) shows the decision and no pending
+    // approval.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dt.eval("document.body.innerText.includes('approval_granted') && !document.querySelector('#pending-inc-11')") != true {
+        assert!(Instant::now() < deadline, "the page did not show the decision");
+        dt.eval("location.reload(); true");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = chromium.kill();
+    let _ = chromium.wait();
 }

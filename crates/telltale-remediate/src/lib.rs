@@ -15,6 +15,7 @@
 //! - [`run`]: the Kafka loop: anomaly and approval topics in (at-least-once, deduplicated on
 //!   event id and state), actions executed, audit records out.
 
+pub mod http;
 pub mod machine;
 pub mod policy;
 pub mod run;

@@ -92,6 +92,25 @@ struct Incident {
     alerts: Vec<Ready>,
 }
 
+/// An open incident as the status page shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IncidentView {
+    /// Anomaly id.
+    pub id: String,
+    /// Policy name.
+    pub policy: String,
+    /// Metric name.
+    pub series: String,
+    /// Labels, as JSON.
+    pub labels: String,
+    /// Current step.
+    pub step: String,
+    /// What it waits for.
+    pub phase: &'static str,
+    /// Whether the step waits for an approval.
+    pub pending: bool,
+}
+
 /// How many closed incident ids are remembered (a redelivered event of one is ignored).
 const REMEMBERED: usize = 100_000;
 
@@ -129,6 +148,37 @@ impl Machine {
     /// Open incidents.
     pub fn open(&self) -> usize {
         self.incidents.len()
+    }
+
+    /// The open incidents, for the status page: (id, policy, series name, step, phase, pending
+    /// approval).
+    pub fn view(&self) -> Vec<IncidentView> {
+        self.incidents
+            .iter()
+            .map(|(id, i)| {
+                let policy = &self.policies[i.policy];
+                let step = policy
+                    .steps
+                    .get(i.step)
+                    .map_or_else(|| "-".to_owned(), |s| s.name.clone());
+                IncidentView {
+                    id: id.clone(),
+                    policy: policy.name.clone(),
+                    series: i.event["series"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    labels: i.event["series"]["labels"].to_string(),
+                    step,
+                    phase: match i.phase {
+                        Phase::Acting => "acting",
+                        Phase::Waiting { .. } => "waiting for resolved",
+                        Phase::Pending { .. } => "waiting for approval",
+                    },
+                    pending: matches!(i.phase, Phase::Pending { .. }),
+                }
+            })
+            .collect()
     }
 
     fn audit(&self, id: &str, decision: &str, extra: Value, now: i64) -> Out {

@@ -65,6 +65,31 @@ pub struct Settings {
     /// Raw librdkafka properties for the consumer, e.g. `"session.timeout.ms" = "6000"`.
     #[serde(default)]
     pub consumer: BTreeMap<String, String>,
+    /// The approvals API and status page (default `127.0.0.1:9465`; `""` disables). Bound to
+    /// anything but loopback it needs a token.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The token requests must carry (`Authorization: Bearer …`), or the environment variable
+    /// holding it (`token_env`); never logged.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9465".into()
+}
+
+impl Settings {
+    /// The token, from the configuration or its environment variable.
+    pub fn token(&self) -> Option<String> {
+        self.token
+            .clone()
+            .or_else(|| self.token_env.as_ref().and_then(|v| std::env::var(v).ok()))
+            .filter(|t| !t.is_empty())
+    }
 }
 
 fn default_group() -> String {
@@ -388,6 +413,23 @@ impl Config {
         if self.remediator.brokers.trim().is_empty() {
             return Err(err("remediator.brokers", "must not be empty"));
         }
+        let listen = &self.remediator.listen;
+        if !listen.is_empty() {
+            let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+                err(
+                    "remediator.listen",
+                    format!("`{listen}` is not an address such as 127.0.0.1:9465"),
+                )
+            })?;
+            if !addr.ip().is_loopback() && self.remediator.token().is_none() {
+                return Err(err(
+                    "remediator.listen",
+                    format!(
+                        "`{listen}` is not loopback: set token or token_env so approvals need it"
+                    ),
+                ));
+            }
+        }
         self.policies
             .iter()
             .enumerate()
@@ -494,6 +536,21 @@ mod tests {
                 other => panic!("{toml}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_listener_off_loopback_needs_a_token() {
+        let cfg = |extra: &str| {
+            Config::from_toml(&format!("[remediator]\nbrokers = \"b\"\n{extra}\n")).map(|_| ())
+        };
+        match cfg("listen = \"0.0.0.0:9465\"") {
+            Err(Error::Config { path, .. }) => assert_eq!(path, "remediator.listen"),
+            other => panic!("{other:?}"),
+        }
+        assert!(cfg("listen = \"0.0.0.0:9465\"\ntoken = \"s3cret\"").is_ok());
+        assert!(cfg("listen = \"127.0.0.1:9465\"").is_ok());
+        assert!(cfg("listen = \"\"").is_ok());
+        assert!(cfg("listen = \"somewhere\"").is_err());
     }
 
     #[test]

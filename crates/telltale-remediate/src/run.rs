@@ -82,6 +82,15 @@ pub fn run(config: &Config, policies: Vec<Policy>, dry_run: bool) -> Result<(), 
             trail.len()
         );
     }
+    let status = Arc::new(std::sync::Mutex::new(crate::http::Status::default()));
+    let (approvals_tx, approvals_rx) = std::sync::mpsc::channel::<Value>();
+    if !s.listen.is_empty() {
+        let addr = crate::http::serve(&s.listen, s.token(), status.clone(), approvals_tx)?;
+        tracing::info!(
+            target: "telltale::remediate",
+            "approvals API and status page on http://{addr}/"
+        );
+    }
     let mut outs: Vec<Out> = Vec::new();
     let mut breakers = Breakers::default();
     while !stop.load(Ordering::Relaxed) {
@@ -108,11 +117,16 @@ pub fn run(config: &Config, policies: Vec<Policy>, dry_run: bool) -> Result<(), 
             }
         }
         outs.extend(machine.tick(now));
+        while let Ok(a) = approvals_rx.try_recv() {
+            outs.extend(machine.approval(&a, now));
+        }
+        let mut recent = Vec::new();
         while !outs.is_empty() {
             for out in std::mem::take(&mut outs) {
                 match out {
                     Out::Audit { incident, record } => {
                         let payload = record.to_string();
+                        recent.push(record);
                         send(&producer, &s.audit_topic, &incident, payload.as_bytes());
                     }
                     Out::Run {
@@ -150,6 +164,16 @@ pub fn run(config: &Config, policies: Vec<Policy>, dry_run: bool) -> Result<(), 
                         ));
                     }
                 }
+            }
+        }
+        {
+            let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+            st.incidents = machine.view();
+            for r in recent {
+                if st.recent.len() == crate::http::RECENT {
+                    st.recent.pop_front();
+                }
+                st.recent.push_back(r);
             }
         }
         if let Some((topic, partition, offset)) = stored {

@@ -840,9 +840,9 @@ fn approve_from_the_status_page_in_headless_chromium() {
         .expect("granted");
     assert_eq!(granted["who"], "chromium");
     // The page (reloaded: it is rendered on the server) shows the decision and no pending
-    // approval.
+    // approval; its table of what each step did lists the rollback.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while dt.eval("document.body.innerText.includes('approval_granted') && !document.querySelector('#pending-inc-11')") != true {
+    while dt.eval("document.body.innerText.includes('approval_granted') && !document.querySelector('#pending-inc-11') && [...document.querySelectorAll('tr.rate')].some(r => r.innerText.includes('rollback'))") != true {
         assert!(Instant::now() < deadline, "the page did not show the decision");
         dt.eval("location.reload(); true");
         std::thread::sleep(Duration::from_millis(500));

@@ -23,6 +23,8 @@ pub struct Status {
     pub incidents: Vec<IncidentView>,
     /// The latest decisions, newest last.
     pub recent: VecDeque<Value>,
+    /// What each step did per kind of anomaly ([`crate::machine::Machine::rates`]).
+    pub rates: Vec<Value>,
 }
 
 /// Most decisions the page keeps.
@@ -83,6 +85,20 @@ fn page(status: &Status, token: Option<&str>) -> String {
             escape(&i.labels),
             escape(&i.step),
             i.phase
+        ));
+    }
+    html.push_str("</table><h2>What each step did</h2><table><tr><th>policy</th><th>kind of anomaly</th><th>step</th><th>runs</th><th>fixed</th><th>rate</th></tr>");
+    for r in &status.rates {
+        let (runs, fixed) = (
+            r["runs"].as_u64().unwrap_or(0),
+            r["fixed"].as_u64().unwrap_or(0),
+        );
+        html.push_str(&format!(
+            "<tr class=\"rate\"><td>{}</td><td>{}</td><td>{}</td><td>{runs}</td><td>{fixed}</td><td>{:.0} %</td></tr>",
+            escape(r["policy"].as_str().unwrap_or_default()),
+            escape(r["kind"].as_str().unwrap_or_default()),
+            escape(r["step"].as_str().unwrap_or_default()),
+            if runs > 0 { 100.0 * fixed as f64 / runs as f64 } else { 0.0 }
         ));
     }
     html.push_str("</table><h2>Recent decisions</h2><table><tr><th>at</th><th>incident</th><th>decision</th><th>detail</th></tr>");

@@ -90,6 +90,10 @@ struct Incident {
     ran: usize,
     /// Alerts fired for this incident (resolved when it is fixed).
     alerts: Vec<Ready>,
+    /// The ladder for this incident: indexes into the policy's steps (learned order).
+    order: Vec<usize>,
+    /// The anomaly's kind for learning.
+    sig: String,
 }
 
 /// An open incident as the status page shows it.
@@ -126,6 +130,8 @@ pub struct Machine {
     last_run: BTreeMap<(usize, usize, String), i64>,
     /// Recent run times of each (policy, step) (rate limits), oldest first.
     runs: BTreeMap<(usize, usize), VecDeque<i64>>,
+    /// Per (policy, anomaly kind, step): (times run, times it fixed the anomaly).
+    stats: BTreeMap<(usize, String, String), (u32, u32)>,
 }
 
 fn ms_text(v: &Value) -> String {
@@ -142,12 +148,88 @@ impl Machine {
             closed: VecDeque::new(),
             last_run: BTreeMap::new(),
             runs: BTreeMap::new(),
+            stats: BTreeMap::new(),
         }
     }
 
     /// Open incidents.
     pub fn open(&self) -> usize {
         self.incidents.len()
+    }
+
+    /// The step at position `k` of an incident's ladder.
+    fn step_at(&self, inc: &Incident, k: usize) -> Option<&crate::policy::Step> {
+        self.policies[inc.policy].steps.get(*inc.order.get(k)?)
+    }
+
+    /// An anomaly's kind: the metric, the policy's signature labels and the first detector that
+    /// scored at least 0.99999.
+    fn signature(policy: &Policy, ev: &Value) -> String {
+        let mut sig = ev["series"]["name"].as_str().unwrap_or_default().to_owned();
+        for l in &policy.signature {
+            sig.push_str(&format!(
+                " {l}={}",
+                ev["series"]["labels"][l.as_str()]
+                    .as_str()
+                    .unwrap_or_default()
+            ));
+        }
+        let fired = ev["detectors"]
+            .as_array()
+            .and_then(|d| {
+                d.iter()
+                    .find(|d| d["score"].as_f64().is_some_and(|s| s >= 0.99999))
+            })
+            .and_then(|d| d["params"]["kind"].as_str().map(str::to_owned));
+        if let Some(k) = fired {
+            sig.push_str(&format!(" by {k}"));
+        }
+        sig
+    }
+
+    /// The ladder for a new incident: the configured order, or with `learn` each run of steps of
+    /// one risk level sorted by how often each fixed this kind of anomaly (a step never moves
+    /// past a step of another risk); a share `explore` of incidents keeps the configured order.
+    fn order(&self, p: usize, sig: &str, id: &str) -> Vec<usize> {
+        let policy = &self.policies[p];
+        let mut order: Vec<usize> = (0..policy.steps.len()).collect();
+        let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let explore = (h % 1000) as f64 / 1000.0 < policy.explore;
+        if !policy.learn || explore {
+            return order;
+        }
+        let rate = |k: usize| {
+            let (tried, fixed) = self
+                .stats
+                .get(&(p, sig.to_owned(), policy.steps[k].name.clone()))
+                .copied()
+                .unwrap_or((0, 0));
+            (f64::from(fixed) + 1.0) / (f64::from(tried) + 2.0)
+        };
+        let mut start = 0;
+        while start < order.len() {
+            let risk = policy.steps[order[start]].risk;
+            let mut end = start;
+            while end < order.len() && policy.steps[order[end]].risk == risk {
+                end += 1;
+            }
+            order[start..end].sort_by(|a, b| rate(*b).total_cmp(&rate(*a)));
+            start = end;
+        }
+        order
+    }
+
+    /// What each step did for each kind of anomaly: for the status page.
+    pub fn rates(&self) -> Vec<Value> {
+        self.stats
+            .iter()
+            .map(|((p, sig, step), (tried, fixed))| {
+                json!({"policy": self.policies[*p].name, "kind": sig, "step": step,
+                       "runs": tried, "fixed": fixed})
+            })
+            .collect()
     }
 
     /// The open incidents, for the status page: (id, policy, series name, step, phase, pending
@@ -157,9 +239,8 @@ impl Machine {
             .iter()
             .map(|(id, i)| {
                 let policy = &self.policies[i.policy];
-                let step = policy
-                    .steps
-                    .get(i.step)
+                let step = self
+                    .step_at(i, i.step)
                     .map_or_else(|| "-".to_owned(), |s| s.name.clone());
                 IncidentView {
                     id: id.clone(),
@@ -222,6 +303,13 @@ impl Machine {
                     out.push(self.audit(&id, "no_policy", json!({"series": ev["series"]}), now));
                     return out;
                 };
+                let sig = Self::signature(&self.policies[policy], ev);
+                let order = self.order(policy, &sig, &id);
+                let names: Vec<&str> = order
+                    .iter()
+                    .map(|k| self.policies[policy].steps[*k].name.as_str())
+                    .collect();
+                let matched = json!({"event": ev, "signature": sig, "order": names});
                 self.incidents.insert(
                     id.clone(),
                     Incident {
@@ -231,11 +319,14 @@ impl Machine {
                         phase: Phase::Acting,
                         ran: 0,
                         alerts: Vec::new(),
+                        order,
+                        sig,
                     },
                 );
                 out.push(self.audit(&id, "event_received", json!({"state": "open"}), now));
-                // The whole event, so a restarted remediator can rebuild the incident.
-                out.push(self.audit(&id, "policy_matched", json!({"event": ev}), now));
+                // The whole event, its kind and its ladder, so a restarted remediator can
+                // rebuild the incident.
+                out.push(self.audit(&id, "policy_matched", matched, now));
                 self.start_step(&id, "the first step of the ladder", now, &mut out);
             }
             "update" => {
@@ -256,12 +347,14 @@ impl Machine {
                 let (outcome, extra) = if inc.ran == 0 {
                     ("resolved_before_any_step", json!({}))
                 } else {
-                    let step = &self.policies[inc.policy].steps
-                        [inc.step.min(self.policies[inc.policy].steps.len() - 1)];
-                    (
-                        "fixed",
-                        json!({"fixed_by": step.name, "steps_run": inc.ran}),
-                    )
+                    let last = inc.step.min(inc.order.len() - 1);
+                    let name = self
+                        .step_at(inc, last)
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default();
+                    let key = (inc.policy, inc.sig.clone(), name.clone());
+                    self.stats.entry(key).or_default().1 += 1;
+                    ("fixed", json!({"fixed_by": name, "steps_run": inc.ran}))
                 };
                 out.push(self.audit(&id, "event_received", json!({"state": "resolved"}), now));
                 out.push(self.audit(
@@ -290,11 +383,10 @@ impl Machine {
             return;
         };
         let policy = &self.policies[inc.policy];
-        if inc.step >= policy.steps.len() {
+        let Some(step) = self.step_at(inc, inc.step).cloned() else {
             self.escalate(id, now, out);
             return;
-        }
-        let step = policy.steps[inc.step].clone();
+        };
         let approval_ms = policy.approval_timeout_ms;
         if step.risk == Risk::High {
             out.push(self.audit(
@@ -317,9 +409,11 @@ impl Machine {
         let Some(inc) = self.incidents.get(id) else {
             return;
         };
-        let step = self.policies[inc.policy].steps[inc.step].clone();
+        let Some(step) = self.step_at(inc, inc.step).cloned() else {
+            return;
+        };
         let policy_name = self.policies[inc.policy].name.clone();
-        let (p, k) = (inc.policy, inc.step);
+        let (p, k) = (inc.policy, inc.order[inc.step]);
         match ready(&step.action, &inc.event, id, &policy_name) {
             Ok(action) => {
                 let target = format!("{action:?}");
@@ -462,6 +556,29 @@ impl Machine {
                     self.seen.insert((id.clone(), state.to_owned()));
                 }
             }
+            // What each step did, for learning: closed incidents count too.
+            let matched = rs.iter().find(|r| r["decision"] == "policy_matched");
+            let policy = matched.and_then(|m| {
+                self.policies
+                    .iter()
+                    .position(|p| m["policy"].as_str() == Some(p.name.as_str()))
+            });
+            if let (Some(m), Some(p)) = (matched, policy) {
+                let sig = m["signature"].as_str().unwrap_or_default().to_owned();
+                for r in &rs {
+                    let step = r["step"].as_str().unwrap_or_default().to_owned();
+                    if r["decision"] == "action_result" && r["ok"] == true && !step.is_empty() {
+                        self.stats.entry((p, sig.clone(), step)).or_default().0 += 1;
+                    } else if r["decision"] == "verified"
+                        && let Some(by) = r["fixed_by"].as_str()
+                    {
+                        self.stats
+                            .entry((p, sig.clone(), by.to_owned()))
+                            .or_default()
+                            .1 += 1;
+                    }
+                }
+            }
             if rs.iter().any(|r| r["decision"] == "closed") {
                 self.seen.insert((id.clone(), "open".into()));
                 self.closed.push_back(id);
@@ -478,10 +595,25 @@ impl Machine {
                 continue;
             };
             let steps = &self.policies[policy].steps;
+            // The incident's ladder as it was decided (learned order), by step name.
+            let order: Vec<usize> = matched["order"]
+                .as_array()
+                .map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|n| {
+                            steps
+                                .iter()
+                                .position(|s| Some(s.name.as_str()) == n.as_str())
+                        })
+                        .collect()
+                })
+                .filter(|o: &Vec<usize>| o.len() == steps.len())
+                .unwrap_or_else(|| (0..steps.len()).collect());
             let step_of = |r: &Value| {
                 r["step"]
                     .as_str()
-                    .and_then(|n| steps.iter().position(|s| s.name == n))
+                    .and_then(|n| order.iter().position(|k| steps[*k].name == n))
             };
             let ran = rs
                 .iter()
@@ -513,7 +645,7 @@ impl Machine {
                         _ => (
                             step,
                             Phase::Waiting {
-                                until: at(r) + steps[step].wait_ms,
+                                until: at(r) + steps[order[step]].wait_ms,
                             },
                         ),
                     }
@@ -531,6 +663,8 @@ impl Machine {
                         last.is_some_and(|r| r["decision"] == "step_chosen"),
                     )),
                     alerts: Vec::new(),
+                    order,
+                    sig: matched["signature"].as_str().unwrap_or_default().to_owned(),
                 },
             );
         }
@@ -561,8 +695,13 @@ impl Machine {
         }
         inc.ran += 1;
         if ok {
-            let wait = self.policies[inc.policy].steps[inc.step].wait_ms;
+            let k = inc.order[inc.step];
+            let (p, sig) = (inc.policy, inc.sig.clone());
+            let step = &self.policies[p].steps[k];
+            let wait = step.wait_ms;
+            let key = (p, sig, step.name.clone());
             inc.phase = Phase::Waiting { until: now + wait };
+            self.stats.entry(key).or_default().0 += 1;
         } else {
             self.next_step(id, "the step before failed", now, &mut out);
         }
@@ -576,10 +715,7 @@ impl Machine {
         let Some(inc) = self.incidents.get(&id) else {
             return out;
         };
-        let pending = self.policies[inc.policy]
-            .steps
-            .get(inc.step)
-            .map(|s| s.name.clone());
+        let pending = self.step_at(inc, inc.step).map(|s| s.name.clone());
         if !matches!(inc.phase, Phase::Pending { .. }) || pending.as_deref() != Some(step.as_str())
         {
             return out;
@@ -921,6 +1057,88 @@ mod tests {
             decisions(&m.event(&open("e", "mixtral"), 3_700_000))
                 .contains(&"run restart".to_owned())
         );
+    }
+
+    #[test]
+    fn a_learning_ladder_tries_first_what_fixed_this_kind_before_but_never_past_a_riskier_step() {
+        let (_, p) = Config::from_toml(
+            "[remediator]\nbrokers = \"b\"\n[[policy]]\nname = \"p\"\nlearn = true\nexplore = 0.0\nsignature = [\"model\"]\n\
+             [[policy.step]]\nname = \"restart\"\nwait = \"1m\"\naction = { kind = \"topic\", topic = \"t\" }\n\
+             [[policy.step]]\nname = \"clear-cache\"\nwait = \"1m\"\naction = { kind = \"topic\", topic = \"t\" }\n\
+             [[policy.step]]\nname = \"rollback\"\nrisk = \"high\"\naction = { kind = \"topic\", topic = \"t\" }",
+        )
+        .unwrap();
+        let mut m = Machine::new(p);
+        let open = |id: &str| {
+            json!({"id": id, "state": "open", "severity": "warning", "chain": "default",
+                   "series": {"name": "m", "labels": {"model": "llama"}},
+                   "detectors": [{"params": {"kind": "ewma"}, "score": 1.0}]})
+        };
+        let first_step = |out: &[Out]| {
+            out.iter().find_map(|o| match o {
+                Out::Run { step, .. } => Some(step.clone()),
+                _ => None,
+            })
+        };
+        // Three incidents: the restart never fixes them, clearing the cache does.
+        let mut t = 0;
+        for k in 0..3 {
+            let id = format!("i{k}");
+            let out = m.event(&open(&id), t);
+            let step = first_step(&out).unwrap();
+            m.result(&id, &step, true, "", 1, t + 1);
+            if step == "restart" {
+                m.tick(t + 60_002);
+                m.result(&id, "clear-cache", true, "", 1, t + 60_003);
+            }
+            let mut resolved = open(&id);
+            resolved["state"] = json!("resolved");
+            m.event(&resolved, t + 60_010);
+            t += 1_000_000;
+        }
+        // The next one of this kind starts with clearing the cache; the high step stays last.
+        let out = m.event(&open("next"), t);
+        assert_eq!(first_step(&out).as_deref(), Some("clear-cache"));
+        let matched = records(&out)
+            .into_iter()
+            .find(|r| r["decision"] == "policy_matched")
+            .unwrap();
+        assert_eq!(
+            matched["order"],
+            json!(["clear-cache", "restart", "rollback"])
+        );
+        assert_eq!(matched["signature"], "m model=llama by ewma");
+        let rates = m.rates();
+        let cache = rates.iter().find(|r| r["step"] == "clear-cache").unwrap();
+        assert_eq!(
+            (cache["runs"].as_u64(), cache["fixed"].as_u64()),
+            (Some(3), Some(3))
+        );
+        // Rebuilt from the audit trail, the statistics are the same.
+        let mut trail = Vec::new();
+        let mut m2 = Machine::new(m.policies.clone());
+        let mut t = 0;
+        for k in 0..3 {
+            let id = format!("j{k}");
+            trail.extend(records(&m2.event(&open(&id), t)));
+            trail.extend(records(&m2.result(&id, "restart", true, "", 1, t + 1)));
+            trail.extend(records(&m2.tick(t + 60_002)));
+            trail.extend(records(&m2.result(
+                &id,
+                "clear-cache",
+                true,
+                "",
+                1,
+                t + 60_003,
+            )));
+            let mut resolved = open(&id);
+            resolved["state"] = json!("resolved");
+            trail.extend(records(&m2.event(&resolved, t + 60_010)));
+            t += 1_000_000;
+        }
+        let mut m3 = Machine::new(m.policies.clone());
+        m3.rebuild(&trail);
+        assert_eq!(m3.rates(), m2.rates());
     }
 
     #[test]

@@ -250,9 +250,25 @@ pub struct PolicyConfig {
     /// What runs when the ladder is exhausted (default: the audit record only).
     #[serde(default)]
     pub escalate: Option<Action>,
+    /// Order steps of the same risk level by how often each fixed this kind of anomaly
+    /// (default false: the configured order).
+    #[serde(default)]
+    pub learn: bool,
+    /// Labels that, with the metric and the detector that fired, make an anomaly's kind for
+    /// learning (default none).
+    #[serde(default)]
+    pub signature: Vec<String>,
+    /// Share of incidents that keep the configured order while learning, so every step keeps
+    /// being tried (default 0.1).
+    #[serde(default = "default_explore")]
+    pub explore: f64,
     /// The ladder.
     #[serde(rename = "step")]
     pub steps: Vec<StepConfig>,
+}
+
+fn default_explore() -> f64 {
+    0.1
 }
 
 fn default_glob() -> String {
@@ -297,6 +313,12 @@ pub struct Policy {
     pub on_approval_timeout: OnTimeout,
     /// Escalation action.
     pub escalate: Option<Action>,
+    /// Learn the order of same-risk steps.
+    pub learn: bool,
+    /// Labels in an anomaly's kind.
+    pub signature: Vec<String>,
+    /// Exploration share.
+    pub explore: f64,
     /// The ladder.
     pub steps: Vec<Step>,
 }
@@ -497,6 +519,13 @@ impl Config {
                     )?,
                     on_approval_timeout: p.on_approval_timeout,
                     escalate: p.escalate.clone(),
+                    learn: p.learn,
+                    signature: p.signature.clone(),
+                    explore: if (0.0..=1.0).contains(&p.explore) {
+                        p.explore
+                    } else {
+                        return Err(err(format!("{path}.explore"), "expected a share in [0, 1]"));
+                    },
                     steps,
                 })
             })

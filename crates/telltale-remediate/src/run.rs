@@ -169,6 +169,7 @@ pub fn run(config: &Config, policies: Vec<Policy>, dry_run: bool) -> Result<(), 
         {
             let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
             st.incidents = machine.view();
+            st.rates = machine.rates();
             for r in recent {
                 if st.recent.len() == crate::http::RECENT {
                     st.recent.pop_front();

@@ -850,3 +850,196 @@ fn approve_from_the_status_page_in_headless_chromium() {
     let _ = chromium.kill();
     let _ = chromium.wait();
 }
+
+/// `telltale gen serve`, stopped when dropped.
+struct Platform(Child, PathBuf);
+
+impl Platform {
+    fn start(s: &Setup, topic: &str) -> (Self, String) {
+        let log = s.dir.join("platform.log");
+        let child = Command::new(telltale_bin())
+            .args(["gen", "serve", "--brokers", &s.brokers, "--topic", topic])
+            .args([
+                "--interval",
+                "100ms",
+                "--listen",
+                "127.0.0.1:0",
+                "--models",
+                "1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn telltale gen serve");
+        let p = Self(child, log);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&p.1).unwrap_or_default();
+            if let Some(a) = text
+                .split("control on http://")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+            {
+                let a = a.to_owned();
+                return (p, a);
+            }
+            assert!(Instant::now() < deadline, "no control endpoint: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn closed_loop_fault_is_detected_remediated_and_verified() {
+    let s = Setup::new("loop");
+    let telemetry = unique("loop-telemetry");
+    let dlq = unique("loop-dlq");
+    create_topic(&s.brokers, &telemetry, 1);
+    // The engine: the built-in chain, holding its baseline while an anomaly is open, so the
+    // anomaly stays open until the platform is back.
+    let engine = Engine::start(
+        "loop-engine",
+        &format!(
+            r#"[chain]
+hold = true
+
+[kafka]
+brokers = "{}"
+group_id = "{}"
+topics = ["{telemetry}"]
+anomaly_topic = "{}"
+dead_letter_topic = "{dlq}"
+drain_timeout = "4s"
+
+[kafka.consumer]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+"fetch.wait.max.ms" = "10"
+
+[http]
+listen = "127.0.0.1:0"
+"#,
+            s.brokers,
+            unique("loop-engine-group"),
+            s.anomalies
+        ),
+    );
+    let (_platform, control) = Platform::start(&s, &telemetry);
+    let hook = |action: &str| {
+        format!("http://{control}/remediate?action={action}&model={{{{label.model}}}}")
+    };
+    let remediator = Remediator::start(
+        &s,
+        &s.config(&format!(
+            r#"[[policy]]
+name = "latency"
+metric = "llm_latency_p50_ms"
+[[policy.step]]
+name = "restart"
+wait = "3s"
+action = {{ kind = "webhook", url = "{}" }}
+[[policy.step]]
+name = "rollback"
+wait = "60s"
+action = {{ kind = "webhook", url = "{}" }}
+"#,
+            hook("restart"),
+            hook("rollback")
+        )),
+        false,
+    );
+    // Past the warm-up (30 points a series, 100 ms apart), a fault the restart does not fix.
+    engine.wait_for("warm models", Duration::from_secs(60), |e| {
+        e.metric("telltale_messages_done_total").unwrap_or(0.0) >= 3.0 * 60.0
+    });
+    let (status, _) = http(&control, "POST", "/fault?kind=level_shift&model=llama3-8b");
+    assert!(status.contains("200"), "{status}");
+    // The remediator's audit: the restart does not resolve it in 3 s, the rollback does.
+    let audit: Vec<Value> = read_until(&s.brokers, &s.audit, Duration::from_secs(90), |m| {
+        m.iter().any(|m| {
+            let v = m.json();
+            v["decision"] == "closed" && v["outcome"] == "fixed"
+        })
+    })
+    .iter()
+    .map(Msg::json)
+    .collect();
+    let closed = audit
+        .iter()
+        .find(|v| v["decision"] == "closed" && v["outcome"] == "fixed")
+        .unwrap_or_else(|| {
+            panic!(
+                "no incident fixed:\n{}\n{}",
+                remediator.log(),
+                engine.log_text()
+            )
+        });
+    let id = closed["incident"].as_str().expect("id").to_owned();
+    let of: Vec<&Value> = audit
+        .iter()
+        .filter(|v| v["incident"] == id.as_str())
+        .collect();
+    let d = decisions(&of.iter().map(|v| (*v).clone()).collect::<Vec<_>>());
+    assert_eq!(
+        d,
+        [
+            "event_received",
+            "policy_matched",
+            "step_chosen restart",
+            "action_result restart",
+            "verified",
+            "step_chosen rollback",
+            "action_result rollback",
+            "event_received",
+            "verified",
+            "closed",
+        ],
+        "{}",
+        remediator.log()
+    );
+    let verified = of
+        .iter()
+        .rev()
+        .find(|v| v["decision"] == "verified")
+        .expect("verified");
+    assert_eq!(verified["fixed_by"], "rollback");
+    // The platform says the rollback cleared the fault.
+    let (_, body) = http(&control, "GET", "/status");
+    let faults: Value = serde_json::from_str(&body).expect("status");
+    let fault = &faults[0];
+    assert_eq!(fault["cleared_by"], "rollback");
+    // Time to detect (fault → open), to act (open → first action done), to verify (the fix →
+    // resolved), from the platform's clock, the events' times and the audit's.
+    let events = read_until(&s.brokers, &s.anomalies, Duration::from_secs(10), |m| {
+        m.iter().filter(|m| m.json()["id"] == id.as_str()).count() >= 2
+    });
+    let at = |state: &str| {
+        events
+            .iter()
+            .map(Msg::json)
+            .find(|v| v["id"] == id.as_str() && v["state"] == state)
+            .and_then(|v| telltale_core::time::parse_rfc3339(v["timestamp"].as_str()?))
+            .expect("event time")
+    };
+    let (opened, resolved) = (at("open"), at("resolved"));
+    let injected = fault["injected"].as_i64().expect("injected");
+    let cleared = fault["cleared"].as_i64().expect("cleared");
+    let received = of[0]["at"].as_i64().expect("at");
+    let acted = of[3]["at"].as_i64().expect("at");
+    eprintln!(
+        "closed loop: detected {} ms after the fault, first action {} ms after the open was received, \
+         resolved {} ms after the fix",
+        opened - injected,
+        acted - received,
+        resolved - cleared
+    );
+    assert!(opened >= injected && resolved >= cleared);
+}

@@ -18,6 +18,7 @@ mod burst;
 mod changelog;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod ingest;
 pub mod metrics;
 pub mod run;

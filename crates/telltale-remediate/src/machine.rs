@@ -788,7 +788,8 @@ fn ready(action: &Action, event: &Value, id: &str, policy: &str) -> Result<Ready
             timeout,
             retries,
         } => Ok(Ready::Webhook {
-            url: url.clone(),
+            // The URL is a template too (its query may name the target).
+            url: expand(url, event)?,
             body: match body {
                 None => event.clone(),
                 Some(b) => fill(b, event)?,

@@ -380,7 +380,7 @@ fn check_action(path: &str, a: &Action) -> Result<(), Error> {
             if !url.starts_with("http://") {
                 return Err(err(format!("{path}.url"), "expected an http:// URL"));
             }
-            let mut out = Vec::new();
+            let mut out = vec![url.clone()];
             collect_strings(body.as_ref().unwrap_or(&serde_json::Value::Null), &mut out);
             out
         }

@@ -312,3 +312,54 @@ pub(crate) fn run_tail(a: TailArgs) -> Result<(), Failure> {
     tail(&conn, &a.topic, &opts, &overrides, &mut out)?;
     Ok(())
 }
+
+/// `telltale gen serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Bootstrap servers (default: $TELLTALE_KAFKA_BROKERS, else 127.0.0.1:9092).
+    #[arg(long, short)]
+    brokers: Option<String>,
+    /// Topic the telemetry goes to.
+    #[arg(long, default_value = "telemetry")]
+    topic: String,
+    /// Interval between rounds of points, e.g. 1s.
+    #[arg(long, default_value = "1s")]
+    interval: String,
+    /// The control endpoint (faults and remediations).
+    #[arg(long, default_value = "127.0.0.1:9466")]
+    listen: String,
+    /// Models (1 to 3), three metrics each.
+    #[arg(long, default_value_t = 3)]
+    models: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+pub(crate) fn run_serve(a: ServeArgs) -> Result<(), Failure> {
+    init_logging();
+    let interval = parse_duration_ms(&a.interval)
+        .filter(|d| *d > 0)
+        .ok_or_else(|| Failure(format!("--interval: `{}` is not a duration", a.interval), 2))?;
+    let conn = connection(None, a.brokers)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| Failure(e.to_string(), 1))?;
+    }
+    let topic = a.topic.clone();
+    telltale_kafka::demo::serve(
+        &conn,
+        &a.topic,
+        Duration::from_millis(interval as u64),
+        &a.listen,
+        a.models,
+        a.seed,
+        stop,
+        |addr| {
+            eprintln!(
+                "serving telemetry to {topic}; control on http://{addr}/ (POST /fault, POST /remediate, GET /status)"
+            )
+        },
+    )
+    .map_err(|e| Failure(e.to_string(), 1))
+}

@@ -254,6 +254,9 @@ struct GenCommandArgs {
 enum GenCommand {
     /// Write a seeded stream of LLM classifier predictions with a labelled confidence collapse.
     Llm(GenLlmArgs),
+    /// Run a live synthetic LLM serving platform: telemetry to a Kafka topic, and an HTTP
+    /// endpoint that injects faults and applies remediations (the closed-loop demo).
+    Serve(kafka::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -352,6 +355,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => run_replay(a),
         Command::Gen(a) => match a.command {
             Some(GenCommand::Llm(l)) => run_gen_llm(l),
+            Some(GenCommand::Serve(a)) => kafka::run_serve(a),
             None => run_gen(a.telemetry),
         },
         Command::Bench(a) => match a.command {

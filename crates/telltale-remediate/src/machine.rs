@@ -78,6 +78,8 @@ enum Phase {
     Waiting { until: i64 },
     /// A high step waits for its approval until then.
     Pending { until: i64 },
+    /// The anomaly must stay open until then before the ladder starts (`open_for`).
+    Delayed { until: i64 },
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +257,7 @@ impl Machine {
                         Phase::Acting => "acting",
                         Phase::Waiting { .. } => "waiting for resolved",
                         Phase::Pending { .. } => "waiting for approval",
+                        Phase::Delayed { .. } => "waiting to see if it lasts",
                     },
                     pending: matches!(i.phase, Phase::Pending { .. }),
                 }
@@ -327,7 +330,17 @@ impl Machine {
                 // The whole event, its kind and its ladder, so a restarted remediator can
                 // rebuild the incident.
                 out.push(self.audit(&id, "policy_matched", matched, now));
-                self.start_step(&id, "the first step of the ladder", now, &mut out);
+                let open_for = self.policies[policy].open_for_ms;
+                if open_for > 0 {
+                    if let Some(i) = self.incidents.get_mut(&id) {
+                        i.phase = Phase::Delayed {
+                            until: now + open_for,
+                        };
+                    }
+                    out.push(self.audit(&id, "delayed", json!({"why": "the policy acts on anomalies open longer", "open_for_ms": open_for}), now));
+                } else {
+                    self.start_step(&id, "the first step of the ladder", now, &mut out);
+                }
             }
             "update" => {
                 if let Some(i) = self.incidents.get_mut(&id) {
@@ -626,8 +639,19 @@ impl Machine {
                 )
             });
             let at = |r: &Value| r["at"].as_i64().unwrap_or(0);
+            // No step yet: the ladder starts when the policy's open_for has passed (at once
+            // without one).
+            let delayed_until = rs
+                .iter()
+                .find(|r| r["decision"] == "delayed")
+                .map_or(0, |r| at(r) + self.policies[policy].open_for_ms);
             let (step, phase) = match last {
-                None => (0, Phase::Waiting { until: 0 }),
+                None => (
+                    0,
+                    Phase::Delayed {
+                        until: delayed_until,
+                    },
+                ),
                 Some(r) => {
                     let step = step_of(r).unwrap_or(0);
                     match r["decision"].as_str() {
@@ -742,7 +766,9 @@ impl Machine {
             .incidents
             .iter()
             .filter(|(_, i)| match i.phase {
-                Phase::Waiting { until } | Phase::Pending { until } => until <= now,
+                Phase::Waiting { until } | Phase::Pending { until } | Phase::Delayed { until } => {
+                    until <= now
+                }
                 Phase::Acting => false,
             })
             .map(|(id, i)| (id.clone(), i.phase))
@@ -771,6 +797,9 @@ impl Machine {
                         OnTimeout::Escalate => self.escalate(&id, now, &mut out),
                         OnTimeout::Abort => self.close(&id, "aborted", now, &mut out),
                     }
+                }
+                Phase::Delayed { .. } => {
+                    self.start_step(&id, "the anomaly lasted past open_for", now, &mut out);
                 }
                 Phase::Acting => {}
             }
@@ -1140,6 +1169,24 @@ mod tests {
         let mut m3 = Machine::new(m.policies.clone());
         m3.rebuild(&trail);
         assert_eq!(m3.rates(), m2.rates());
+    }
+
+    #[test]
+    fn a_policy_with_open_for_acts_only_on_anomalies_that_last() {
+        let steps = format!("open_for = \"2m\"\n{TWO}");
+        let mut m = machine(&steps);
+        let out = m.event(&ev("open"), 0);
+        assert_eq!(
+            decisions(&out),
+            ["event_received", "policy_matched", "delayed"]
+        );
+        assert!(m.tick(119_000).is_empty());
+        assert_eq!(decisions(&m.tick(120_000)), ["step_chosen", "run restart"]);
+        // One that resolves sooner: nothing ran.
+        let mut m = machine(&steps);
+        m.event(&ev("open"), 0);
+        let out = m.event(&ev("resolved"), 60_000);
+        assert!(out.iter().any(|o| matches!(o, Out::Audit { record, .. } if record["outcome"] == "resolved_before_any_step")));
     }
 
     #[test]

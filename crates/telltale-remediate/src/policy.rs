@@ -241,6 +241,10 @@ pub struct PolicyConfig {
     /// Least severity (default warning: all).
     #[serde(default = "default_severity")]
     pub severity: Severity,
+    /// Act only on an anomaly still open after this long (default `0s`: at once); one that
+    /// resolves sooner is recorded as resolved before any step.
+    #[serde(default = "default_cooldown")]
+    pub open_for: String,
     /// How long a high step waits for its approval (default `15m`).
     #[serde(default = "default_approval_timeout")]
     pub approval_timeout: String,
@@ -309,6 +313,8 @@ pub struct Policy {
     severity: Severity,
     /// Approval timeout, ms.
     pub approval_timeout_ms: i64,
+    /// How long an anomaly must stay open before the ladder starts, ms.
+    pub open_for_ms: i64,
     /// On approval timeout.
     pub on_approval_timeout: OnTimeout,
     /// Escalation action.
@@ -518,6 +524,7 @@ impl Config {
                         &p.approval_timeout,
                     )?,
                     on_approval_timeout: p.on_approval_timeout,
+                    open_for_ms: duration(&format!("{path}.open_for"), &p.open_for)?,
                     escalate: p.escalate.clone(),
                     learn: p.learn,
                     signature: p.signature.clone(),

@@ -219,42 +219,33 @@ fn single_series(c: &mut Criterion) {
     g.throughput(Throughput::Elements(N as u64));
     let vals = stream(N + 16, 14);
     let ts: Vec<i64> = (0..(N + 16) as i64).map(|i| i * 300_000).collect();
-    let q = QuietParams::default();
-    g.bench_function("median12", |b| {
-        b.iter(|| {
-            let (mut lo, mut hi, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0u32);
-            for i in 16..16 + N {
-                let x = black_box(vals[i]);
-                (lo, hi) = (lo.min(x), hi.max(x));
-                let h = History {
-                    ts: [&ts[i - 16..i], &[]],
-                    val: [&vals[i - 16..i], &[]],
-                };
-                n += u32::from(is_quiet(&q, &h, ts[i], x, lo, hi));
-            }
-            n
-        })
-    });
-    // The built-in chain's: the median of the points of the last hour the ring holds.
-    let q1h = QuietParams {
-        window: Reach::Span(span("1h")),
-        ..QuietParams::default()
-    };
-    g.bench_function("median_1h", |b| {
-        b.iter(|| {
-            let (mut lo, mut hi, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0u32);
-            for i in 16..16 + N {
-                let x = black_box(vals[i]);
-                (lo, hi) = (lo.min(x), hi.max(x));
-                let h = History {
-                    ts: [&ts[i - 16..i], &[]],
-                    val: [&vals[i - 16..i], &[]],
-                };
-                n += u32::from(is_quiet(&q1h, &h, ts[i], x, lo, hi));
-            }
-            n
-        })
-    });
+    // And the built-in chain's: the median of the points of the last hour the ring holds.
+    for (name, q) in [
+        ("median12", QuietParams::default()),
+        (
+            "median_1h",
+            QuietParams {
+                window: Reach::Span(span("1h")),
+                ..QuietParams::default()
+            },
+        ),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let (mut lo, mut hi, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0u32);
+                for i in 16..16 + N {
+                    let x = black_box(vals[i]);
+                    (lo, hi) = (lo.min(x), hi.max(x));
+                    let h = History {
+                        ts: [&ts[i - 16..i], &[]],
+                        val: [&vals[i - 16..i], &[]],
+                    };
+                    n += u32::from(is_quiet(&q, &h, ts[i], x, lo, hi));
+                }
+                n
+            })
+        });
+    }
     g.finish();
 }
 

@@ -26,7 +26,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::params::{Count, NumberOrText, Ratio, Span};
+use crate::params::{Count, NumberOrText, Ratio, Reach, Span};
 use crate::record::Record;
 use crate::{Bank, Detector, ParamError, Scored};
 
@@ -100,18 +100,15 @@ pub enum Calibration {
 impl TryFrom<NumberOrText> for Calibration {
     type Error = ParamError;
     fn try_from(v: NumberOrText) -> Result<Self, ParamError> {
-        match v {
-            NumberOrText::Number(n)
-                if n.fract() == 0.0 && (1.0..=f64::from(MAX_SET)).contains(&n) =>
-            {
-                Ok(Calibration::Set(Count::new(n as u32)?))
-            }
-            NumberOrText::Number(n) => Err(ParamError::new(
-                "calibration",
-                n,
-                "an integer in [1, 100000] or a span such as \"8d\"",
-            )),
-            NumberOrText::Text(t) => Span::parse(&t).map(Calibration::Span),
+        match Reach::within(
+            v,
+            1,
+            MAX_SET,
+            "calibration",
+            "an integer in [1, 100000] or a span such as \"8d\"",
+        )? {
+            Reach::Points(n) => Ok(Calibration::Set(Count::new(n)?)),
+            Reach::Span(s) => Ok(Calibration::Span(s)),
         }
     }
 }

@@ -270,17 +270,13 @@ pub enum Reach {
 impl TryFrom<NumberOrText> for Reach {
     type Error = ParamError;
     fn try_from(v: NumberOrText) -> Result<Self, ParamError> {
-        match v {
-            NumberOrText::Number(n) if n.fract() == 0.0 && (0.0..=64.0).contains(&n) => {
-                Ok(Reach::Points(n as u32))
-            }
-            NumberOrText::Number(n) => Err(ParamError::new(
-                "window",
-                n,
-                "an integer in [0, 64] or a span such as \"1h\"",
-            )),
-            NumberOrText::Text(t) => Span::parse(&t).map(Reach::Span),
-        }
+        Reach::within(
+            v,
+            0,
+            64,
+            "window",
+            "an integer in [0, 64] or a span such as \"1h\"",
+        )
     }
 }
 
@@ -291,6 +287,25 @@ impl Default for Reach {
 }
 
 impl Reach {
+    /// An integer in `[lo, hi]` or a span; anything else is an error naming `name`.
+    pub(crate) fn within(
+        v: NumberOrText,
+        lo: u32,
+        hi: u32,
+        name: &'static str,
+        expected: &'static str,
+    ) -> Result<Self, ParamError> {
+        match v {
+            NumberOrText::Number(n)
+                if n.fract() == 0.0 && (f64::from(lo)..=f64::from(hi)).contains(&n) =>
+            {
+                Ok(Reach::Points(n as u32))
+            }
+            NumberOrText::Number(n) => Err(ParamError::new(name, n, expected)),
+            NumberOrText::Text(t) => Span::parse(&t).map(Reach::Span),
+        }
+    }
+
     /// Whether it reaches anything (not `Points(0)`).
     pub fn is_on(self) -> bool {
         self != Reach::Points(0)

@@ -380,7 +380,7 @@ impl Pipeline {
                 }
                 (r.shard, r.slot)
             }
-            None => self.register(id, key(), source.stream),
+            None => self.register(id, key(), source.stream, None),
         };
         if self.pending_count == 0 {
             self.batch_started = Some(Instant::now());
@@ -399,8 +399,15 @@ impl Pipeline {
         }
     }
 
+    /// Gives the new series `id` its shard and slot, fresh or in a restored `state`.
     #[cold]
-    fn register(&mut self, id: u64, key: SeriesKey, stream: u32) -> (u32, u32) {
+    fn register(
+        &mut self,
+        id: u64,
+        key: SeriesKey,
+        stream: u32,
+        state: Option<Box<SeriesState>>,
+    ) -> (u32, u32) {
         let key = Arc::new(key);
         self.key_bytes += key.heap_bytes();
         let chain = self.plan.chain_for(&key) as u32;
@@ -412,6 +419,7 @@ impl Pipeline {
             id,
             chain,
             stream,
+            state,
         });
         self.table.insert(
             id,
@@ -458,26 +466,7 @@ impl Pipeline {
             });
             return Ok(());
         }
-        let key = Arc::new(key);
-        self.key_bytes += key.heap_bytes();
-        let shard = Self::shard_of(id, self.plan.shards);
-        let slot = self.per_shard[shard];
-        self.per_shard[shard] += 1;
-        self.pending[shard].push(Item::Restore {
-            key,
-            id,
-            chain: chain as u32,
-            stream,
-            state: Box::new(state),
-        });
-        self.table.insert(
-            id,
-            Route {
-                shard: shard as u32,
-                slot,
-                stream,
-            },
-        );
+        self.register(id, key, stream, Some(Box::new(state)));
         Ok(())
     }
 

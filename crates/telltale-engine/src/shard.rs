@@ -16,7 +16,7 @@ use telltale_core::reject::RejectReason;
 /// One entry of a batch sent to a shard.
 #[derive(Debug, Clone)]
 pub enum Item {
-    /// A new series: it takes the shard's next slot.
+    /// A new series: it takes the shard's next slot, fresh or in a snapshot's state.
     Register {
         /// Its key.
         key: Arc<SeriesKey>,
@@ -26,20 +26,8 @@ pub enum Item {
         chain: u32,
         /// The input stream it first came from (whose snapshots hold it).
         stream: u32,
-    },
-    /// A series restored from a snapshot: it takes the shard's next slot, in the snapshot's
-    /// state.
-    Restore {
-        /// Its key.
-        key: Arc<SeriesKey>,
-        /// Its id.
-        id: u64,
-        /// Its chain.
-        chain: u32,
-        /// The input stream whose snapshots hold it.
-        stream: u32,
-        /// Its state (decoded for its chain).
-        state: Box<SeriesState>,
+        /// Its restored state (decoded for its chain), if it comes from a snapshot.
+        state: Option<Box<SeriesState>>,
     },
     /// A live series' state replaced by a snapshot (its partition came back from another
     /// instance).
@@ -199,28 +187,14 @@ impl Shard {
                     id,
                     chain,
                     stream,
-                } => {
-                    let gslot = self.groups[chain as usize].add_series();
-                    self.slots.push(SlotInfo {
-                        group: chain,
-                        gslot: gslot as u32,
-                        id,
-                        key,
-                        stream,
-                    });
-                }
-                Item::Restore {
-                    key,
-                    id,
-                    chain,
-                    stream,
                     state,
                 } => {
                     let group = &mut self.groups[chain as usize];
-                    // Decoded for this chain by the router, so it fits; a cold series otherwise.
-                    let gslot = group
-                        .add_series_from(&state)
-                        .unwrap_or_else(|_| group.add_series());
+                    // A restored state was decoded for this chain by the router, so it fits; a
+                    // cold series otherwise.
+                    let gslot = state
+                        .and_then(|s| group.add_series_from(&s).ok())
+                        .unwrap_or_else(|| group.add_series());
                     self.slots.push(SlotInfo {
                         group: chain,
                         gslot: gslot as u32,

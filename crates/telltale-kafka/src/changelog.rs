@@ -11,12 +11,8 @@
 //! left out, the series starts afresh) and resumes from the marker's offset.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use telltale_core::key::SeriesKey;
 
@@ -71,57 +67,22 @@ pub(crate) fn read(
     changelog: &str,
     parts: &[(String, i32)],
 ) -> Result<Vec<Option<Restored>>, Error> {
-    let consumer: BaseConsumer = conn
-        // A group id only to satisfy librdkafka: the reader is assigned its partitions, never
-        // subscribes or commits.
-        .client_config(
-            &[
-                ("group.id", "telltale-changelog-reader"),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("enable.partition.eof", "true"),
-                ("fetch.wait.max.ms", "10"),
-            ],
-            &[],
-        )?
-        .create()?;
     let mut wanted: Vec<i32> = parts.iter().map(|(_, p)| *p).collect();
     wanted.sort_unstable();
     wanted.dedup();
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    let mut tpl = TopicPartitionList::new();
-    for p in &wanted {
-        tpl.add_partition_offset(changelog, *p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
     // Per changelog partition, the latest value of each key.
     let mut latest: HashMap<i32, HashMap<Vec<u8>, Option<Vec<u8>>>> = HashMap::new();
-    let mut open = wanted.len();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // To each partition's end: librdkafka says so with a partition-EOF event.
-    while open > 0 {
-        if Instant::now() > deadline {
-            return Err(Error::Delivery(format!(
-                "reading {changelog}: {open} partition(s) without an end after 60 s"
-            )));
+    crate::client::read_to_end(conn, changelog, Some(&wanted), |m| {
+        if let Some(key) = m.key() {
+            latest
+                .entry(m.partition())
+                .or_default()
+                .insert(key.to_vec(), m.payload().map(<[u8]>::to_vec));
         }
-        let m = match consumer.poll(Duration::from_millis(100)) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(_))) => {
-                open -= 1;
-                continue;
-            }
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(m)) => m,
-        };
-        let Some(key) = m.key() else { continue };
-        latest
-            .entry(m.partition())
-            .or_default()
-            .insert(key.to_vec(), m.payload().map(<[u8]>::to_vec));
-    }
+    })?;
     Ok(parts
         .iter()
         .map(|(topic, p)| latest.get(p).and_then(|l| restored(l, topic)))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use telltale_codec::json::{PointBuf, parse_json_line};
@@ -267,4 +267,66 @@ pub fn librdkafka_description() -> String {
         .and_then(|c| c.get("builtin.features"))
         .unwrap_or_else(|e| format!("unknown ({e})"));
     format!("{version} (features: {features})")
+}
+
+/// Reads `partitions` of `topic` (all when `None`) from their beginnings to their ends, handing
+/// every message to `visit` in order (per partition): an assigned reader, never a group member;
+/// a partition's end is librdkafka's partition-EOF event. Gives up after 60 s.
+pub fn read_to_end(
+    conn: &Connection,
+    topic: &str,
+    partitions: Option<&[i32]>,
+    mut visit: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<(), Error> {
+    let consumer: BaseConsumer = conn
+        // A group id only to satisfy librdkafka: the reader never subscribes or commits.
+        .client_config(
+            &[
+                ("group.id", "telltale-reader"),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "true"),
+                ("fetch.wait.max.ms", "10"),
+            ],
+            &[],
+        )?
+        .create()?;
+    let all: Vec<i32>;
+    let partitions = match partitions {
+        Some(p) => p,
+        None => {
+            let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            all = md
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            &all
+        }
+    };
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut open = partitions.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open > 0 {
+        if Instant::now() > deadline {
+            return Err(Error::Delivery(format!(
+                "reading {topic}: {open} partition(s) without an end after 60 s"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => visit(&m),
+        }
+    }
+    Ok(())
 }

@@ -215,6 +215,28 @@ impl KafkaSink {
     }
 }
 
+impl KafkaSink {
+    /// Produces one changelog record (postcard) to `partition`, counted in the current batch.
+    fn send_changelog(
+        &mut self,
+        changelog: &str,
+        partition: i32,
+        key: &str,
+        record: &impl serde::Serialize,
+    ) -> std::io::Result<()> {
+        let value = postcard::to_allocvec(record).map_err(std::io::Error::other)?;
+        self.acks.sent(self.batch);
+        let record = BaseRecord::with_opaque_to(changelog, self.batch as usize | CHANGELOG_BIT)
+            .partition(partition)
+            .key(key.as_bytes())
+            .payload(&value[..]);
+        if let Err(err) = send_blocking(&self.producer, &self.metrics, record) {
+            self.fail(err);
+        }
+        Ok(())
+    }
+}
+
 impl Sink for KafkaSink {
     fn event(&mut self, e: &Emitted) -> std::io::Result<()> {
         use std::fmt::Write as _;
@@ -289,20 +311,12 @@ impl Sink for KafkaSink {
                 .collect(),
             state: s.state.clone(),
         };
-        let value = postcard::to_allocvec(&record).map_err(std::io::Error::other)?;
-        let key = crate::changelog::series_key(&topic, s.id);
         self.metrics
             .snapshot_bytes
             .fetch_add(s.state.len() as u64, Ordering::Relaxed);
-        self.acks.sent(self.batch);
-        let record = BaseRecord::with_opaque_to(changelog, self.batch as usize | CHANGELOG_BIT)
-            .partition(partition)
-            .key(key.as_bytes())
-            .payload(&value[..]);
-        if let Err(err) = send_blocking(&self.producer, &self.metrics, record) {
-            self.fail(err);
-        }
-        Ok(())
+        let key = crate::changelog::series_key(&topic, s.id);
+        let changelog = changelog.clone();
+        self.send_changelog(&changelog, partition, &key, &record)
     }
 
     fn snapshot_round(&mut self, stream: u32, offset: i64, series: u64) -> std::io::Result<()> {
@@ -312,18 +326,10 @@ impl Sink for KafkaSink {
         let Some((topic, partition)) = kafka_stream(streams, stream) else {
             return Ok(());
         };
-        let value = postcard::to_allocvec(&crate::changelog::RoundRecord { offset, series })
-            .map_err(std::io::Error::other)?;
         let key = crate::changelog::round_key(&topic);
-        self.acks.sent(self.batch);
-        let record = BaseRecord::with_opaque_to(changelog, self.batch as usize | CHANGELOG_BIT)
-            .partition(partition)
-            .key(key.as_bytes())
-            .payload(&value[..]);
-        if let Err(err) = send_blocking(&self.producer, &self.metrics, record) {
-            self.fail(err);
-        }
-        Ok(())
+        let changelog = changelog.clone();
+        let round = crate::changelog::RoundRecord { offset, series };
+        self.send_changelog(&changelog, partition, &key, &round)
     }
 
     fn batch_done(&mut self, no: u64) -> std::io::Result<()> {

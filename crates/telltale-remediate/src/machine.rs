@@ -357,7 +357,7 @@ impl Machine {
                 let Some(inc) = self.incidents.get(&id) else {
                     return out;
                 };
-                let (outcome, extra) = if inc.ran == 0 {
+                let (outcome, mut verified) = if inc.ran == 0 {
                     ("resolved_before_any_step", json!({}))
                 } else {
                     let last = inc.step.min(inc.order.len() - 1);
@@ -370,20 +370,8 @@ impl Machine {
                     ("fixed", json!({"fixed_by": name, "steps_run": inc.ran}))
                 };
                 out.push(self.audit(&id, "event_received", json!({"state": "resolved"}), now));
-                out.push(self.audit(
-                    &id,
-                    "verified",
-                    json!({"outcome": outcome}).as_object().cloned().map_or(
-                        extra.clone(),
-                        |mut o| {
-                            if let Value::Object(e) = extra {
-                                o.extend(e);
-                            }
-                            Value::Object(o)
-                        },
-                    ),
-                    now,
-                ));
+                verified["outcome"] = json!(outcome);
+                out.push(self.audit(&id, "verified", verified, now));
                 self.close(&id, outcome, now, &mut out);
             }
             _ => {}
@@ -597,14 +585,7 @@ impl Machine {
                 self.closed.push_back(id);
                 continue;
             }
-            let Some(matched) = rs.iter().find(|r| r["decision"] == "policy_matched") else {
-                continue;
-            };
-            let Some(policy) = self
-                .policies
-                .iter()
-                .position(|p| matched["policy"].as_str() == Some(p.name.as_str()))
-            else {
+            let (Some(matched), Some(policy)) = (matched, policy) else {
                 continue;
             };
             let steps = &self.policies[policy].steps;

@@ -196,43 +196,21 @@ pub fn run(config: &Config, policies: Vec<Policy>, dry_run: bool) -> Result<(), 
 /// Every record of the audit topic, in the order written (per partition; an incident's records
 /// share a key, so a partition).
 fn read_audit(brokers: &str, topic: &str) -> Result<Vec<Value>, Error> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "telltale-remediator-audit-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "10")
-        .create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let parts: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if parts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in &parts {
-        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let mut open = parts.len();
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while open > 0 && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(m)) => {
-                if let Some(v) = m.payload().and_then(|p| serde_json::from_slice(p).ok()) {
-                    out.push(v);
-                }
+    telltale_kafka::client::read_to_end(
+        &telltale_kafka::config::Connection::plain(brokers),
+        topic,
+        None,
+        |m| {
+            if let Some(v) = m.payload().and_then(|p| serde_json::from_slice(p).ok()) {
+                out.push(v);
             }
-        }
-    }
+        },
+    )
+    .map_err(|e| Error::Config {
+        path: "remediator.audit_topic".into(),
+        message: format!("cannot read it back: {e}"),
+    })?;
     Ok(out)
 }
 

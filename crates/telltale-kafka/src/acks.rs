@@ -60,6 +60,16 @@ impl Acks {
         let _ = self.failed.set(format!("batch {no}: {why}"));
     }
 
+    /// Something other than a delivery failed (a transaction): as [`Acks::failed`].
+    pub fn fail(&self, why: String) {
+        let _ = self.failed.set(why);
+    }
+
+    /// Batches handed to the producer in full so far.
+    pub fn handed_batches(&self) -> u64 {
+        self.handed.load(Ordering::Acquire)
+    }
+
     /// The first delivery failure, if any.
     pub fn failure(&self) -> Option<&str> {
         self.failed.get().map(String::as_str)

@@ -42,6 +42,9 @@ pub struct BenchOptions {
     pub latency_secs: f64,
     /// Alternating bare/engine reads of the filled topic (the best of each is reported).
     pub rounds: usize,
+    /// Run the engine with `[kafka] exactly_once = true` (a message is handled once its
+    /// transaction commits).
+    pub exactly_once: bool,
 }
 
 /// What was measured.
@@ -137,7 +140,7 @@ struct Engine {
 }
 
 impl Engine {
-    fn start(base: &Config, conn: &Connection, topic: &str) -> Self {
+    fn start(base: &Config, conn: &Connection, topic: &str, exactly_once: bool) -> Self {
         let mut k = KafkaConfig {
             brokers: conn.brokers.clone(),
             group_id: unique("telltale-bench-engine"),
@@ -160,6 +163,9 @@ impl Engine {
             changelog: false,
             changelog_topic: None,
             snapshot_interval: "1m".into(),
+            exactly_once,
+            transactional_id: None,
+            transaction_interval: "100ms".into(),
         };
         for (key, v) in consumer_overrides() {
             k.consumer.insert(key.into(), v.into());
@@ -205,8 +211,14 @@ impl Drop for Engine {
 
 /// Reads all `n` messages of `topic` with a new engine (new group); returns the rate from its
 /// first message to the last fully handled one, and the events it produced.
-fn engine_read(config: &Config, b: &Connection, topic: &str, n: u64) -> Result<(f64, u64), Error> {
-    let mut engine = Engine::start(config, b, topic);
+fn engine_read(
+    config: &Config,
+    b: &Connection,
+    topic: &str,
+    n: u64,
+    exactly_once: bool,
+) -> Result<(f64, u64), Error> {
+    let mut engine = Engine::start(config, b, topic, exactly_once);
     let (mut first, mut last) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
@@ -262,7 +274,7 @@ pub fn bench(opts: &BenchOptions, config: &Config) -> Result<BenchResult, Error>
         let r = bare_rate(b, &topic, opts.messages)?;
         eprintln!("round {round}: bare rdkafka consumer {r:.0} msg/s");
         bare = bare.max(r);
-        let (r, events) = engine_read(config, b, &topic, opts.messages as u64)?;
+        let (r, events) = engine_read(config, b, &topic, opts.messages as u64, opts.exactly_once)?;
         eprintln!("round {round}: telltale engine {r:.0} msg/s (fully handled)");
         engine_rate = engine_rate.max(r);
         engine_events = events;
@@ -289,7 +301,7 @@ pub fn bench(opts: &BenchOptions, config: &Config) -> Result<BenchResult, Error>
 
     let topic = unique("telltale-bench-live");
     crate::admin::ensure_topics(b, &[(&topic, opts.partitions)], None)?;
-    let mut engine = Engine::start(config, b, &topic);
+    let mut engine = Engine::start(config, b, &topic, opts.exactly_once);
     wait_ready(&engine.metrics)?;
     produce(
         b,

@@ -94,10 +94,33 @@ pub struct KafkaConfig {
     /// `1m`).
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval: String,
+    /// Exactly-once (default `false`): a transactional producer writes the anomaly events, dead
+    /// letters and changelog records of every burst consumed since the last transaction, with
+    /// the input offsets they correspond to (`send_offsets_to_transaction`), in one
+    /// transaction every `transaction_interval`. A reader with `isolation.level =
+    /// read_committed` sees each event once, however often an instance crashes; offsets are
+    /// committed only through transactions. Not with `repartition = true`.
+    #[serde(default)]
+    pub exactly_once: bool,
+    /// The producer's `transactional.id` with `exactly_once` (default `<group_id>-<random>`,
+    /// new at each start). A fixed id, distinct per instance (the host or pod name), lets a
+    /// restarted instance abort its crashed predecessor's open transaction at once instead of
+    /// after `transaction.timeout.ms` (10 s by default here); two live instances with one id
+    /// fence each other.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
+    /// How often a transaction commits with `exactly_once` (default `100ms`): the latency a
+    /// `read_committed` reader adds, and what a crash re-scores.
+    #[serde(default = "default_transaction_interval")]
+    pub transaction_interval: String,
 }
 
 fn default_snapshot_interval() -> String {
     "1m".into()
+}
+
+fn default_transaction_interval() -> String {
+    "100ms".into()
 }
 
 /// How anomaly events are written to the anomaly topic.
@@ -366,6 +389,7 @@ fn default_drain() -> String {
 pub const KAFKA_RESERVED: &[&str] = &[
     "enable.auto.offset.store",
     "enable.idempotence",
+    "transactional.id",
     "group.id",
     "bootstrap.servers",
 ];
@@ -381,11 +405,36 @@ impl KafkaConfig {
         }
     }
 
-    /// The repartition topic's name.
+    /// The changelog topic's name.
     pub fn changelog_topic(&self) -> String {
         self.changelog_topic
             .clone()
             .unwrap_or_else(|| format!("{}-changelog", self.group_id))
+    }
+
+    /// `transaction_interval` in milliseconds (validated).
+    pub fn transaction_interval_ms(&self) -> i64 {
+        parse_duration_ms(&self.transaction_interval).unwrap_or(100)
+    }
+
+    /// The producer's `transactional.id` with `exactly_once`: the configured one, else
+    /// `<group_id>-<random>` (one per process).
+    pub fn transactional_id(&self) -> String {
+        static RANDOM: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        self.transactional_id.clone().unwrap_or_else(|| {
+            let r = RANDOM.get_or_init(|| {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u32(std::process::id());
+                h.write_u128(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos()),
+                );
+                h.finish()
+            });
+            format!("{}-{r:016x}", self.group_id)
+        })
     }
 
     /// The snapshot interval in milliseconds (validated).
@@ -438,6 +487,26 @@ impl KafkaConfig {
                 "kafka.snapshot_interval",
                 "expected a duration of at least `1s`, such as `1m`",
             ));
+        }
+        if self.exactly_once {
+            if self.repartition {
+                return Err(ConfigError::new(
+                    "kafka.exactly_once",
+                    "not available with `repartition = true` (the two stages commit apart)",
+                ));
+            }
+            if self.transactional_id.as_deref() == Some("") {
+                return Err(ConfigError::new(
+                    "kafka.transactional_id",
+                    "must not be empty",
+                ));
+            }
+            if parse_duration_ms(&self.transaction_interval).is_none_or(|ms| ms < 1) {
+                return Err(ConfigError::new(
+                    "kafka.transaction_interval",
+                    "expected a duration of at least `1ms`, such as `100ms`",
+                ));
+            }
         }
         for (field, t) in outputs {
             if t.is_empty() {
@@ -650,6 +719,30 @@ mod tests {
         assert_eq!(e.path, "kafka.consumer.\"enable.auto.offset.store\"");
         let e = kafka("[kafka.producer]\n\"enable.idempotence\" = \"false\"").unwrap_err();
         assert_eq!(e.path, "kafka.producer.\"enable.idempotence\"");
+    }
+
+    #[test]
+    fn exactly_once_settings_are_checked_and_the_transactional_id_is_stable() {
+        let e = kafka("exactly_once = true\nrepartition = true").unwrap_err();
+        assert_eq!(e.path, "kafka.exactly_once");
+        let e = kafka("exactly_once = true\ntransaction_interval = \"never\"").unwrap_err();
+        assert_eq!(e.path, "kafka.transaction_interval");
+        let e = kafka("exactly_once = true\ntransactional_id = \"\"").unwrap_err();
+        assert_eq!(e.path, "kafka.transactional_id");
+        let e = kafka("[kafka.producer]\n\"transactional.id\" = \"x\"").unwrap_err();
+        assert_eq!(e.path, "kafka.producer.\"transactional.id\"");
+        let c = kafka("exactly_once = true").unwrap();
+        let k = c.kafka.as_ref().unwrap();
+        assert_eq!(k.transaction_interval_ms(), 100);
+        // One random id per process, so a session restarted in it fences its predecessor.
+        let id = k.transactional_id();
+        assert!(
+            id.starts_with("telltale-") && id.len() == "telltale-".len() + 16,
+            "{id}"
+        );
+        assert_eq!(k.transactional_id(), id);
+        let c = kafka("exactly_once = true\ntransactional_id = \"edge-1\"").unwrap();
+        assert_eq!(c.kafka.unwrap().transactional_id(), "edge-1");
     }
 
     #[test]

@@ -93,6 +93,11 @@ pub struct Metrics {
     pub repartition_out: AtomicU64,
     /// Series snapshots written to the changelog (acknowledged).
     pub snapshots_out: AtomicU64,
+    /// Transactions committed (`exactly_once`).
+    pub txn_commits: AtomicU64,
+    /// Transactions aborted (`exactly_once`): their outputs are invisible to `read_committed`
+    /// readers and their input is consumed again.
+    pub txn_aborts: AtomicU64,
     /// Bytes of those snapshots (their states).
     pub snapshot_bytes: AtomicU64,
     /// Series restored from the changelog.
@@ -144,6 +149,8 @@ impl Default for Metrics {
             repartition_done: AtomicU64::new(0),
             repartition_out: AtomicU64::new(0),
             snapshots_out: AtomicU64::new(0),
+            txn_commits: AtomicU64::new(0),
+            txn_aborts: AtomicU64::new(0),
             snapshot_bytes: AtomicU64::new(0),
             restored: AtomicU64::new(0),
             restore_ignored: AtomicU64::new(0),
@@ -210,7 +217,7 @@ impl Collector for Collect {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
         let m = &self.0;
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &AtomicU64); 22] = [
+        let counters: [(&str, &str, &AtomicU64); 24] = [
             (
                 "telltale_remote_write_requests",
                 "Prometheus remote-write requests whose points went into the engine",
@@ -295,6 +302,16 @@ impl Collector for Collect {
                 "telltale_changelog_snapshots",
                 "Series snapshots written to the changelog (acknowledged)",
                 &m.snapshots_out,
+            ),
+            (
+                "telltale_transactions_committed",
+                "Transactions committed (exactly_once)",
+                &m.txn_commits,
+            ),
+            (
+                "telltale_transactions_aborted",
+                "Transactions aborted (exactly_once): their input is consumed again",
+                &m.txn_aborts,
             ),
             (
                 "telltale_changelog_snapshot_bytes",

@@ -19,6 +19,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::producer::Producer as _;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 use telltale_codec::decode::{Decoded, Decoder};
@@ -77,6 +78,14 @@ struct Tracker {
     snapped: Vec<i64>,
     /// Where bursts go (the stage thread); `None` once the session is ending.
     to_stage: Option<Sender<Burst>>,
+    /// `exactly_once`: per stream, the next offset to read of what confirmed groups covered,
+    /// waiting for the next transaction (`None`: offsets are stored for auto-commit).
+    txn_offsets: Option<Vec<(u32, i64)>>,
+    /// `exactly_once`: batches handed over when the last transaction committed.
+    txn_handed: u64,
+    /// `exactly_once`: messages of the confirmed groups waiting for the next transaction
+    /// (counted as done once it commits).
+    txn_messages: u64,
 }
 
 /// Which stage a session runs.
@@ -104,6 +113,17 @@ impl Tracker {
             .is_some_and(|g| g.last_batch.is_some_and(|b| b < self.confirmed))
         {
             let g = self.groups.pop_front().expect("front exists");
+            if let Some(pending) = &mut self.txn_offsets {
+                self.txn_messages += g.messages;
+                for (stream, offset) in g.offsets {
+                    match pending.iter_mut().find(|(s, _)| *s == stream) {
+                        Some(p) => p.1 = p.1.max(offset + 1),
+                        None => pending.push((stream, offset + 1)),
+                    }
+                    metrics.offsets_stored.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
             match self.stage {
                 Kind::Score => metrics
                     .messages_done
@@ -151,6 +171,17 @@ struct SourceCtx {
     streams: Arc<Streams>,
     /// The changelog (`changelog = true`, scoring stage): where to read it, its topic.
     changelog: Option<(crate::config::Connection, String)>,
+    /// `exactly_once`: the transactional producer.
+    txn: Option<TxnProducer>,
+}
+
+/// The transactional producer (`exactly_once`).
+struct TxnProducer(Arc<Producer>);
+
+impl std::fmt::Debug for TxnProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TxnProducer")
+    }
 }
 
 impl SourceCtx {
@@ -304,6 +335,75 @@ impl SourceCtx {
         }
     }
 
+    /// `exactly_once`: waits (up to the drain timeout) until every burst handed over is
+    /// confirmed, then commits the open transaction (its events, dead letters and changelog
+    /// records) with the input offsets they correspond to, and opens the next one. Nothing to
+    /// commit, nothing done.
+    fn commit_txn(&self, consumer: &BaseConsumer<Self>) -> Result<(), String> {
+        let Some(TxnProducer(producer)) = &self.txn else {
+            return Ok(());
+        };
+        if !self.drain(consumer, None) {
+            return Err(self.acks.failure().map_or_else(
+                || {
+                    format!(
+                        "outputs not acknowledged within the drain timeout ({:?})",
+                        self.drain
+                    )
+                },
+                str::to_owned,
+            ));
+        }
+        let handed = self.acks.handed_batches();
+        let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        let offsets = t
+            .txn_offsets
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        if offsets.is_empty() && handed == t.txn_handed {
+            return Ok(());
+        }
+        t.txn_handed = handed;
+        let messages = std::mem::take(&mut t.txn_messages);
+        let mut tpl = TopicPartitionList::new();
+        for (stream, next) in offsets {
+            let (topic, partition) = &t.names[stream as usize];
+            tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(next))
+                .map_err(|e| e.to_string())?;
+        }
+        drop(t);
+        if tpl.count() > 0 {
+            let group = consumer
+                .group_metadata()
+                .ok_or("the consumer has no group metadata")?;
+            producer
+                .send_offsets_to_transaction(&tpl, &group, self.drain)
+                .map_err(|e| format!("sending offsets to the transaction: {e}"))?;
+        }
+        producer
+            .commit_transaction(self.drain)
+            .map_err(|e| format!("committing the transaction: {e}"))?;
+        self.metrics.txn_commits.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .messages_done
+            .fetch_add(messages, Ordering::Relaxed);
+        producer
+            .begin_transaction()
+            .map_err(|e| format!("beginning a transaction: {e}"))
+    }
+
+    /// `exactly_once`: aborts the open transaction (best effort: a new session's producer
+    /// fences it anyway).
+    fn abort_txn(&self) {
+        if let Some(TxnProducer(producer)) = &self.txn {
+            self.metrics.txn_aborts.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = producer.abort_transaction(self.drain) {
+                tracing::warn!(target: "telltale::kafka", "aborting the transaction: {e}");
+            }
+        }
+    }
+
     /// Waits (up to the drain timeout) until no unconfirmed group holds an offset of `parts`,
     /// storing offsets as groups complete; returns whether it finished in time.
     fn drain(&self, consumer: &BaseConsumer<Self>, parts: Option<&[(String, i32)]>) -> bool {
@@ -397,7 +497,19 @@ impl ConsumerContext for SourceCtx {
             // The revoked partitions' series go to the changelog first; the drain below waits
             // for that round like any group, so their snapshots and offsets move together.
             self.request_snapshot(Some(&parts));
-            let in_time = self.drain(consumer, Some(&parts));
+            let in_time = if self.txn.is_some() {
+                // Exactly-once: everything handed over commits now, with its offsets; a
+                // failure ends the session (the next one starts from the committed offsets).
+                match self.commit_txn(consumer) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        self.acks.fail(format!("transaction on revoke: {e}"));
+                        false
+                    }
+                }
+            } else {
+                self.drain(consumer, Some(&parts))
+            };
             if let Some(f) = self.acks.failure() {
                 tracing::warn!(
                     target: "telltale::kafka",
@@ -413,6 +525,7 @@ impl ConsumerContext for SourceCtx {
                 );
             }
             match consumer.commit_consumer_state(CommitMode::Sync) {
+                _ if self.txn.is_some() => {}
                 Ok(()) => {}
                 Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                 Err(e) => tracing::warn!(target: "telltale::kafka", "revoke: commit failed: {e}"),
@@ -477,11 +590,17 @@ impl ConsumerContext for SourceCtx {
 
 /// The engine's producer, configured from `[kafka]`.
 fn producer(k: &KafkaConfig, ctx: DeliveryCtx) -> Result<Producer, Error> {
-    let mut cfg = k.connection().client_config(
-        &[("linger.ms", "5"), ("client.id", "telltale-engine")],
-        &[&k.producer],
-    )?;
+    let mut defaults = vec![("linger.ms", "5"), ("client.id", "telltale-engine")];
+    if k.exactly_once {
+        // A crashed instance's open transaction holds back `read_committed` readers until
+        // the broker aborts it: 10 s rather than librdkafka's minute.
+        defaults.push(("transaction.timeout.ms", "10000"));
+    }
+    let mut cfg = k.connection().client_config(&defaults, &[&k.producer])?;
     cfg.set("enable.idempotence", "true");
+    if k.exactly_once {
+        cfg.set("transactional.id", k.transactional_id());
+    }
     Ok(cfg.create_with_context(ctx)?)
 }
 
@@ -505,6 +624,12 @@ fn consumer(
     )?;
     cfg.set("group.id", group)
         .set("enable.auto.offset.store", "false");
+    if k.exactly_once {
+        // Offsets are committed only inside transactions; input written by transactional
+        // producers is read once committed.
+        cfg.set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+    }
     Ok(cfg.create_with_context(ctx)?)
 }
 
@@ -697,6 +822,13 @@ fn session(
             forwards: stage_kind == Kind::Repartition,
         },
     )?);
+    let txn = (k.exactly_once && stage_kind == Kind::Score).then(|| TxnProducer(producer.clone()));
+    if let Some(TxnProducer(p)) = &txn {
+        // Fences any earlier producer with this transactional id (and aborts its open
+        // transaction).
+        p.init_transactions(Duration::from_secs(30))?;
+        p.begin_transaction()?;
+    }
     let group = match stage_kind {
         Kind::Score => k.group_id.clone(),
         Kind::Repartition => format!("{}-repartition", k.group_id),
@@ -707,6 +839,7 @@ fn session(
         SourceCtx {
             tracker: Mutex::new(Tracker {
                 stage: stage_kind,
+                txn_offsets: txn.is_some().then(Vec::new),
                 ..Tracker::default()
             }),
             acks: acks.clone(),
@@ -716,6 +849,7 @@ fn session(
             stage: stage_kind,
             streams: streams.clone(),
             changelog: changelog.clone().map(|t| (k.connection(), t)),
+            txn,
         },
     )?;
 
@@ -862,6 +996,8 @@ fn session(
     let mut burst = Burst::default();
     let interval = Duration::from_millis(k.snapshot_interval_ms() as u64);
     let mut next_snapshot = Instant::now() + interval;
+    let txn_interval = Duration::from_millis(k.transaction_interval_ms() as u64);
+    let mut next_txn = Instant::now() + txn_interval;
 
     'session: while !shutdown.load(Ordering::Relaxed) {
         metrics.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
@@ -884,6 +1020,13 @@ fn session(
         if changelog.is_some() && Instant::now() >= next_snapshot {
             ctx.request_snapshot(None);
             next_snapshot = Instant::now() + interval;
+        }
+        if ctx.txn.is_some() && Instant::now() >= next_txn {
+            if let Err(e) = ctx.commit_txn(&consumer) {
+                fatal = Some(Error::Delivery(format!("transaction: {e}")));
+                break;
+            }
+            next_txn = Instant::now() + txn_interval;
         }
         burst.clear(0);
         let mut offsets: Vec<(u32, i64)> = Vec::new();
@@ -996,6 +1139,7 @@ fn session(
     if let Some(e) = fatal.or_else(|| acks.failure().map(|f| Error::Delivery(f.to_owned()))) {
         // Nothing unacknowledged is committed: the pipeline and producer are dropped without
         // a drain (their threads wind down on their own; the producer's queue is purged).
+        ctx.abort_txn();
         let e = match e {
             Error::Kafka(k) => Error::Delivery(k.to_string()),
             other => other,
@@ -1004,11 +1148,23 @@ fn session(
     }
     tracing::info!(target: "telltale::kafka", "shutting down: draining in-flight events");
     let drain_started = Instant::now();
-    let drained = ctx.drain(&consumer, None);
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => tracing::warn!(target: "telltale::kafka", "final commit failed: {e}"),
-    }
+    let drained = if ctx.txn.is_some() {
+        match ctx.commit_txn(&consumer) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(target: "telltale::kafka", "final transaction failed: {e}");
+                ctx.abort_txn();
+                false
+            }
+        }
+    } else {
+        let drained = ctx.drain(&consumer, None);
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(target: "telltale::kafka", "final commit failed: {e}"),
+        }
+        drained
+    };
     if !drained {
         tracing::warn!(
             target: "telltale::kafka",

@@ -120,6 +120,10 @@ pub(crate) struct BenchKafkaArgs {
     /// Alternating bare/engine reads of the filled topic; the best of each is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Run the engine with `[kafka] exactly_once = true` (transactions every 100 ms; a message
+    /// counts once its transaction commits).
+    #[arg(long)]
+    exactly_once: bool,
     /// Chains to run (default: the built-in default chain); its [kafka] section, if any, says
     /// how to connect (brokers, TLS, SASL).
     #[arg(long, short)]
@@ -153,11 +157,21 @@ pub(crate) fn run_bench(a: BenchKafkaArgs) -> Result<(), Failure> {
         partitions: a.partitions,
         latency_secs: a.latency_seconds,
         rounds: a.rounds,
+        exactly_once: a.exactly_once,
     };
     let r = telltale_kafka::bench::bench(&opts, &config)?;
     println!(
-        "Kafka consume ({} messages, {} series, {} partitions, broker {}; best of {} rounds)",
-        opts.messages, opts.series, opts.partitions, opts.conn.brokers, opts.rounds
+        "Kafka consume ({} messages, {} series, {} partitions, broker {}; best of {} rounds{})",
+        opts.messages,
+        opts.series,
+        opts.partitions,
+        opts.conn.brokers,
+        opts.rounds,
+        if opts.exactly_once {
+            "; exactly once"
+        } else {
+            ""
+        }
     );
     println!("  fill (produce)             {:>10.0} msg/s", r.fill_rate);
     println!(

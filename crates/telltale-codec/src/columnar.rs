@@ -264,7 +264,9 @@ impl ColumnarReader {
     }
 
     fn parquet(file: File, default_name: &str) -> io::Result<Self> {
-        let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(EndChecked(
+            file,
+        ))
             .map_err(|e| bad(e.to_string()))?;
         let rows = u64::try_from(b.metadata().file_metadata().num_rows()).ok();
         let layout = Layout::new(b.schema(), default_name)?;
@@ -289,6 +291,48 @@ impl ColumnarReader {
             rows_read: 0,
             batches_read: 0,
             failed: false,
+        }
+    }
+}
+
+/// A Parquet file whose streams fail when read past its end, instead of reading nothing.
+///
+/// The Parquet reader decodes page headers from a stream and skips what a header's fields
+/// claim by copying that many bytes to nowhere; at the end of the file such a copy succeeds
+/// with nothing read, so a crafted header that claims millions of fields keeps the reader busy
+/// for minutes (one read system call each) before it fails. A well-formed file is never read
+/// past its end: its page headers lie inside it.
+struct EndChecked(File);
+
+impl parquet::file::reader::Length for EndChecked {
+    fn len(&self) -> u64 {
+        parquet::file::reader::Length::len(&self.0)
+    }
+}
+
+impl parquet::file::reader::ChunkReader for EndChecked {
+    type T = PastEndFails<BufReader<File>>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        parquet::file::reader::ChunkReader::get_read(&self.0, start).map(PastEndFails)
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        parquet::file::reader::ChunkReader::get_bytes(&self.0, start, length)
+    }
+}
+
+/// A reader whose end is an error (see [`EndChecked`]).
+struct PastEndFails<R>(R);
+
+impl<R: Read> Read for PastEndFails<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.read(buf)? {
+            0 if !buf.is_empty() => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a page header runs past the end of the file",
+            )),
+            n => Ok(n),
         }
     }
 }
@@ -320,6 +364,9 @@ impl Iterator for ColumnarReader {
                 return Some(Err(e));
             }
         };
+        // A reader that failed cannot be trusted to go on (the Parquet reader repeats its
+        // error forever): an error is the input's last item.
+        self.failed = batch.is_err();
         Some(batch.map_err(arrow_err).map(|batch| {
             self.rows_read += batch.num_rows() as u64;
             self.batches_read += 1;
@@ -990,6 +1037,26 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_parquet_page_header_past_the_end_of_the_file_is_an_error() {
+        // Found by fuzzing: a sound footer, then a page header whose claims the reader used to
+        // skip one empty read at a time for minutes.
+        let data = include_bytes!("../../../fuzz/corpus/parquet/regression-slow-reject");
+        let path = std::env::temp_dir().join(format!(
+            "telltale-columnar-past-end-{}.parquet",
+            std::process::id()
+        ));
+        std::fs::write(&path, data).unwrap();
+        let reader = ColumnarReader::open(&path, ColumnarFormat::Parquet, "x").unwrap();
+        let results: Vec<_> = reader.collect();
+        let err = results
+            .last()
+            .and_then(|r| r.as_ref().err())
+            .expect("the file is rejected, its error the last item");
+        std::fs::remove_file(&path).ok();
+        assert!(err.to_string().contains("past the end of the file"), "{err}");
     }
 
     #[test]

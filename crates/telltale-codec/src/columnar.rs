@@ -267,7 +267,7 @@ impl ColumnarReader {
         let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(EndChecked(
             file,
         ))
-            .map_err(|e| bad(e.to_string()))?;
+        .map_err(|e| bad(e.to_string()))?;
         let rows = u64::try_from(b.metadata().file_metadata().num_rows()).ok();
         let layout = Layout::new(b.schema(), default_name)?;
         let r = b
@@ -1056,7 +1056,10 @@ mod tests {
             .and_then(|r| r.as_ref().err())
             .expect("the file is rejected, its error the last item");
         std::fs::remove_file(&path).ok();
-        assert!(err.to_string().contains("past the end of the file"), "{err}");
+        assert!(
+            err.to_string().contains("past the end of the file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -544,6 +544,15 @@ impl Config {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_policies_shipped_for_docker_compose_are_valid() {
+        let text = include_str!("../../../configs/remediate/docker.toml")
+            .replace("token_env = \"REMEDIATOR_TOKEN\"", "token = \"t\"");
+        let (config, policies) = Config::from_toml(&text).unwrap();
+        assert_eq!(policies.len(), 3);
+        assert_eq!(config.remediator.brokers, "kafka:9092");
+    }
+
     const BASE: &str = "[remediator]\nbrokers = \"127.0.0.1:9092\"\n";
 
     #[test]

@@ -264,6 +264,7 @@ impl ColumnarReader {
     }
 
     fn parquet(file: File, default_name: &str) -> io::Result<Self> {
+        check_parquet_dictionaries(&file).map_err(|e| bad(e.to_string()))?;
         let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(EndChecked(
             file,
         ))
@@ -293,6 +294,51 @@ impl ColumnarReader {
             failed: false,
         }
     }
+}
+
+/// Checks that every dictionary page of a Parquet file holds as many values as it claims.
+///
+/// The Parquet reader sizes a dictionary by the count its page header claims before it decodes
+/// the page: a 2 KB file claiming a billion values took 13 GB (found by fuzzing). A dictionary
+/// page is PLAIN-encoded, so its size bounds its count (a bit per boolean, the type's width per
+/// fixed-width value, a 4-byte length per byte array). Only each column chunk's first page is
+/// looked at (a dictionary comes first), so the check reads a page header or a dictionary per
+/// column chunk.
+fn check_parquet_dictionaries(file: &File) -> parquet::errors::Result<()> {
+    use parquet::basic::Type;
+    use parquet::column::page::Page;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(EndChecked(file.try_clone()?))?;
+    for g in 0..reader.num_row_groups() {
+        let group = reader.get_row_group(g)?;
+        for c in 0..group.num_columns() {
+            let column = group.metadata().column(c);
+            // Bits per value at the least.
+            let bits = match column.column_type() {
+                Type::BOOLEAN => 1,
+                Type::INT32 | Type::FLOAT | Type::BYTE_ARRAY => 32,
+                Type::INT64 | Type::DOUBLE => 64,
+                Type::INT96 => 96,
+                Type::FIXED_LEN_BYTE_ARRAY => 8 * column.column_descr().type_length().max(1) as u64,
+            };
+            let mut pages = group.get_column_page_reader(c)?;
+            if !pages.peek_next_page()?.is_some_and(|m| m.is_dict) {
+                continue;
+            }
+            if let Some(Page::DictionaryPage {
+                buf, num_values, ..
+            }) = pages.get_next_page()?
+                && u64::from(num_values) * bits > buf.len() as u64 * 8
+            {
+                return Err(parquet::errors::ParquetError::General(format!(
+                    "column `{}`: a dictionary page claims {num_values} values in {} bytes",
+                    column.column_path().string(),
+                    buf.len()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A Parquet file whose streams fail when read past its end, instead of reading nothing.
@@ -1041,23 +1087,52 @@ mod tests {
 
     #[test]
     fn a_parquet_page_header_past_the_end_of_the_file_is_an_error() {
-        // Found by fuzzing: a sound footer, then a page header whose claims the reader used to
-        // skip one empty read at a time for minutes.
+        // The stream page headers are read from: its end is an error, not an empty read.
+        let mut r = PastEndFails(io::Cursor::new(vec![1u8, 2]));
+        let mut buf = [0u8; 4];
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+        let err = r.read(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            r.read(&mut []).unwrap(),
+            0,
+            "an empty read is not past the end"
+        );
+        // Found by fuzzing: a sound footer, then page headers whose claims the reader used to
+        // skip one empty read at a time, for minutes. Refused on opening (the first page header
+        // is read to look for a dictionary) or on reading: an error, as the input's last item.
         let data = include_bytes!("../../../fuzz/corpus/parquet/regression-slow-reject");
         let path = std::env::temp_dir().join(format!(
             "telltale-columnar-past-end-{}.parquet",
             std::process::id()
         ));
         std::fs::write(&path, data).unwrap();
-        let reader = ColumnarReader::open(&path, ColumnarFormat::Parquet, "x").unwrap();
-        let results: Vec<_> = reader.collect();
-        let err = results
-            .last()
-            .and_then(|r| r.as_ref().err())
-            .expect("the file is rejected, its error the last item");
+        let refused = match ColumnarReader::open(&path, ColumnarFormat::Parquet, "x") {
+            Err(_) => true,
+            Ok(reader) => {
+                let mut results: Vec<_> = reader.collect();
+                results.pop().is_some_and(|r| r.is_err())
+            }
+        };
+        std::fs::remove_file(&path).ok();
+        assert!(refused);
+    }
+
+    #[test]
+    fn a_parquet_dictionary_claiming_more_values_than_it_holds_is_refused() {
+        // Found by fuzzing: a 1.8 KB file whose dictionary page claims 1.7 billion values (the
+        // Parquet reader allocated 13 GB for them).
+        let data = include_bytes!("../../../fuzz/corpus/parquet/regression-dictionary-claim");
+        let path = std::env::temp_dir().join(format!(
+            "telltale-columnar-dictionary-{}.parquet",
+            std::process::id()
+        ));
+        std::fs::write(&path, data).unwrap();
+        let err = ColumnarReader::open(&path, ColumnarFormat::Parquet, "x").unwrap_err();
         std::fs::remove_file(&path).ok();
         assert!(
-            err.to_string().contains("past the end of the file"),
+            err.to_string()
+                .contains("a dictionary page claims 1690898694 values in 160 bytes"),
             "{err}"
         );
     }

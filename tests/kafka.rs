@@ -1894,16 +1894,29 @@ fn chaos_loses_no_anomaly_and_dead_letters_every_poison() {
     );
 }
 
-/// Feeds 8 series over 4 partitions at a steady pace (about 800 messages a second), kills the
-/// engine with SIGKILL once it has consumed a quarter of the input and committed at least
-/// twice, and returns, at that moment, the distinct event ids a `read_committed` reader sees
-/// and those of the input the group's committed offsets cover. The producer goes on to the end.
-fn kill_mid_stream(
-    s: &EngineSetup,
-    config: &str,
-    series: usize,
-    points: usize,
-) -> (BTreeSet<String>, BTreeSet<String>) {
+/// What a `read_committed` reader sees right after an instance was killed mid-stream, and what
+/// the input below the group's committed offsets accounts for.
+struct AtTheKill {
+    /// Distinct event ids visible.
+    events: BTreeSet<String>,
+    /// Ids of the spikes in the committed input.
+    covered_events: BTreeSet<String>,
+    /// Dead letters visible: (partition, offset) of their input.
+    dead: BTreeSet<(String, String)>,
+    /// Poison messages in the committed input.
+    covered_poison: BTreeSet<(String, String)>,
+    /// The latest visible changelog round of each input partition (its input offset; -1: none).
+    rounds: Vec<i64>,
+    /// The committed offsets.
+    committed: Vec<i64>,
+}
+
+/// Feeds 8 series over 4 partitions at a steady pace (about 800 messages a second, a poison
+/// message after every 50th), kills the engine with SIGKILL once it has consumed a quarter of
+/// the input (and, with `exactly_once`, committed at least twice), and reads what is visible
+/// at that moment beside what the committed input accounts for (read back from the input
+/// topic). The producer goes on to the end.
+fn kill_mid_stream(s: &EngineSetup, config: &str, series: usize, points: usize) -> AtTheKill {
     let partitions = 4;
     let mut a = Engine::start("eos-a", config);
     a.wait_for("partitions assigned", Duration::from_secs(60), |e| {
@@ -1913,6 +1926,7 @@ fn kill_mid_stream(
         let (brokers, input) = (s.brokers.clone(), s.input.clone());
         std::thread::spawn(move || {
             let p = producer(&brokers);
+            let mut valid = 0;
             for j in 0..points {
                 for i in 0..series {
                     let key = format!("{:016x}", series_key(i).id());
@@ -1923,6 +1937,15 @@ fn kill_mid_stream(
                             .payload(&point_line(i, j, EVERY))
                             .partition(i as i32 % partitions),
                     );
+                    valid += 1;
+                    if valid % 50 == 0 {
+                        send(
+                            &p,
+                            rdkafka::producer::BaseRecord::<str, str>::to(&input)
+                                .payload(&format!("not json {valid}"))
+                                .partition((valid / 50) % partitions),
+                        );
+                    }
                 }
                 if j % 10 == 9 {
                     rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
@@ -1943,37 +1966,84 @@ fn kill_mid_stream(
         e.metric("telltale_messages_in_total").unwrap_or(0.0) >= quarter && committing(e)
     });
     a.kill();
-    let offsets = committed(&s.brokers, &s.group, &s.input, partitions);
-    // Partition p holds series p and p + 4, point by point: message m is point m / 2 of
-    // series p + 4 (m % 2).
-    let covered: BTreeSet<String> = (0..partitions as usize)
-        .flat_map(|p| {
-            (0..offsets[p].max(0) as usize).flat_map(move |m| {
-                expected_ids(p + partitions as usize * (m % 2), m / 2..m / 2 + 1, EVERY)
-            })
+    let committed = committed(&s.brokers, &s.group, &s.input, partitions);
+    let visible = |topic: &str| {
+        let from = Instant::now();
+        read_until(&s.brokers, topic, Duration::from_secs(30), |_| {
+            from.elapsed() > Duration::from_secs(3)
+        })
+    };
+    let events = event_ids(&visible(&s.anomalies));
+    let dead = visible(&s.dlq)
+        .iter()
+        .filter_map(|m| {
+            Some((
+                m.header("telltale.source.partition")?,
+                m.header("telltale.source.offset")?,
+            ))
         })
         .collect();
-    let read_from = Instant::now();
-    let visible = read_until(&s.brokers, &s.anomalies, Duration::from_secs(30), |_| {
-        read_from.elapsed() > Duration::from_secs(3)
-    });
+    let rounds = if config.contains("changelog = true") {
+        round_offsets(s, &s.input, partitions)
+    } else {
+        vec![-1; partitions as usize]
+    };
     producer_thread.join().expect("producer");
+    // The input below the committed offsets: its spikes' ids and its poison messages.
+    let mut covered_events = BTreeSet::new();
+    let mut covered_poison = BTreeSet::new();
+    let total = series * points + series * points / 50;
+    let input = read_until(&s.brokers, &s.input, Duration::from_secs(60), |m| {
+        m.len() >= total
+    });
+    for m in input
+        .iter()
+        .filter(|m| m.offset < committed[m.partition as usize])
+    {
+        match serde_json::from_slice::<serde_json::Value>(&m.payload) {
+            Ok(v) if v["value"] == 5000.0 => {
+                let i: usize = v["labels"]["series"]
+                    .as_str()
+                    .and_then(|x| x.parse().ok())
+                    .expect("series");
+                let t = v["timestamp"].as_i64().expect("timestamp");
+                covered_events.insert(format!("{:016x}", event_id(series_key(i).id(), CHAIN, t)));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                covered_poison.insert((m.partition.to_string(), m.offset.to_string()));
+            }
+        }
+    }
     assert!(
-        offsets.iter().all(|&o| o < (2 * points) as i64),
-        "killed after the whole input was committed ({offsets:?}): nothing was in flight"
+        committed
+            .iter()
+            .zip(0..)
+            .all(|(&c, p)| { c < input.iter().filter(|m| m.partition == p).count() as i64 }),
+        "killed after the whole input was committed ({committed:?}): nothing was in flight"
     );
-    (event_ids(&visible), covered)
+    AtTheKill {
+        events,
+        covered_events,
+        dead,
+        covered_poison,
+        rounds,
+        committed,
+    }
 }
 
-/// Exactly-once: the events a `read_committed` reader sees move together with the input
-/// offsets: killed mid-stream (SIGKILL, a transaction open), an instance leaves visible exactly
-/// the events of the input its group has committed, no more (nothing of the open transaction)
-/// and no less; a new instance with the same transactional id aborts the open transaction and
-/// finishes the input. The test broker keeps transactional offsets until a commit and holds
-/// `read_committed` readers at the first open transaction (its last stable offset), which is
-/// what this checks; it does not filter the records of aborted transactions out of what such
-/// a reader gets afterwards, so duplicates after the restart are counted, not asserted
-/// (librdkafka's mock cluster neither stores transactional offsets nor filters either).
+/// Exactly-once: what a `read_committed` reader sees moves together with the input offsets.
+/// Killed mid-stream (SIGKILL, a transaction open), an instance leaves visible exactly the
+/// events and dead letters of the input its group has committed, no more (nothing of the open
+/// transaction) and no less, and no changelog round past the committed offsets; a new
+/// instance with the same transactional id aborts the open transaction, restores the round and
+/// reads again from it up to the committed offsets without sending those outputs twice, and
+/// finishes the input.
+/// The test broker keeps transactional offsets until a commit and holds `read_committed`
+/// readers at the first open transaction (its last stable offset), which is what this checks;
+/// it does not filter the records of aborted transactions out of what such a reader gets
+/// afterwards, so duplicates after the restart are counted, not asserted (librdkafka's mock
+/// cluster neither stores transactional offsets nor filters either).
 #[test]
 fn exactly_once_commits_events_and_offsets_atomically() {
     let (series, points) = (8, 400);
@@ -1981,23 +2051,42 @@ fn exactly_once_commits_events_and_offsets_atomically() {
     let config = s.config().replace(
         "drain_timeout = \"4s\"",
         &format!(
-            "drain_timeout = \"4s\"\nexactly_once = true\ntransactional_id = \"{}-a\"\ntransaction_interval = \"300ms\"",
+            "drain_timeout = \"4s\"\nexactly_once = true\ntransactional_id = \"{}-a\"\ntransaction_interval = \"300ms\"\nchangelog = true\nsnapshot_interval = \"1s\"",
             s.group
         ),
     );
-    let (visible, covered) = kill_mid_stream(&s, &config, series, points);
-    assert!(!covered.is_empty(), "nothing committed before the kill");
+    let k = kill_mid_stream(&s, &config, series, points);
+    assert!(
+        !k.covered_events.is_empty(),
+        "nothing committed before the kill"
+    );
     assert_eq!(
-        visible, covered,
+        k.events, k.covered_events,
         "visible events and committed offsets differ after a kill"
+    );
+    assert_eq!(
+        k.dead, k.covered_poison,
+        "visible dead letters and committed offsets differ after a kill"
+    );
+    assert!(
+        k.rounds.iter().zip(&k.committed).all(|(r, c)| r <= c),
+        "a changelog round past the committed offsets: rounds {:?}, committed {:?}",
+        k.rounds,
+        k.committed
     );
 
     // The same transactional id: the open transaction is aborted, the rest consumed once.
     let b = Engine::start("eos-b", &config);
+    let end = read_until(&s.brokers, &s.input, Duration::from_secs(30), |m| {
+        m.len() >= series * points * 51 / 50
+    });
+    let ends: Vec<i64> = (0..4)
+        .map(|p| end.iter().filter(|m| m.partition == p).count() as i64)
+        .collect();
     b.wait_for(
         "the input consumed and committed",
         Duration::from_secs(90),
-        |_| committed(&s.brokers, &s.group, &s.input, 4) == vec![(2 * points) as i64; 4],
+        |_| committed(&s.brokers, &s.group, &s.input, 4) == ends,
     );
     let want = all_expected(series, 0..points);
     let got = read_events(&s, &want);
@@ -2008,12 +2097,41 @@ fn exactly_once_commits_events_and_offsets_atomically() {
             .unwrap_or(0.0)
             >= 1.0
     );
+    // B restored the round before the kill and read again from there up to the committed
+    // offsets only to bring its models up to date: no event of that input is sent twice (what
+    // may repeat is the aborted transaction's, at or past the committed offsets).
+    let before_kill: Vec<String> = got
+        .iter()
+        .map(Msg::json)
+        .filter(|v| {
+            v["state"] == "open"
+                && v["source"]["offset"].as_i64().expect("offset")
+                    < k.committed[v["source"]["partition"].as_i64().expect("partition") as usize]
+        })
+        .map(|v| v["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(
+        before_kill.len(),
+        k.covered_events.len(),
+        "events of input committed before the kill sent again: {before_kill:?}\n{}",
+        b.log_text()
+    );
+    assert!(
+        k.rounds == k.committed
+            || b.metric("telltale_outputs_already_delivered_total")
+                .unwrap_or(0.0)
+                >= 1.0,
+        "the input between the round and the committed offsets held no output"
+    );
     eprintln!(
-        "exactly once: {} of {} events visible at the kill, as committed; after the restart all \
-         {} present, {} repeated opens (records of the aborted transaction: the test broker \
-         does not filter them)",
-        visible.len(),
+        "exactly once: at the kill {} of {} events, {} dead letters and rounds {:?} visible \
+         (committed {:?}), as committed; after the restart all {} present, {} repeated opens \
+         (records of the aborted transaction: the test broker does not filter them)",
+        k.events.len(),
         want.len(),
+        k.dead.len(),
+        k.rounds,
+        k.committed,
         want.len(),
         opens - want.len()
     );
@@ -2025,9 +2143,9 @@ fn exactly_once_commits_events_and_offsets_atomically() {
         "\"auto.commit.interval.ms\" = \"200\"",
         "\"auto.commit.interval.ms\" = \"60000\"",
     );
-    let (visible, covered) = kill_mid_stream(&s, &config, series, points);
+    let k = kill_mid_stream(&s, &config, series, points);
     assert!(
-        !visible.is_subset(&covered),
-        "without transactions, events run ahead of the committed offsets"
+        !k.events.is_subset(&k.covered_events) && !k.dead.is_subset(&k.covered_poison),
+        "without transactions, events and dead letters run ahead of the committed offsets"
     );
 }

@@ -103,6 +103,8 @@ pub struct Emitted {
     pub timestamp: i64,
     /// Onset of the anomaly.
     pub onset: i64,
+    /// The input record of the point.
+    pub source: Source,
 }
 
 /// One series' snapshot, exported by a shard.
@@ -272,6 +274,7 @@ impl Shard {
                                     series: info.key.clone(),
                                     timestamp: ts,
                                     onset: tr.onset,
+                                    source,
                                 });
                             }
                         }

@@ -12,7 +12,7 @@
 //! letters); decrements happen on the producer's delivery thread. Nothing here locks.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 /// Batches that may be in flight at once, times two.
 pub const RING: u64 = 4096;
@@ -25,6 +25,48 @@ pub struct Acks {
     handed: AtomicU64,
     /// The first delivery failure; once set, no offset is stored again.
     failed: OnceLock<String>,
+}
+
+/// Per input stream, the offset below which the input's outputs were delivered before: input
+/// read again only to bring restored models up to date (from a changelog round to the committed
+/// offset), whose events and dead letters are not sent a second time.
+///
+/// A fixed table of [`Delivered::STREAMS`] streams (32 KB), written by the consumer thread when
+/// it restores a partition, read by the merger and the stage thread per event or dead letter;
+/// a stream beyond it is never marked (its outputs are sent again: at-least-once still holds).
+#[derive(Debug)]
+pub struct Delivered {
+    below: Box<[AtomicI64]>,
+}
+
+impl Default for Delivered {
+    fn default() -> Self {
+        Self {
+            below: (0..Self::STREAMS).map(|_| AtomicI64::new(-1)).collect(),
+        }
+    }
+}
+
+impl Delivered {
+    /// Streams the table holds.
+    pub const STREAMS: usize = 4096;
+
+    /// Outputs of `stream`'s input below `offset` were delivered (-1: none); returns whether
+    /// the stream fits the table.
+    pub fn set(&self, stream: u32, offset: i64) -> bool {
+        self.below
+            .get(stream as usize)
+            .map(|b| b.store(offset, Ordering::Release))
+            .is_some()
+    }
+
+    /// Whether the outputs of input record `offset` of `stream` were delivered before.
+    #[inline]
+    pub fn already(&self, stream: u32, offset: i64) -> bool {
+        self.below
+            .get(stream as usize)
+            .is_some_and(|b| offset < b.load(Ordering::Acquire))
+    }
 }
 
 /// Set when librdkafka reports that every broker is down (consumer or producer side).
@@ -129,6 +171,21 @@ mod tests {
         a.acked(0);
         a.advance(&mut c);
         assert_eq!(c, 3);
+    }
+
+    #[test]
+    fn outputs_below_a_streams_mark_were_delivered_and_a_stream_past_the_table_never_is() {
+        let d = Delivered::default();
+        assert!(!d.already(3, 0), "unmarked");
+        assert!(d.set(3, 100));
+        assert!(d.already(3, 99));
+        assert!(!d.already(3, 100));
+        assert!(!d.already(4, 0), "another stream");
+        assert!(d.set(3, -1));
+        assert!(!d.already(3, 0), "cleared");
+        let past = Delivered::STREAMS as u32;
+        assert!(!d.set(past, 100));
+        assert!(!d.already(past, 0));
     }
 
     #[test]

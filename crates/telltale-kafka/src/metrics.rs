@@ -93,6 +93,9 @@ pub struct Metrics {
     pub repartition_out: AtomicU64,
     /// Series snapshots written to the changelog (acknowledged).
     pub snapshots_out: AtomicU64,
+    /// Events and dead letters of input read again after a restore, below the committed
+    /// offset: delivered before, not sent again.
+    pub already_delivered: AtomicU64,
     /// Transactions committed (`exactly_once`).
     pub txn_commits: AtomicU64,
     /// Transactions aborted (`exactly_once`): their outputs are invisible to `read_committed`
@@ -149,6 +152,7 @@ impl Default for Metrics {
             repartition_done: AtomicU64::new(0),
             repartition_out: AtomicU64::new(0),
             snapshots_out: AtomicU64::new(0),
+            already_delivered: AtomicU64::new(0),
             txn_commits: AtomicU64::new(0),
             txn_aborts: AtomicU64::new(0),
             snapshot_bytes: AtomicU64::new(0),
@@ -217,7 +221,7 @@ impl Collector for Collect {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
         let m = &self.0;
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &AtomicU64); 24] = [
+        let counters: [(&str, &str, &AtomicU64); 25] = [
             (
                 "telltale_remote_write_requests",
                 "Prometheus remote-write requests whose points went into the engine",
@@ -302,6 +306,11 @@ impl Collector for Collect {
                 "telltale_changelog_snapshots",
                 "Series snapshots written to the changelog (acknowledged)",
                 &m.snapshots_out,
+            ),
+            (
+                "telltale_outputs_already_delivered",
+                "Events and dead letters of input read again after a restore (below the committed offset), not sent again",
+                &m.already_delivered,
             ),
             (
                 "telltale_transactions_committed",

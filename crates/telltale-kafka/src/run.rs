@@ -173,6 +173,8 @@ struct SourceCtx {
     changelog: Option<(crate::config::Connection, String)>,
     /// `exactly_once`: the transactional producer.
     txn: Option<TxnProducer>,
+    /// Input whose outputs were delivered before a restore (marked here, on assignment).
+    delivered: Arc<crate::acks::Delivered>,
 }
 
 /// The transactional producer (`exactly_once`).
@@ -271,6 +273,11 @@ impl SourceCtx {
         else {
             return;
         };
+        // No mark of an earlier ownership survives (one is set below where a round is restored).
+        for (topic, partition) in parts {
+            let stream = self.register_stream(topic, *partition);
+            self.delivered.set(stream, -1);
+        }
         let started = Instant::now();
         let read = crate::changelog::read(conn, changelog, parts);
         self.metrics
@@ -291,12 +298,24 @@ impl SourceCtx {
                 return;
             }
         };
-        for ((topic, partition), restored) in parts.iter().zip(read) {
+        // What the group has committed: input from a round's offset up to there is read again
+        // only to bring the restored models up to date; its outputs were delivered.
+        let committed = committed_offsets(consumer, parts);
+        for (((topic, partition), restored), committed) in parts.iter().zip(read).zip(committed) {
             let Some(restored) = restored else { continue };
+            let stream = self.register_stream(topic, *partition);
+            let delivered_below = committed.filter(|c| *c > restored.offset).unwrap_or(-1);
+            if !self.delivered.set(stream, delivered_below) && delivered_below >= 0 {
+                tracing::warn!(
+                    target: "telltale::kafka",
+                    "{topic}/{partition}: more input streams than the delivered table holds; \
+                     the outputs of offsets {}..{delivered_below} will be sent again",
+                    restored.offset
+                );
+            }
             self.metrics
                 .restore_ignored
                 .fetch_add(restored.stale, Ordering::Relaxed);
-            let stream = self.register_stream(topic, *partition);
             let n = restored.series.len();
             let mut burst = Burst::default();
             {
@@ -321,9 +340,14 @@ impl SourceCtx {
                 Ok(()) => tracing::info!(
                     target: "telltale::kafka",
                     "restored {n} series of {topic}/{partition} from the changelog in {:?}; \
-                     resuming at offset {}",
+                     resuming at offset {}{}",
                     started.elapsed(),
-                    restored.offset
+                    restored.offset,
+                    if delivered_below > restored.offset {
+                        format!(" (up to the committed {delivered_below} without sending outputs again)")
+                    } else {
+                        String::new()
+                    }
                 ),
                 Err(e) => tracing::warn!(
                     target: "telltale::kafka",
@@ -425,6 +449,29 @@ impl SourceCtx {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+}
+
+/// The group's committed offsets of `parts` (`None` where there is none or it cannot be read).
+fn committed_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    parts: &[(String, i32)],
+) -> Vec<Option<i64>> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in parts {
+        tpl.add_partition(topic, *partition);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .ok();
+    parts
+        .iter()
+        .map(
+            |(topic, partition)| match got.as_ref()?.find_partition(topic, *partition)?.offset() {
+                rdkafka::Offset::Offset(o) => Some(o),
+                _ => None,
+            },
+        )
+        .collect()
 }
 
 /// Logs librdkafka's own log lines through `tracing`.
@@ -812,6 +859,7 @@ fn session(
     }
     let streams = Streams::new(Vec::new());
     let acks = Arc::new(Acks::default());
+    let delivered = Arc::new(crate::acks::Delivered::default());
     let lost = Arc::new(crate::acks::BrokersLost::default());
     let producer = Arc::new(producer(
         k,
@@ -850,6 +898,7 @@ fn session(
             streams: streams.clone(),
             changelog: changelog.clone().map(|t| (k.connection(), t)),
             txn,
+            delivered: delivered.clone(),
         },
     )?;
 
@@ -865,6 +914,7 @@ fn session(
         metrics: metrics.clone(),
         topic: k.dead_letter_topic.clone(),
         streams: streams.clone(),
+        delivered: delivered.clone(),
     };
     let stage: Box<dyn Stage> = match stage_kind {
         Kind::Score => {
@@ -894,6 +944,7 @@ fn session(
                         .then(|| format!("/telltale/{}", k.group_id)),
                     envelope: Vec::new(),
                     changelog: changelog.clone().map(|t| (t, streams.clone())),
+                    delivered: delivered.clone(),
                 },
             );
             let http_stream = streams.push(StreamName::File(REMOTE_WRITE.into()));

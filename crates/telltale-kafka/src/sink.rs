@@ -196,6 +196,8 @@ pub(crate) struct KafkaSink {
     /// The changelog topic (`changelog = true`), and the stream names that map a snapshot to
     /// its input partition.
     pub(crate) changelog: Option<(String, Arc<Streams>)>,
+    /// Input whose outputs were delivered before a restore.
+    pub(crate) delivered: Arc<crate::acks::Delivered>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -240,6 +242,15 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     fn event(&mut self, e: &Emitted) -> std::io::Result<()> {
         use std::fmt::Write as _;
+        if self
+            .delivered
+            .already(e.source.stream, e.source.offset as i64)
+        {
+            self.metrics
+                .already_delivered
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         self.key.clear();
         let _ = write!(self.key, "{:016x}", e.id);
         self.acks.sent(self.batch);
@@ -270,6 +281,15 @@ impl Sink for KafkaSink {
     fn reject(&mut self, r: &Rejected, streams: &Streams) -> std::io::Result<()> {
         // Rejected after routing (a point older than its series' last one): the message was
         // valid JSON, so the dead letter carries the point as the engine read it.
+        if self
+            .delivered
+            .already(r.source.stream, r.source.offset as i64)
+        {
+            self.metrics
+                .already_delivered
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         let (topic, partition) = streams.with(r.source.stream, |s| match s {
             StreamName::Kafka { topic, partition } => (topic.clone(), *partition),
             StreamName::File(f) => (f.clone(), -1),

@@ -59,12 +59,20 @@ pub(crate) struct Dlq {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) topic: String,
     pub(crate) streams: Arc<Streams>,
+    /// Input whose outputs were delivered before a restore.
+    pub(crate) delivered: Arc<crate::acks::Delivered>,
 }
 
 impl Dlq {
     /// Sends message `m` of `burst`, unchanged, to the dead-letter topic with the reason in its
     /// headers, as part of batch `no`.
     fn send(&self, burst: &Burst, m: &Meta, no: u64, reason: &RejectReason) -> KafkaResult<()> {
+        if self.delivered.already(m.stream, m.offset) {
+            self.metrics
+                .already_delivered
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         self.metrics.reject(reason);
         let (topic, partition) = self.streams.with(m.stream, |s| match s {
             StreamName::Kafka { topic, partition } => (topic.clone(), *partition),

@@ -542,11 +542,16 @@ impl Drop for Engine {
 
 /// A plain HTTP/1.1 GET: (status line, body).
 pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    http_request(addr, "GET", path)
+}
+
+/// A plain HTTP/1.1 request without a body: (status line, body).
+pub fn http_request(addr: &str, method: &str, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .expect("write");
     let mut text = String::new();

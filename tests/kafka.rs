@@ -2077,6 +2077,12 @@ fn exactly_once_commits_events_and_offsets_atomically() {
 
     // The same transactional id: the open transaction is aborted, the rest consumed once.
     let b = Engine::start("eos-b", &config);
+    // HTTP input has no offsets to commit with: refused, saying why.
+    let (status, body) = http_request(&b.http_addr(), "POST", "/api/v1/write");
+    assert!(
+        status.contains("404") && body.contains("exactly_once"),
+        "{status}: {body}"
+    );
     let end = read_until(&s.brokers, &s.input, Duration::from_secs(30), |m| {
         m.len() >= series * points * 51 / 50
     });

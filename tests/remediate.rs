@@ -409,16 +409,7 @@ fn open_incidents_survive_a_restart() {
 
 /// A plain HTTP request on loopback: (status line, body).
 fn http(addr: &str, method: &str, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("response");
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
-    )
+    http_request(addr, method, path)
 }
 
 #[test]

@@ -502,7 +502,17 @@ pub fn serve(
                     }
                     continue;
                 }
-                let response = answer(&request, &metrics);
+                let response = if ingest.is_none()
+                    && *request.method() == tiny_http::Method::Post
+                    && matches!(request.url(), "/api/v1/write" | "/v1/metrics")
+                {
+                    plain(
+                        404,
+                        "this engine takes no HTTP input (off with [kafka] exactly_once)\n".into(),
+                    )
+                } else {
+                    answer(&request, &metrics)
+                };
                 if let Err(e) = request.respond(response) {
                     tracing::debug!("http: {e}");
                 }

@@ -247,20 +247,30 @@ pub(crate) fn run(a: RunArgs) -> Result<(), Failure> {
         signal_hook::flag::register(sig, shutdown.clone())?;
     }
     let metrics = Arc::new(Metrics::default());
-    let ingest = Arc::new(telltale_kafka::ingest::Ingest::default());
+    // HTTP input (remote write, OTLP) has no offsets to commit with a transaction, and its
+    // events would be produced while a transaction commits: not with exactly_once.
+    let exactly_once = config.kafka.as_ref().is_some_and(|k| k.exactly_once);
+    let ingest = (!exactly_once).then(|| Arc::new(telltale_kafka::ingest::Ingest::default()));
     if !config.http.listen.is_empty() {
         let addr = config
             .http
             .listen
             .parse()
             .map_err(|e| Failure(format!("http.listen: {e}"), 2))?;
-        let bound = serve(addr, metrics.clone(), Some(ingest.clone()))
+        let bound = serve(addr, metrics.clone(), ingest.clone())
             .map_err(|e| Failure(format!("cannot listen on {addr}: {e}"), 1))?;
-        tracing::info!(
-            "serving /metrics, /healthz, /readyz and POST /api/v1/write on http://{bound}"
-        );
+        if exactly_once {
+            tracing::info!(
+                "serving /metrics, /healthz and /readyz (no HTTP input with exactly_once) on \
+                 http://{bound}"
+            );
+        } else {
+            tracing::info!(
+                "serving /metrics, /healthz, /readyz and POST /api/v1/write on http://{bound}"
+            );
+        }
     }
-    let summary = telltale_kafka::run::run_with(&config, shutdown, metrics, Some(ingest))?;
+    let summary = telltale_kafka::run::run_with(&config, shutdown, metrics, ingest)?;
     tracing::info!(
         "stopped: {} messages, {} points, {} series, {} events, {} dead letters",
         summary.messages,

@@ -416,6 +416,19 @@ pub fn telltale_bin() -> PathBuf {
     .clone()
 }
 
+/// Starts the `telltale` binary with `args` in the background (`TELLTALE_LOG=info`, no
+/// stdin), its stderr to the file `log`.
+pub fn spawn_telltale(args: &[&std::ffi::OsStr], log: &Path) -> Child {
+    Command::new(telltale_bin())
+        .args(args)
+        .env("TELLTALE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn telltale {args:?}: {e}"))
+}
+
 /// A `telltale run` child process.
 #[derive(Debug)]
 pub struct Engine {
@@ -431,15 +444,10 @@ impl Engine {
         let cfg = dir.join("telltale.toml");
         std::fs::write(&cfg, config).expect("write config");
         let log = dir.join("engine.log");
-        let child = Command::new(telltale_bin())
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("TELLTALE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn telltale run");
+        let child = spawn_telltale(
+            &["run".as_ref(), "--config".as_ref(), cfg.as_os_str()],
+            &log,
+        );
         Self { child, log }
     }
 

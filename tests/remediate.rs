@@ -110,19 +110,11 @@ impl Remediator {
         let cfg = s.dir.join(format!("{}.toml", unique("remediator")));
         std::fs::write(&cfg, config).expect("config");
         let log = s.dir.join(format!("{}.log", unique("remediator")));
-        let mut cmd = Command::new(telltale_bin());
-        cmd.args(["remediate", "--config"]).arg(&cfg);
+        let mut args = vec!["remediate".as_ref(), "--config".as_ref(), cfg.as_os_str()];
         if dry_run {
-            cmd.arg("--dry-run");
+            args.push("--dry-run".as_ref());
         }
-        let child = cmd
-            .env("TELLTALE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn telltale remediate");
-        Self(child, log)
+        Self(spawn_telltale(&args, &log), log)
     }
     fn log(&self) -> String {
         std::fs::read_to_string(&self.1).unwrap_or_default()
@@ -407,11 +399,6 @@ fn open_incidents_survive_a_restart() {
     );
 }
 
-/// A plain HTTP request on loopback: (status line, body).
-fn http(addr: &str, method: &str, path: &str) -> (String, String) {
-    http_request(addr, method, path)
-}
-
 #[test]
 fn circuit_breaker_stops_calling_a_failing_target() {
     use std::io::{Read, Write};
@@ -495,7 +482,7 @@ impl Alertmanager {
             .expect("prometheus-alertmanager (Debian package; scripts/test.sh installs it)");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(&addr).is_err()
-            || !http(&addr, "GET", "/-/ready").0.contains("200")
+            || !http_request(&addr, "GET", "/-/ready").0.contains("200")
         {
             assert!(Instant::now() < deadline, "Alertmanager did not start");
             std::thread::sleep(Duration::from_millis(100));
@@ -505,7 +492,7 @@ impl Alertmanager {
 
     /// Its alerts for `incident`: (state, endsAt).
     fn alerts_of(&self, incident: &str) -> Vec<(String, String)> {
-        let (_, body) = http(&self.1, "GET", "/api/v2/alerts");
+        let (_, body) = http_request(&self.1, "GET", "/api/v2/alerts");
         let v: Value = serde_json::from_str(&body).expect("alerts JSON");
         v.as_array()
             .expect("a list")
@@ -752,13 +739,13 @@ fn approve_from_the_status_page_in_headless_chromium() {
         std::thread::sleep(Duration::from_millis(100));
     };
     // The page lists the pending approval (rendered on the server, no external assets).
-    let (_, html) = http(&addr, "GET", "/");
+    let (_, html) = http_request(&addr, "GET", "/");
     assert!(
         html.contains("id=\"pending-inc-11\"") && html.contains("value=\"approve\""),
         "{html}"
     );
     assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
-    let (_, pending) = http(&addr, "GET", "/api/pending");
+    let (_, pending) = http_request(&addr, "GET", "/api/pending");
     assert!(pending.contains("inc-11"), "{pending}");
     // Chromium loads it; a click on approve (with a name typed in) submits the form.
     let profile = s.dir.join("chromium-profile");
@@ -848,21 +835,22 @@ struct Platform(Child, PathBuf);
 impl Platform {
     fn start(s: &Setup, topic: &str) -> (Self, String) {
         let log = s.dir.join("platform.log");
-        let child = Command::new(telltale_bin())
-            .args(["gen", "serve", "--brokers", &s.brokers, "--topic", topic])
-            .args([
-                "--interval",
-                "100ms",
-                "--listen",
-                "127.0.0.1:0",
-                "--models",
-                "1",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn telltale gen serve");
+        let args = [
+            "gen",
+            "serve",
+            "--brokers",
+            &s.brokers,
+            "--topic",
+            topic,
+            "--interval",
+            "100ms",
+            "--listen",
+            "127.0.0.1:0",
+            "--models",
+            "1",
+        ];
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let child = spawn_telltale(&args, &log);
         let p = Self(child, log);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -951,7 +939,7 @@ action = {{ kind = "webhook", url = "{}" }}
     engine.wait_for("warm models", Duration::from_secs(60), |e| {
         e.metric("telltale_messages_done_total").unwrap_or(0.0) >= 3.0 * 60.0
     });
-    let (status, _) = http(&control, "POST", "/fault?kind=level_shift&model=llama3-8b");
+    let (status, _) = http_request(&control, "POST", "/fault?kind=level_shift&model=llama3-8b");
     assert!(status.contains("200"), "{status}");
     // The remediator's audit: the restart does not resolve it in 3 s, the rollback does.
     let audit: Vec<Value> = read_until(&s.brokers, &s.audit, Duration::from_secs(90), |m| {
@@ -1003,7 +991,7 @@ action = {{ kind = "webhook", url = "{}" }}
         .expect("verified");
     assert_eq!(verified["fixed_by"], "rollback");
     // The platform says the rollback cleared the fault.
-    let (_, body) = http(&control, "GET", "/status");
+    let (_, body) = http_request(&control, "GET", "/status");
     let faults: Value = serde_json::from_str(&body).expect("status");
     let fault = &faults[0];
     assert_eq!(fault["cleared_by"], "rollback");

@@ -67,6 +67,16 @@ impl Delivered {
             .get(stream as usize)
             .is_some_and(|b| offset < b.load(Ordering::Acquire))
     }
+
+    /// [`Delivered::already`], counting each such output in `skipped`: whether to leave it out.
+    #[inline]
+    pub fn skip(&self, stream: u32, offset: i64, skipped: &AtomicU64) -> bool {
+        let already = self.already(stream, offset);
+        if already {
+            skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        already
+    }
 }
 
 /// Set when librdkafka reports that every broker is down (consumer or producer side).

@@ -62,18 +62,23 @@ pub fn ensure_topics(
             NewTopic::new(name, *partitions, TopicReplication::Fixed(replication))
         })
         .collect();
-    if missing.is_empty() {
+    create(conn, &missing, "topic")
+}
+
+/// Creates `topics` (one that exists by now is left alone); `what` names them in the log.
+fn create(conn: &Connection, topics: &[NewTopic<'_>], what: &str) -> Result<(), Error> {
+    if topics.is_empty() {
         return Ok(());
     }
     let admin: AdminClient<DefaultClientContext> = conn.client_config(&[], &[])?.create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for r in block_on(admin.create_topics(missing.iter(), &opts))? {
+    for r in block_on(admin.create_topics(topics, &opts))? {
         match r {
-            Ok(name) => tracing::info!(target: "telltale::kafka", "created topic {name}"),
+            Ok(name) => tracing::info!(target: "telltale::kafka", "created {what} {name}"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
                 return Err(Error::Kafka(rdkafka::error::KafkaError::AdminOp(code)))
-                    .inspect_err(|_| tracing::error!("cannot create topic {name}: {code}"));
+                    .inspect_err(|_| tracing::error!("cannot create {what} {name}: {code}"));
             }
         }
     }
@@ -94,17 +99,5 @@ pub fn ensure_compacted_topic(
     let replication = replication.map_or(-1, i32::from);
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication))
         .set("cleanup.policy", "compact");
-    let admin: AdminClient<DefaultClientContext> = conn.client_config(&[], &[])?.create()?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for r in block_on(admin.create_topics([&topic], &opts))? {
-        match r {
-            Ok(name) => tracing::info!(target: "telltale::kafka", "created compacted topic {name}"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(Error::Kafka(rdkafka::error::KafkaError::AdminOp(code)))
-                    .inspect_err(|_| tracing::error!("cannot create topic {name}: {code}"));
-            }
-        }
-    }
-    Ok(())
+    create(conn, &[topic], "compacted topic")
 }

@@ -571,11 +571,14 @@ impl ConsumerContext for SourceCtx {
                     self.drain
                 );
             }
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                _ if self.txn.is_some() => {}
-                Ok(()) => {}
-                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(e) => tracing::warn!(target: "telltale::kafka", "revoke: commit failed: {e}"),
+            // Exactly-once committed the offsets in its transaction above.
+            if self.txn.is_none() {
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    Err(e) => {
+                        tracing::warn!(target: "telltale::kafka", "revoke: commit failed: {e}")
+                    }
+                }
             }
             let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
             let names = std::mem::take(&mut t.names);

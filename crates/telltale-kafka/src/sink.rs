@@ -242,13 +242,11 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     fn event(&mut self, e: &Emitted) -> std::io::Result<()> {
         use std::fmt::Write as _;
+        let (stream, offset) = (e.source.stream, e.source.offset as i64);
         if self
             .delivered
-            .already(e.source.stream, e.source.offset as i64)
+            .skip(stream, offset, &self.metrics.already_delivered)
         {
-            self.metrics
-                .already_delivered
-                .fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         self.key.clear();
@@ -281,13 +279,11 @@ impl Sink for KafkaSink {
     fn reject(&mut self, r: &Rejected, streams: &Streams) -> std::io::Result<()> {
         // Rejected after routing (a point older than its series' last one): the message was
         // valid JSON, so the dead letter carries the point as the engine read it.
+        let (stream, offset) = (r.source.stream, r.source.offset as i64);
         if self
             .delivered
-            .already(r.source.stream, r.source.offset as i64)
+            .skip(stream, offset, &self.metrics.already_delivered)
         {
-            self.metrics
-                .already_delivered
-                .fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         let (topic, partition) = streams.with(r.source.stream, |s| match s {

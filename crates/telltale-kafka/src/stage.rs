@@ -67,10 +67,10 @@ impl Dlq {
     /// Sends message `m` of `burst`, unchanged, to the dead-letter topic with the reason in its
     /// headers, as part of batch `no`.
     fn send(&self, burst: &Burst, m: &Meta, no: u64, reason: &RejectReason) -> KafkaResult<()> {
-        if self.delivered.already(m.stream, m.offset) {
-            self.metrics
-                .already_delivered
-                .fetch_add(1, Ordering::Relaxed);
+        if self
+            .delivered
+            .skip(m.stream, m.offset, &self.metrics.already_delivered)
+        {
             return Ok(());
         }
         self.metrics.reject(reason);
